@@ -1,0 +1,388 @@
+"""The checks a rule can `require`: each is one parse function, one judge function, the fact it
+reads, its JSON-Schema entry and its docs row (pure).
+
+Adding a check means adding one `CheckSpec` to `CHECKS` below, plus its tests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from policy import patterns, units
+from policy.facts import TIERS, ImageFacts, PlatformFacts
+from policy.reference import Reference
+from policy.yamlsrc import Node, Reader
+
+# What a check reads. `reference`: the reference as written (no lookup); `tier`: the Docker Hub
+# trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
+# selected platform's manifest (layers, sizes); `config`: each selected platform's config blob.
+Fact = Literal["reference", "tier", "platforms", "manifest", "config"]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a check judges: the reference, what is known about it, and the platforms it reads."""
+
+    ref: Reference
+    facts: ImageFacts
+    platforms: tuple[PlatformFacts, ...]
+    rule_id: str
+    now: datetime
+
+    def label(self, platform: PlatformFacts | None = None) -> str:
+        """`docker.io/library/nginx:1.25`, with ` (linux/arm64)` for an index entry."""
+        if platform is not None and self.facts.index:
+            return f"{self.ref} ({platform.platform})"
+        return str(self.ref)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    fact: Fact
+    parse: Callable[[Reader, Node, str], object | None]
+    judge: Callable[[object, Subject], list[str]]
+    schema: Mapping[str, Any]
+    doc: str
+
+
+# --- reference checks ---------------------------------------------------------------------------
+
+
+def _parse_registries(reader: Reader, node: Node, path: str) -> object | None:
+    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
+        try:
+            return patterns.registry_glob(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    globs = reader.string_list(node, path, check=check)
+    return tuple(globs) if globs else None
+
+
+def _judge_registries(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, tuple)
+    if any(g.matches(s.ref.registry) for g in setting):
+        return []
+    allowed = ", ".join(str(g) for g in setting)
+    return [f"{s.ref} is from registry {s.ref.registry}; rule {s.rule_id} allows only {allowed}"]
+
+
+def _parse_true(reader: Reader, node: Node, path: str) -> object | None:
+    value = reader.boolean(node, path)
+    return value
+
+
+def _judge_digest(setting: object, s: Subject) -> list[str]:
+    if not setting or s.ref.digest is not None:
+        return []
+    return [
+        f"{s.ref} is not pinned by digest; rule {s.rule_id} requires name@sha256:... "
+        "(run `image-policy pin` or use the digest the registry reports)"
+    ]
+
+
+def _parse_tag_globs(reader: Reader, node: Node, path: str) -> object | None:
+    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
+        try:
+            return patterns.tag_glob(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    globs = reader.string_list(node, path, check=check)
+    return tuple(globs) if globs else None
+
+
+def _judge_deny_tags(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, tuple)
+    tag = s.ref.tag
+    if tag is None:
+        if s.ref.digest is not None:
+            return []
+        tag = "latest"
+    for glob in setting:
+        if glob.matches(tag):
+            implicit = "" if s.ref.tag is not None else " (no tag means latest)"
+            return [f"{s.ref} uses tag {tag!r}{implicit}; rule {s.rule_id} denies tags {glob}"]
+    return []
+
+
+# --- tier ---------------------------------------------------------------------------------------
+
+
+def _parse_tiers(reader: Reader, node: Node, path: str) -> object | None:
+    def check(child: Node, item_path: str, text: str) -> str | None:
+        if text not in TIERS:
+            reader.error(child, item_path, f"expected one of {' | '.join(TIERS)}, got {text!r}")
+            return None
+        return text
+
+    tiers = reader.string_list(node, path, check=check)
+    return frozenset(tiers) if tiers else None
+
+
+def _judge_tier(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, frozenset)
+    tier = s.facts.tier
+    if tier in setting:
+        return []
+    allowed = ", ".join(t for t in TIERS if t in setting)
+    source = f" (from {s.facts.tier_source})" if s.facts.tier_source else ""
+    return [
+        f"{s.ref} is in trusted-content tier {tier!r}{source}; rule {s.rule_id} allows {allowed}"
+    ]
+
+
+# --- platforms ----------------------------------------------------------------------------------
+
+
+def _parse_platforms(reader: Reader, node: Node, path: str) -> object | None:
+    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
+        try:
+            return patterns.platform_glob(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    globs = reader.string_list(node, path, check=check)
+    return tuple(globs) if globs else None
+
+
+def _judge_platforms(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, tuple)
+    offered = [patterns.normalize_platform(p.platform) for p in s.facts.image_platforms()]
+    missing = [str(g) for g in setting if not any(g.matches(p) for p in offered)]
+    if not missing:
+        return []
+    have = ", ".join(offered) or "no platforms"
+    return [
+        f"{s.ref} offers {have}; rule {s.rule_id} requires {', '.join(missing)} too"
+        if offered
+        else f"{s.ref} offers no platforms; rule {s.rule_id} requires {', '.join(missing)}"
+    ]
+
+
+# --- manifest checks ----------------------------------------------------------------------------
+
+
+def _judge_max_layers(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, int)
+    return [
+        f"{s.label(p)} has {p.layers} layers; rule {s.rule_id} allows at most {setting}"
+        for p in s.platforms
+        if p.layers is not None and p.layers > setting
+    ]
+
+
+def _parse_size(reader: Reader, node: Node, path: str) -> object | None:
+    try:
+        return units.parse_size(node.value)
+    except ValueError as exc:
+        reader.error(node, path, f"{exc}, got {node.type_name()}")
+        return None
+
+
+def _judge_max_size(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, int)
+    return [
+        f"{s.label(p)} is {units.format_size(p.size)} compressed; "
+        f"rule {s.rule_id} allows at most {units.format_size(setting)}"
+        for p in s.platforms
+        if p.size is not None and p.size > setting
+    ]
+
+
+# --- config checks ------------------------------------------------------------------------------
+
+_ROOT_USERS = {"", "0", "root"}
+
+
+def _judge_non_root(setting: object, s: Subject) -> list[str]:
+    if not setting:
+        return []
+    out = []
+    for p in s.platforms:
+        user = (p.user or "").strip()
+        name = user.split(":", 1)[0]
+        if name in _ROOT_USERS:
+            shown = f"user {user!r}" if user else "no USER (root)"
+            out.append(f"{s.label(p)} runs as {shown}; rule {s.rule_id} requires a non-root USER")
+    return out
+
+
+def _parse_duration(reader: Reader, node: Node, path: str) -> object | None:
+    try:
+        return units.parse_duration(node.value)
+    except ValueError as exc:
+        reader.error(node, path, f"{exc}, got {node.type_name()}")
+        return None
+
+
+def _judge_max_age(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, float)
+    out = []
+    limit = timedelta(seconds=setting)
+    for p in s.platforms:
+        if p.created is None:
+            out.append(
+                f"{s.label(p)} has no creation time in its config; "
+                f"rule {s.rule_id} requires images newer than {units.format_duration(setting)}"
+            )
+            continue
+        created = p.created if p.created.tzinfo else p.created.replace(tzinfo=UTC)
+        age = s.now - created
+        if age > limit:
+            out.append(
+                f"{s.label(p)} was built {age.days} days ago ({created.date()}); "
+                f"rule {s.rule_id} allows at most {units.format_duration(setting)}"
+            )
+    return out
+
+
+def _parse_labels(reader: Reader, node: Node, path: str) -> object | None:
+    """`{label: regex}`; a null value means "present, any value"; a list of names also works."""
+    out: dict[str, re.Pattern[str] | None] = {}
+    if isinstance(node.value, list):
+        names = reader.string_list(node, path)
+        return {n: None for n in names} if names else None
+    if not isinstance(node.value, dict) or not node.value:
+        reader.expected(node, path, "a mapping of label names to value regexes (or null)")
+        return None
+    ok = True
+    for key, child in node.value.items():
+        child_path = f"{path}.{key}"
+        if child.value is None:
+            out[key] = None
+            continue
+        if not isinstance(child.value, str):
+            reader.expected(child, child_path, "a regular expression string or null")
+            ok = False
+            continue
+        try:
+            out[key] = re.compile(child.value)
+        except re.error as exc:
+            reader.error(child, child_path, f"invalid regular expression: {exc}")
+            ok = False
+    return out if ok else None
+
+
+def _judge_labels(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, dict)
+    out = []
+    for p in s.platforms:
+        labels = p.labels or {}
+        for name, regex in setting.items():
+            if name not in labels:
+                out.append(f"{s.label(p)} lacks label {name}; rule {s.rule_id} requires it")
+            elif regex is not None and not regex.fullmatch(labels[name]):
+                out.append(
+                    f"{s.label(p)} has label {name}={labels[name]!r}; "
+                    f"rule {s.rule_id} requires it to match {regex.pattern!r}"
+                )
+    return out
+
+
+def _parse_positive_int(reader: Reader, node: Node, path: str) -> object | None:
+    return reader.positive_int(node, path)
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+
+CHECKS: dict[str, CheckSpec] = {
+    spec.name: spec
+    for spec in (
+        CheckSpec(
+            "registries",
+            "reference",
+            _parse_registries,
+            _judge_registries,
+            _STRINGS,
+            "Registry host globs the image may come from (`*.gcr.io`, `ghcr.io`). "
+            "A registry this rejects is never contacted.",
+        ),
+        CheckSpec(
+            "tier",
+            "tier",
+            _parse_tiers,
+            _judge_tier,
+            {"type": "array", "items": {"enum": list(TIERS)}, "minItems": 1},
+            "Allowed Docker Hub trusted-content tiers: official, verified_publisher, "
+            "sponsored_oss, none.",
+        ),
+        CheckSpec(
+            "digest",
+            "reference",
+            _parse_true,
+            _judge_digest,
+            {"type": "boolean"},
+            "`true`: the reference as written must carry a digest (`name@sha256:...`).",
+        ),
+        CheckSpec(
+            "denyTags",
+            "reference",
+            _parse_tag_globs,
+            _judge_deny_tags,
+            _STRINGS,
+            "Tag globs that are refused (`latest`, `*-dev`); no tag and no digest is latest.",
+        ),
+        CheckSpec(
+            "maxLayers",
+            "manifest",
+            _parse_positive_int,
+            _judge_max_layers,
+            {"type": "integer", "minimum": 1},
+            "Most layers each selected platform's image may have.",
+        ),
+        CheckSpec(
+            "maxSize",
+            "manifest",
+            _parse_size,
+            _judge_max_size,
+            {"type": ["string", "integer"], "pattern": r"^\d+(\.\d+)?\s*[A-Za-z]*$"},
+            "Largest sum of compressed layer sizes (`500MiB`, `1GB`; a number is bytes).",
+        ),
+        CheckSpec(
+            "platforms",
+            "platforms",
+            _parse_platforms,
+            _judge_platforms,
+            _STRINGS,
+            "Platforms the image must offer (`linux/amd64`, `linux/arm64`).",
+        ),
+        CheckSpec(
+            "nonRootUser",
+            "config",
+            _parse_true,
+            _judge_non_root,
+            {"type": "boolean"},
+            "`true`: the config's User must be set and not `0` or `root`.",
+        ),
+        CheckSpec(
+            "maxAge",
+            "config",
+            _parse_duration,
+            _judge_max_age,
+            {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
+            "Oldest allowed build time, from the config's `created` (`90d`, `12h`).",
+        ),
+        CheckSpec(
+            "labels",
+            "config",
+            _parse_labels,
+            _judge_labels,
+            {
+                "oneOf": [
+                    {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                    _STRINGS,
+                ]
+            },
+            "Config labels that must be present, with an optional regex for the value.",
+        ),
+    )
+}

@@ -1,0 +1,280 @@
+"""The decision engine: rule set + facts about images + context → Decision (pure, deterministic).
+
+Two steps, so the resolver fetches only what is needed:
+- `needs(ruleset, ref, context)` says which facts an image needs (nothing, tier, platforms,
+  manifests, configs, for which platforms), and nothing at all for an image a `registries` check
+  already denies — such a registry is never contacted;
+- `evaluate(ruleset, images, context)` judges each image with what was resolved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from policy import checks, patterns
+from policy.facts import NO_NEEDS, ImageFacts, Needs, PlatformFacts
+from policy.reference import Reference
+from policy.rules import Action, Rule, RuleSet
+
+UNMATCHED_RULE = "(unmatched)"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and when a decision is made. `namespace` None means not known (CLI)."""
+
+    now: datetime
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    check: str
+    action: Action
+    message: str
+
+
+@dataclass(frozen=True)
+class ImageDecision:
+    """The verdict on one image: denied when any violation's action is deny."""
+
+    reference: Reference
+    facts: ImageFacts
+    violations: tuple[Violation, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return not any(v.action == "deny" for v in self.violations)
+
+    def by_action(self, action: Action) -> tuple[Violation, ...]:
+        return tuple(v for v in self.violations if v.action == action)
+
+
+@dataclass(frozen=True)
+class Decision:
+    images: tuple[ImageDecision, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(i.allowed for i in self.images)
+
+
+@dataclass(frozen=True)
+class _Applicable:
+    """The rules that apply to one image after exceptions, and the expired exceptions met."""
+
+    rules: tuple[Rule, ...]
+    expired: tuple[str, ...]
+    matched_any: bool
+
+
+def _applicable(ruleset: RuleSet, ref: Reference, context: Context) -> _Applicable:
+    today = context.now.date()
+    matched = [r for r in ruleset.rules if r.match.covers(ref, context.namespace)]
+    kept = []
+    expired: list[str] = []
+    for rule in matched:
+        lifted = False
+        for exc in ruleset.exceptions:
+            if not exc.covers(rule.id, ref, context.namespace):
+                continue
+            if exc.expired(today):
+                expired.append(
+                    f"exception for rule {rule.id} on {ref.name} expired on {exc.expires} "
+                    f"({exc.reason}); the rule applies again"
+                )
+                continue
+            lifted = True
+        if not lifted:
+            kept.append(rule)
+    return _Applicable(tuple(kept), tuple(dict.fromkeys(expired)), bool(matched))
+
+
+def _action(rule: Rule, ruleset: RuleSet) -> Action:
+    return rule.action or ruleset.defaults.action
+
+
+def _platform_selection(rule: Rule, ruleset: RuleSet) -> tuple[patterns.Glob, ...]:
+    return rule.platforms or ruleset.defaults.platforms
+
+
+def _registry_denied(rules: Iterable[Rule], ruleset: RuleSet, ref: Reference) -> bool:
+    for rule in rules:
+        if _action(rule, ruleset) != "deny":
+            continue
+        for check in rule.checks:
+            if check.name == "registries" and checks.CHECKS[check.name].judge(
+                check.setting, _reference_subject(ref, rule)
+            ):
+                return True
+    return False
+
+
+def _reference_subject(ref: Reference, rule: Rule) -> checks.Subject:
+    return checks.Subject(ref, ImageFacts(), (), rule.id, datetime.min)
+
+
+def registry_refused(ruleset: RuleSet, ref: Reference, context: Context) -> bool:
+    """Whether a deny-action `registries` check rejects this image (its registry is never
+    contacted)."""
+    return _registry_denied(_applicable(ruleset, ref, context).rules, ruleset, ref)
+
+
+def needs(ruleset: RuleSet, ref: Reference, context: Context) -> Needs:
+    """The facts `evaluate` will read for this image; NO_NEEDS if a registries check denies it."""
+    applicable = _applicable(ruleset, ref, context)
+    if _registry_denied(applicable.rules, ruleset, ref):
+        return NO_NEEDS
+    out = NO_NEEDS
+    for rule in applicable.rules:
+        select = tuple(str(g) for g in _platform_selection(rule, ruleset))
+        for check in rule.checks:
+            fact = checks.CHECKS[check.name].fact
+            if fact == "tier":
+                out = out | Needs(tier=True)
+            elif fact == "platforms":
+                out = out | Needs(digest=True, platforms=True)
+            elif fact == "manifest":
+                out = out | Needs(digest=True, platforms=True, manifest=True, select=select)
+            elif fact == "config":
+                out = out | Needs(
+                    digest=True, platforms=True, manifest=True, config=True, select=select
+                )
+    return out
+
+
+def _select(facts: ImageFacts, globs: Sequence[patterns.Glob]) -> tuple[PlatformFacts, ...]:
+    entries = facts.image_platforms()
+    if not facts.index:
+        return entries
+    return tuple(
+        p for p in entries if any(g.matches(patterns.normalize_platform(p.platform)) for g in globs)
+    )
+
+
+def _missing(fact: checks.Fact, facts: ImageFacts, selected: Sequence[PlatformFacts]) -> str | None:
+    """Why `fact` is not known for this image, or None when it is."""
+    if fact == "reference":
+        return None
+    if fact == "tier":
+        return None if facts.tier is not None else facts.errors.get("tier", "tier not resolved")
+    reason = (
+        facts.errors.get(fact)
+        or facts.errors.get("manifest" if fact == "config" else fact)
+        or facts.errors.get("platforms")
+        or facts.errors.get("digest")
+    )
+    if facts.index is None:
+        return reason or "manifest not resolved"
+    if fact == "platforms":
+        return None
+    for p in selected:
+        if fact == "manifest" and p.layers is None:
+            return reason or f"manifest for {p.platform} not resolved"
+        if fact == "config" and not p.config_known:
+            return reason or f"config for {p.platform} not resolved"
+    return None
+
+
+def _resolve_violation(
+    ruleset: RuleSet, rule: Rule, check: str, ref: Reference, fact: str, reason: str
+) -> Violation | None:
+    mode = ruleset.defaults.on_resolve_error
+    if mode == "allow":
+        return None
+    what = {"config": "image config", "manifest": "image manifest", "platforms": "platform list"}
+    return Violation(
+        rule.id,
+        check,
+        mode,
+        f"cannot check {ref}: {what.get(fact, fact)} could not be fetched ({reason}); "
+        f"onResolveError is {mode}",
+    )
+
+
+def _judge_rule(
+    ruleset: RuleSet, rule: Rule, ref: Reference, facts: ImageFacts, context: Context
+) -> list[Violation]:
+    action = _action(rule, ruleset)
+    globs = _platform_selection(rule, ruleset)
+    selected = _select(facts, globs)
+    out: list[Violation] = []
+    no_platform_reported = False
+    for check in rule.checks:
+        spec = checks.CHECKS[check.name]
+        reason = _missing(spec.fact, facts, selected)
+        if reason is not None:
+            violation = _resolve_violation(ruleset, rule, check.name, ref, spec.fact, reason)
+            if violation is not None:
+                out.append(violation)
+            continue
+        if spec.fact in ("manifest", "config") and facts.index and not selected:
+            if not no_platform_reported:
+                offered = ", ".join(p.platform for p in facts.image_platforms()) or "no images"
+                wanted = ", ".join(str(g) for g in globs)
+                out.append(
+                    Violation(
+                        rule.id,
+                        check.name,
+                        action,
+                        f"{ref} offers {offered}; none of the platforms rule {rule.id} "
+                        f"reads ({wanted}), so {check.name} cannot be checked",
+                    )
+                )
+                no_platform_reported = True
+            continue
+        subject = checks.Subject(ref, facts, selected, rule.id, context.now)
+        for message in spec.judge(check.setting, subject):
+            text = f"{rule.message} ({message})" if rule.message else message
+            out.append(Violation(rule.id, check.name, action, text))
+    return out
+
+
+def evaluate_image(
+    ruleset: RuleSet, ref: Reference, facts: ImageFacts, context: Context
+) -> ImageDecision:
+    """Judge one image with what is known about it."""
+    applicable = _applicable(ruleset, ref, context)
+    if not applicable.matched_any:
+        if ruleset.defaults.unmatched == "allow":
+            return ImageDecision(ref, facts, ())
+        return ImageDecision(
+            ref,
+            facts,
+            (
+                Violation(
+                    UNMATCHED_RULE,
+                    "unmatched",
+                    "deny",
+                    f"no rule of {ruleset.name} matches {ref.name}; "
+                    "images no rule covers are denied (defaults.unmatched: deny)",
+                ),
+            ),
+        )
+    violations: list[Violation] = []
+    if _registry_denied(applicable.rules, ruleset, ref):
+        # The registry is refused, so it was never contacted: judge only the reference.
+        for rule in applicable.rules:
+            for check in rule.checks:
+                if checks.CHECKS[check.name].fact == "reference":
+                    subject = checks.Subject(ref, facts, (), rule.id, context.now)
+                    for message in checks.CHECKS[check.name].judge(check.setting, subject):
+                        text = f"{rule.message} ({message})" if rule.message else message
+                        violations.append(
+                            Violation(rule.id, check.name, _action(rule, ruleset), text)
+                        )
+    else:
+        for rule in applicable.rules:
+            violations.extend(_judge_rule(ruleset, rule, ref, facts, context))
+    return ImageDecision(ref, facts, tuple(violations), applicable.expired)
+
+
+def evaluate(
+    ruleset: RuleSet, images: Iterable[tuple[Reference, ImageFacts]], context: Context
+) -> Decision:
+    """Judge every image; the decision allows only when no image is denied."""
+    return Decision(tuple(evaluate_image(ruleset, ref, facts, context) for ref, facts in images))

@@ -1,0 +1,108 @@
+"""What is known about an image, and what the rules need to know (pure data)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+TIERS = ("official", "verified_publisher", "sponsored_oss", "none")
+
+# Platform of index entries that carry attestations (buildkit) rather than an image.
+ATTESTATION_PLATFORM = "unknown/unknown"
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The facts a decision needs about one image, so the resolver fetches only those.
+
+    `manifest` means per-platform image manifests (layers, size), `config` the config
+    blobs (user, created, labels), `platforms` the list of platforms the image offers (for a
+    single-platform image that is its config's os/architecture). `select` lists the platform
+    patterns whose manifests/configs are read ("*" = all); a single-platform image is always read.
+    """
+
+    tier: bool = False
+    digest: bool = False
+    platforms: bool = False
+    manifest: bool = False
+    config: bool = False
+    select: tuple[str, ...] = ()
+
+    def __or__(self, other: Needs) -> Needs:
+        select = tuple(dict.fromkeys(self.select + other.select))
+        return Needs(
+            tier=self.tier or other.tier,
+            digest=self.digest or other.digest,
+            platforms=self.platforms or other.platforms,
+            manifest=self.manifest or other.manifest,
+            config=self.config or other.config,
+            select=select,
+        )
+
+    @property
+    def registry(self) -> bool:
+        """Whether anything must be asked of the image's registry."""
+        return self.digest or self.platforms or self.manifest or self.config
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.tier or self.registry)
+
+
+NO_NEEDS = Needs()
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    """One image manifest: an index entry, or the only manifest of a single-platform image.
+
+    `None` means not known (not fetched); `labels` is None until the config is known.
+    """
+
+    platform: str
+    digest: str | None = None
+    layers: int | None = None
+    size: int | None = None
+    user: str | None = None
+    created: datetime | None = None
+    labels: Mapping[str, str] | None = None
+    config_known: bool = False
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """Everything resolved about one reference.
+
+    `index` is True when the reference names an image index/manifest list; then
+    `platforms` lists its entries (attestations included, flagged by platform). For a
+    single manifest `platforms` has exactly one entry once the manifest is known.
+    `errors` maps a fact name (`tier`, `digest`, `platforms`, `manifest`, `config`) to the
+    reason it could not be fetched; `onResolveError` decides what that means.
+    """
+
+    digest: str | None = None
+    media_type: str | None = None
+    index: bool | None = None
+    tier: str | None = None
+    tier_source: str | None = None
+    platforms: tuple[PlatformFacts, ...] = ()
+    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def image_platforms(self) -> tuple[PlatformFacts, ...]:
+        """The entries that are images (attestation entries are never images)."""
+        return tuple(p for p in self.platforms if p.platform != ATTESTATION_PLATFORM)
+
+
+UNKNOWN = ImageFacts()
+
+
+def offline_tier(registry: str, repository: str) -> str | None:
+    """The tier known without asking anyone: Docker Hub's `library/` is `official`, other Docker
+    Hub namespaces need a lookup (None), and images on other registries are `none`."""
+    if registry != "docker.io":
+        return "none"
+    if repository.startswith("library/") and repository.count("/") == 1:
+        return "official"
+    return None

@@ -1,0 +1,254 @@
+"""Facts files: what is known about images, recorded in YAML so rules can be checked offline.
+
+```yaml
+images:
+  nginx:1.25:                          # any reference; normalized like every reference
+    digest: sha256:...                 # the manifest (or index) digest
+    tier: official                     # official | verified_publisher | sponsored_oss | none
+    platforms:                         # an index: one entry per platform
+      linux/amd64: {digest: sha256:..., layers: 7, size: 70MiB, user: "",
+                    created: 2026-01-01T00:00:00Z, labels: {org.example.team: web}}
+  localhost:5000/app:1:                # a single-platform image: the manifest facts inline
+    platform: linux/amd64
+    layers: 3
+    size: 12MiB
+    user: "1000"
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from policy import reference, units
+from policy.errors import InputError, InvalidReference, Location, RuleError
+from policy.facts import TIERS, ImageFacts, Needs, PlatformFacts, offline_tier
+from policy.yamlsrc import Node, Reader, join, load
+
+if TYPE_CHECKING:
+    from policy.deadline import Deadline
+
+_IMAGE_KEYS = (
+    "digest",
+    "tier",
+    "platforms",
+    "platform",
+    "layers",
+    "size",
+    "user",
+    "created",
+    "labels",
+)
+_PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels")
+_CONFIG_KEYS = ("user", "created", "labels")
+
+
+class FactsFileError(InputError):
+    """A facts file that is not valid; the message lists every located problem."""
+
+
+def _created(reader: Reader, node: Node, path: str) -> datetime | None:
+    value = node.value
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    reader.expected(node, path, "a timestamp like 2026-01-01T00:00:00Z")
+    return None
+
+
+def _digest(reader: Reader, node: Node, path: str) -> str | None:
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    try:
+        reference.parse(f"x@{text}")
+    except InvalidReference as exc:
+        reader.error(node, path, f"invalid digest: {exc.problem}")
+        return None
+    return text
+
+
+def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -> PlatformFacts:
+    """One manifest's facts: an index entry `name`, or ("") the inline single-platform facts."""
+    digest = (
+        _digest(reader, children["digest"], join(path, "digest")) if "digest" in children else None
+    )
+    layers = (
+        reader.positive_int(children["layers"], join(path, "layers"))
+        if "layers" in children
+        else None
+    )
+    size = None
+    if "size" in children:
+        try:
+            size = units.parse_size(children["size"].value)
+        except ValueError as exc:
+            reader.error(children["size"], join(path, "size"), str(exc))
+    user = None
+    if "user" in children:
+        raw = children["user"].value
+        if raw is None or isinstance(raw, str | int):
+            user = "" if raw is None else str(raw)
+        else:
+            reader.expected(children["user"], join(path, "user"), "a user name or uid")
+    created = (
+        _created(reader, children["created"], join(path, "created"))
+        if "created" in children
+        else None
+    )
+    labels: dict[str, str] | None = None
+    if "labels" in children:
+        plain = children["labels"].plain()
+        if isinstance(plain, dict) and all(isinstance(v, str) for v in plain.values()):
+            labels = {str(k): str(v) for k, v in plain.items()}
+        else:
+            reader.expected(
+                children["labels"], join(path, "labels"), "a mapping of label names to strings"
+            )
+    config_known = any(k in children for k in _CONFIG_KEYS)
+    platform = name
+    if not name:
+        platform = "linux/amd64"
+        if "platform" in children:
+            platform = reader.string(children["platform"], join(path, "platform")) or platform
+    return PlatformFacts(
+        platform=platform,
+        digest=digest,
+        layers=layers if layers is not None else (0 if size is not None else None),
+        size=size,
+        user=user,
+        created=created,
+        labels=MappingProxyType(labels)
+        if labels is not None
+        else (MappingProxyType({}) if config_known else None),
+        config_known=config_known,
+    )
+
+
+def _image(reader: Reader, node: Node, path: str) -> ImageFacts:
+    children = reader.mapping(node, path, allowed=_IMAGE_KEYS) or {}
+    digest = (
+        _digest(reader, children["digest"], join(path, "digest")) if "digest" in children else None
+    )
+    tier = None
+    if "tier" in children:
+        tier = reader.choice(children["tier"], join(path, "tier"), TIERS)
+    index: bool | None = None
+    platforms: tuple[PlatformFacts, ...] = ()
+    if "platforms" in children:
+        node_platforms = children["platforms"]
+        platforms_path = join(path, "platforms")
+        if isinstance(node_platforms.value, dict) and node_platforms.value:
+            platforms = tuple(
+                _platform(
+                    reader,
+                    name,
+                    reader.mapping(child, join(platforms_path, name), allowed=_PLATFORM_KEYS) or {},
+                    join(platforms_path, name),
+                )
+                for name, child in node_platforms.value.items()
+            )
+            index = True
+        else:
+            reader.expected(node_platforms, platforms_path, "a mapping of platforms to facts")
+    elif any(k in children for k in ("layers", "size", *_CONFIG_KEYS)):
+        platforms = (_platform(reader, "", children, path),)
+        index = False
+    return ImageFacts(
+        digest=digest,
+        index=index,
+        tier=tier,
+        tier_source="facts file" if tier else None,
+        platforms=platforms,
+    )
+
+
+def parse_facts(text: str, filename: str) -> dict[str, ImageFacts]:
+    """Facts by normalized reference string; raise FactsFileError listing every problem."""
+    root, syntax = load(text, filename)
+    reader = Reader(RuleError)
+    reader.errors.extend(syntax)
+    out: dict[str, ImageFacts] = {}
+    if root is not None:
+        top = reader.mapping(root, "", allowed=("images",), required=("images",)) or {}
+        images = top.get("images")
+        if images is not None and not isinstance(images.value, dict):
+            reader.expected(images, "images", "a mapping of image references to facts")
+        elif images is not None:
+            assert isinstance(images.value, dict)
+            for key, child in images.value.items():
+                path = f"images.{key}"
+                try:
+                    ref = reference.parse(key)
+                except InvalidReference as exc:
+                    reader.error(child, path, exc.problem, at_key=True)
+                    continue
+                out[str(ref)] = _image(reader, child, path)
+    elif not syntax:
+        reader.errors.append(RuleError("empty facts file", location=Location(filename, 1, 1)))
+    if reader.errors:
+        raise FactsFileError("\n".join(str(e) for e in reader.errors))
+    return out
+
+
+def load_facts(path: str | Path) -> dict[str, ImageFacts]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FactsFileError(f"{path}: cannot read facts file: {exc}") from exc
+    return parse_facts(text, str(path))
+
+
+class FactsResolver:
+    """Answers from a facts file: what it records, plus the tiers known offline."""
+
+    def __init__(self, facts: Mapping[str, ImageFacts], *, source: str = "facts file") -> None:
+        self._facts = dict(facts)
+        self._source = source
+
+    def resolve(
+        self, items: Sequence[tuple[reference.Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        """The recorded facts for each reference (the deadline is moot: nothing is fetched)."""
+        return [self.lookup(ref) for ref, _ in items]
+
+    def lookup(self, ref: reference.Reference) -> ImageFacts:
+        found = self._facts.get(str(ref))
+        if found is None and ref.digest is not None:
+            found = self._facts.get(f"{ref.name}@{ref.digest}")
+        if found is None:
+            found = ImageFacts(
+                errors=MappingProxyType(
+                    {
+                        fact: f"{ref} is not in the {self._source}"
+                        for fact in ("digest", "platforms", "manifest", "config")
+                    }
+                )
+            )
+        if found.tier is None:
+            tier = offline_tier(ref.registry, ref.repository)
+            errors = dict(found.errors)
+            if tier is None:
+                errors["tier"] = f"{ref} has no tier in the {self._source}"
+            found = ImageFacts(
+                digest=found.digest or ref.digest,
+                media_type=found.media_type,
+                index=found.index,
+                tier=tier,
+                tier_source="offline rule" if tier else None,
+                platforms=found.platforms,
+                errors=MappingProxyType(errors),
+            )
+        return found

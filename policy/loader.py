@@ -1,0 +1,391 @@
+"""Rule files (YAML) → `rules.RuleSet`, with every error located as file:line:column and path.
+
+`load_rules(paths)` raises `RuleErrors` holding every problem found (what `image-policy lint`
+prints); several files, or a directory of them, merge into one rule set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from policy import checks, patterns, rules
+from policy.errors import Location, RuleError, RuleErrors
+from policy.rules import PolicyException, Rule
+from policy.yamlsrc import Node, Reader, join, load
+
+API_VERSION = "image-policy/v1"
+KIND = "RuleSet"
+
+_TOP_KEYS = ("apiVersion", "kind", "metadata", "defaults", "rules", "exceptions")
+_DEFAULT_KEYS = ("action", "platforms", "onResolveError", "unmatched")
+_RULE_KEYS = ("id", "description", "match", "require", "action", "message", "platforms")
+_MATCH_KEYS = ("images", "excludeImages", "namespaces")
+_EXCEPTION_KEYS = ("rules", "images", "namespaces", "reason", "expires")
+RULE_ID = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+@dataclass
+class _Parts:
+    """What one file contributed, before merging."""
+
+    name: str | None = None
+    defaults: dict[str, tuple[object, Location]] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)
+    exceptions: list[PolicyException] = field(default_factory=list)
+
+
+def _image_patterns(reader: Reader, node: Node, path: str) -> tuple[patterns.ImagePattern, ...]:
+    def check(child: Node, item_path: str, text: str) -> patterns.ImagePattern | None:
+        try:
+            return patterns.image_pattern(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    found = reader.string_list(node, path, check=check)
+    return tuple(cast(list[patterns.ImagePattern], found or []))
+
+
+def _namespace_globs(reader: Reader, node: Node, path: str) -> tuple[patterns.Glob, ...]:
+    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
+        try:
+            return patterns.namespace_glob(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    found = reader.string_list(node, path, check=check)
+    return tuple(cast(list[patterns.Glob], found or []))
+
+
+def _platform_globs(reader: Reader, node: Node, path: str) -> tuple[patterns.Glob, ...] | None:
+    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
+        try:
+            return patterns.platform_glob(text)
+        except ValueError as exc:
+            reader.error(child, item_path, str(exc))
+            return None
+
+    found = reader.string_list(node, path, check=check)
+    return tuple(cast(list[patterns.Glob], found)) if found else None
+
+
+def _match(reader: Reader, node: Node, path: str) -> rules.Match | None:
+    children = reader.mapping(node, path, allowed=_MATCH_KEYS, required=("images",))
+    if children is None or "images" not in children:
+        return None
+    images = _image_patterns(reader, children["images"], join(path, "images"))
+    exclude = (
+        _image_patterns(reader, children["excludeImages"], join(path, "excludeImages"))
+        if "excludeImages" in children
+        else ()
+    )
+    if "namespaces" in children:
+        namespaces = _namespace_globs(reader, children["namespaces"], join(path, "namespaces"))
+        return rules.Match(images, exclude, namespaces)
+    return rules.Match(images, exclude)
+
+
+def _require(reader: Reader, node: Node, path: str) -> tuple[rules.Check, ...]:
+    children = reader.mapping(node, path, allowed=tuple(checks.CHECKS))
+    if children is None:
+        return ()
+    if not children:
+        reader.error(node, path, "expected at least one check")
+    out = []
+    for name, child in children.items():
+        spec = checks.CHECKS.get(name)
+        if spec is None:
+            continue  # already reported as an unknown key
+        setting = spec.parse(reader, child, join(path, name))
+        if setting is not None:
+            out.append(rules.Check(name, setting, child.key_location))
+    return tuple(out)
+
+
+def _rule(reader: Reader, node: Node, path: str) -> rules.Rule | None:
+    children = reader.mapping(node, path, allowed=_RULE_KEYS, required=("id", "match", "require"))
+    if children is None:
+        return None
+    errors_before = len(reader.errors)
+    rule_id = None
+    if "id" in children:
+        rule_id = reader.string(children["id"], join(path, "id"))
+        if rule_id is not None and not RULE_ID.match(rule_id):
+            reader.error(
+                children["id"],
+                join(path, "id"),
+                f"rule ids are lowercase letters, digits, '.', '_' and '-', got {rule_id!r}",
+            )
+    match = _match(reader, children["match"], join(path, "match")) if "match" in children else None
+    found = (
+        _require(reader, children["require"], join(path, "require"))
+        if "require" in children
+        else ()
+    )
+    action = None
+    if "action" in children:
+        action = reader.choice(children["action"], join(path, "action"), rules.ACTIONS)
+    texts = {}
+    for key in ("description", "message"):
+        if key in children:
+            texts[key] = reader.string(children[key], join(path, key)) or ""
+    platforms = (
+        _platform_globs(reader, children["platforms"], join(path, "platforms"))
+        if "platforms" in children
+        else None
+    )
+    if len(reader.errors) > errors_before or rule_id is None or match is None:
+        return None
+    return rules.Rule(
+        id=rule_id,
+        match=match,
+        checks=found,
+        action=cast(rules.Action | None, action),
+        description=texts.get("description", ""),
+        message=texts.get("message", ""),
+        platforms=platforms,
+        location=node.location,
+    )
+
+
+def _expires(reader: Reader, node: Node, path: str) -> date | None:
+    value = node.value
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    reader.expected(node, path, "a date like 2027-03-31")
+    return None
+
+
+def _exception(reader: Reader, node: Node, path: str) -> rules.PolicyException | None:
+    children = reader.mapping(
+        node, path, allowed=_EXCEPTION_KEYS, required=("rules", "images", "reason")
+    )
+    if children is None:
+        return None
+    errors_before = len(reader.errors)
+    rule_ids: list[str] = []
+    if "rules" in children:
+        rule_ids = cast(list[str], reader.string_list(children["rules"], join(path, "rules")) or [])
+    images = (
+        _image_patterns(reader, children["images"], join(path, "images"))
+        if "images" in children
+        else ()
+    )
+    namespaces = (
+        _namespace_globs(reader, children["namespaces"], join(path, "namespaces"))
+        if "namespaces" in children
+        else None
+    )
+    reason = (
+        reader.string(children["reason"], join(path, "reason")) if "reason" in children else None
+    )
+    expires = (
+        _expires(reader, children["expires"], join(path, "expires"))
+        if "expires" in children
+        else None
+    )
+    if len(reader.errors) > errors_before or reason is None:
+        return None
+    return rules.PolicyException(
+        rules=tuple(rule_ids),
+        images=images,
+        namespaces=namespaces,
+        reason=reason,
+        expires=expires,
+        location=node.location,
+    )
+
+
+def _document(reader: Reader, root: Node, parts: _Parts) -> None:
+    top = reader.mapping(root, "", allowed=_TOP_KEYS, required=("apiVersion", "kind", "rules"))
+    if top is None:
+        return
+    if "apiVersion" in top and top["apiVersion"].value != API_VERSION:
+        reader.error(
+            top["apiVersion"],
+            "apiVersion",
+            f"expected {API_VERSION}, got {top['apiVersion'].type_name()}",
+        )
+    if "kind" in top and top["kind"].value != KIND:
+        reader.error(top["kind"], "kind", f"expected {KIND}, got {top['kind'].type_name()}")
+    if "metadata" in top:
+        meta = reader.mapping(top["metadata"], "metadata", allowed=("name", "description"))
+        if meta and "name" in meta:
+            parts.name = reader.string(meta["name"], "metadata.name")
+    if "defaults" in top:
+        defaults = reader.mapping(top["defaults"], "defaults", allowed=_DEFAULT_KEYS) or {}
+        choices = {
+            "action": rules.ACTIONS,
+            "onResolveError": rules.RESOLVE_ERROR_ACTIONS,
+            "unmatched": rules.UNMATCHED,
+        }
+        for key, child in defaults.items():
+            value: object | None
+            if key == "platforms":
+                value = _platform_globs(reader, child, "defaults.platforms")
+            elif key in choices:
+                value = reader.choice(child, f"defaults.{key}", choices[key])
+            else:
+                continue
+            if value is not None:
+                parts.defaults[key] = (value, child.location)
+    if "rules" in top:
+        for item_path, child in reader.items(top["rules"], "rules"):
+            rule = _rule(reader, child, item_path)
+            if rule is not None:
+                parts.rules.append(rule)
+    if "exceptions" in top:
+        for item_path, child in reader.items(top["exceptions"], "exceptions", nonempty=False):
+            exc = _exception(reader, child, item_path)
+            if exc is not None:
+                parts.exceptions.append(exc)
+
+
+def _files(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(sorted(q for q in path.rglob("*") if q.suffix in (".yaml", ".yml")))
+        else:
+            out.append(path)
+    return out
+
+
+def parse_text(text: str, filename: str, reader: Reader) -> _Parts:
+    """Read one rule file's text; errors go to `reader`."""
+    parts = _Parts()
+    root, syntax_errors = load(text, filename)
+    reader.errors.extend(
+        RuleError(e.message, location=e.location, path=e.path) for e in syntax_errors
+    )
+    if root is None:
+        if not syntax_errors:
+            reader.errors.append(RuleError("empty rule file", location=Location(filename, 1, 1)))
+        return parts
+    _document(reader, root, parts)
+    return parts
+
+
+def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.RuleSet | None:
+    defaults: dict[str, tuple[object, Location]] = {}
+    seen_ids: dict[str, Location | None] = {}
+    merged_rules: list[rules.Rule] = []
+    exceptions: list[rules.PolicyException] = []
+    name = None
+    for _, parts in all_parts:
+        name = name or parts.name
+        for key, (value, loc) in parts.defaults.items():
+            if key in defaults and defaults[key][0] != value:
+                first = defaults[key][1]
+                reader.errors.append(
+                    RuleError(
+                        f"conflicts with the value set at {first}",
+                        location=loc,
+                        path=f"defaults.{key}",
+                    )
+                )
+            defaults.setdefault(key, (value, loc))
+        for rule in parts.rules:
+            if rule.id in seen_ids:
+                reader.errors.append(
+                    RuleError(
+                        f"duplicate rule id {rule.id!r} (first defined at {seen_ids[rule.id]})",
+                        location=rule.location,
+                        path="rules",
+                    )
+                )
+                continue
+            seen_ids[rule.id] = rule.location
+            merged_rules.append(rule)
+        exceptions.extend(parts.exceptions)
+    for exc in exceptions:
+        for rule_id in exc.rules:
+            if rule_id != "*" and rule_id not in seen_ids and seen_ids:
+                reader.errors.append(
+                    RuleError(
+                        f"exception names unknown rule {rule_id!r}",
+                        location=exc.location,
+                        path="exceptions",
+                    )
+                )
+    if not merged_rules and not reader.errors:
+        first_file = all_parts[0][0] if all_parts else "<rules>"
+        reader.errors.append(
+            RuleError(
+                "the rule set has no rules; an empty policy would decide nothing, so it is refused",
+                location=Location(first_file, 1, 1),
+            )
+        )
+    if reader.errors:
+        return None
+    kwargs: dict[str, Any] = {}
+    mapping = {
+        "action": "action",
+        "platforms": "platforms",
+        "onResolveError": "on_resolve_error",
+        "unmatched": "unmatched",
+    }
+    for key, (value, _) in defaults.items():
+        kwargs[mapping[key]] = value
+    return rules.RuleSet(
+        name=name or "rules",
+        defaults=rules.Defaults(**kwargs),
+        rules=tuple(merged_rules),
+        exceptions=tuple(exceptions),
+        sources=tuple(f for f, _ in all_parts),
+    )
+
+
+def lint(paths: Iterable[str | Path]) -> list[RuleError]:
+    """Every problem in these rule files (empty when they load)."""
+    try:
+        load_rules(paths)
+    except RuleErrors as exc:
+        return [e for e in exc.errors if isinstance(e, RuleError)]
+    return []
+
+
+def load_rules(paths: Iterable[str | Path]) -> rules.RuleSet:
+    """Load and merge rule files and directories; raise RuleErrors listing every problem."""
+    reader = Reader(RuleError)
+    files = _files(paths)
+    if not files:
+        raise RuleErrors([RuleError("no rule files given (or the directory holds no .yaml files)")])
+    all_parts = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reader.errors.append(
+                RuleError(f"cannot read rule file: {exc.__class__.__name__}: {exc}", path=str(path))
+            )
+            continue
+        all_parts.append((str(path), parse_text(text, str(path), reader)))
+    ruleset = _merge(all_parts, reader)
+    if ruleset is None:
+        raise RuleErrors(cast(list[RuleError], reader.errors))
+    return ruleset
+
+
+def load_rules_text(text: str, filename: str = "<rules>") -> rules.RuleSet:
+    """Load one rule file given as text (tests, stdin)."""
+    reader = Reader(RuleError)
+    parts = parse_text(text, filename, reader)
+    ruleset = _merge([(filename, parts)], reader)
+    if ruleset is None:
+        raise RuleErrors(cast(list[RuleError], reader.errors))
+    return ruleset

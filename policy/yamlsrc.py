@@ -1,0 +1,252 @@
+"""YAML with source positions: every value keeps its file:line:column (pure core).
+
+Rule, settings and facts files are read through `load`, which returns a tree of `Node`s, and
+validated with a `Reader` that collects every located error, so `lint` can report them all at
+once and each message starts with where the problem is.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import yaml
+
+from policy.errors import ConfigError, Location
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_constructor = yaml.constructor.SafeConstructor()
+
+T = TypeVar("T")
+
+
+@dataclass
+class Node:
+    """A YAML value with its position. Mappings hold `dict[str, Node]`, sequences `list[Node]`."""
+
+    value: object
+    location: Location
+    key_location: Location | None = None
+    tag: str = ""
+
+    @property
+    def is_mapping(self) -> bool:
+        return isinstance(self.value, dict)
+
+    @property
+    def is_sequence(self) -> bool:
+        return isinstance(self.value, list)
+
+    def type_name(self) -> str:
+        return describe(self.value)
+
+    def plain(self) -> object:
+        """The value with positions stripped (plain dicts, lists and scalars)."""
+        if isinstance(self.value, dict):
+            return {k: v.plain() for k, v in self.value.items()}
+        if isinstance(self.value, list):
+            return [v.plain() for v in self.value]
+        return self.value
+
+
+def describe(value: object) -> str:
+    """A short description of a found value for error messages: `"ten"`, `42`, `a mapping`."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f'"{shown}"'
+    return str(value)
+
+
+def _location(filename: str, mark: yaml.Mark | None) -> Location:
+    if mark is None:
+        return Location(filename, 1, 1)
+    return Location(filename, mark.line + 1, mark.column + 1)
+
+
+def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: str) -> Node:
+    loc = _location(filename, node.start_mark)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key_loc = _location(filename, key_node.start_mark)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                errors.append(
+                    ConfigError("YAML merge keys (<<) are not supported", location=key_loc)
+                )
+                continue
+            key_value = (
+                _constructor.construct_object(key_node, deep=True)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
+            if not isinstance(key_value, str | int | float | bool) or key_value is None:
+                errors.append(
+                    ConfigError("mapping keys must be plain scalars", location=key_loc, path=path)
+                )
+                continue
+            key = key_value if isinstance(key_value, str) else str(key_node.value)
+            child_path = f"{path}.{key}" if path else key
+            if key in out:
+                first = out[key].key_location
+                line = first.line if first else "?"
+                errors.append(
+                    ConfigError(
+                        f"duplicate key {key!r} (first defined at line {line})",
+                        location=key_loc,
+                        path=child_path,
+                    )
+                )
+                continue
+            child = _convert(value_node, filename, errors, child_path)
+            child.key_location = key_loc
+            out[key] = child
+        return Node(out, loc, tag=node.tag)
+    if isinstance(node, yaml.SequenceNode):
+        items = [
+            _convert(item, filename, errors, f"{path}[{i}]") for i, item in enumerate(node.value)
+        ]
+        return Node(items, loc, tag=node.tag)
+    try:
+        value = _constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        errors.append(ConfigError(f"cannot read value: {exc}", location=loc, path=path))
+        value = None
+    return Node(value, loc, tag=node.tag)
+
+
+def load(text: str, filename: str) -> tuple[Node | None, list[ConfigError]]:
+    """Parse one YAML document into a located Node tree; errors are returned, not raised.
+
+    Returns `(None, [error])` for a syntax error, `(None, [])` for an empty document.
+    """
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        return None, [
+            ConfigError(f"YAML syntax error: {problem}", location=_location(filename, mark))
+        ]
+    except yaml.YAMLError as exc:
+        return None, [ConfigError(f"YAML syntax error: {exc}", location=Location(filename, 1, 1))]
+    if root is None:
+        return None, []
+    errors: list[ConfigError] = []
+    return _convert(root, filename, errors, ""), errors
+
+
+@dataclass
+class Reader:
+    """Validates a Node tree, collecting located errors of one error class.
+
+    Each `want_*` method returns the value when it has the expected shape, or records an error
+    ("expected a positive integer, got "ten"") and returns None, so validation continues.
+    """
+
+    error_class: type[ConfigError] = ConfigError
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def error(self, node: Node, path: str, message: str, *, at_key: bool = False) -> None:
+        loc = node.key_location if at_key and node.key_location else node.location
+        self.errors.append(self.error_class(message, location=loc, path=path))
+
+    def expected(self, node: Node, path: str, what: str) -> None:
+        self.error(node, path, f"expected {what}, got {node.type_name()}")
+
+    def mapping(
+        self,
+        node: Node,
+        path: str,
+        *,
+        allowed: Sequence[str],
+        required: Sequence[str] = (),
+    ) -> dict[str, Node] | None:
+        """The mapping's children; reports unknown keys (with a did-you-mean) and missing ones."""
+        if not isinstance(node.value, dict):
+            self.expected(node, path, "a mapping")
+            return None
+        children: dict[str, Node] = node.value
+        for key, child in children.items():
+            if key not in allowed:
+                self.error(child, join(path, key), unknown_key_message(key, allowed), at_key=True)
+        for key in required:
+            if key not in children:
+                self.error(node, path, f"missing required key {key!r}")
+        return children
+
+    def string(self, node: Node, path: str, *, nonempty: bool = True) -> str | None:
+        if not isinstance(node.value, str) or (nonempty and not node.value.strip()):
+            self.expected(node, path, "a non-empty string" if nonempty else "a string")
+            return None
+        return node.value
+
+    def boolean(self, node: Node, path: str) -> bool | None:
+        if not isinstance(node.value, bool):
+            self.expected(node, path, "true or false")
+            return None
+        return node.value
+
+    def positive_int(self, node: Node, path: str) -> int | None:
+        if isinstance(node.value, bool) or not isinstance(node.value, int) or node.value <= 0:
+            self.expected(node, path, "a positive integer")
+            return None
+        return node.value
+
+    def choice(self, node: Node, path: str, choices: Sequence[str]) -> str | None:
+        if not isinstance(node.value, str) or node.value not in choices:
+            options = " | ".join(choices)
+            self.error(node, path, f"expected one of {options}, got {node.type_name()}")
+            return None
+        return node.value
+
+    def items(self, node: Node, path: str, *, nonempty: bool = True) -> Iterator[tuple[str, Node]]:
+        """Yield `(path, child)` for each element of a list (an error if it is not a list)."""
+        if not isinstance(node.value, list):
+            self.expected(node, path, "a list")
+            return
+        if nonempty and not node.value:
+            self.error(node, path, "expected a non-empty list")
+        for i, child in enumerate(node.value):
+            yield f"{path}[{i}]", child
+
+    def string_list(
+        self, node: Node, path: str, *, check: Callable[[Node, str, str], T | None] | None = None
+    ) -> list[T] | list[str] | None:
+        """A non-empty list of strings; `check(node, path, text)` may convert or reject each."""
+        if not isinstance(node.value, list):
+            self.expected(node, path, "a list of strings")
+            return None
+        out: list[object] = []
+        ok = True
+        for item_path, child in self.items(node, path):
+            text = self.string(child, item_path)
+            if text is None:
+                ok = False
+                continue
+            converted = check(child, item_path, text) if check else text
+            if converted is None:
+                ok = False
+            out.append(converted)
+        return out if ok else None  # type: ignore[return-value]
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def unknown_key_message(key: str, allowed: Sequence[str]) -> str:
+    """`unknown key "maxLayer" (did you mean "maxLayers"?)`, or the list of allowed keys."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    if close:
+        return f'unknown key "{key}" (did you mean "{close[0]}"?)'
+    return f'unknown key "{key}" (expected one of: {", ".join(allowed)})'
