@@ -259,7 +259,15 @@ def _files(paths: Iterable[str | Path]) -> list[Path]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out.extend(sorted(q for q in path.rglob("*") if q.suffix in (".yaml", ".yml")))
+            # Not recursive, and hidden entries skipped: a mounted ConfigMap holds each file
+            # twice, once behind the `..data` symlink directory.
+            out.extend(
+                sorted(
+                    q
+                    for q in path.iterdir()
+                    if q.suffix in (".yaml", ".yml") and not q.name.startswith(".") and q.is_file()
+                )
+            )
         else:
             out.append(path)
     return out
