@@ -1,0 +1,35 @@
+"""Scanners read CLI inputs (Kubernetes YAML, later compose files and Dockerfiles) for images.
+
+Every scanner returns `FoundImage`s: the image as written and where it was written, so that
+reports can point at the line to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """One image found in an input file, located at its scalar (1-based line and column).
+
+    `kind`, `name` and `namespace` describe the object holding the image (for a Kubernetes
+    manifest: `kind`, `metadata.name` or "" and `metadata.namespace` or None); `container`
+    is the container (or volume) name, or ""; `field` says which kind of field held it
+    (for Kubernetes: container, initContainer, ephemeralContainer or volume).
+    """
+
+    image: str
+    file: str
+    line: int
+    column: int
+    kind: str
+    name: str
+    namespace: str | None
+    container: str
+    field: str
+
+    @property
+    def location(self) -> str:
+        """`file:line`, as editors and CI annotations take it."""
+        return f"{self.file}:{self.line}"
