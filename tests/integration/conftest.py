@@ -1,0 +1,94 @@
+"""Fixtures for tests against a real distribution registry on loopback.
+
+`registry` is session-scoped and seeded once; `registry_basic` requires htpasswd Basic
+auth; `counting_proxy` sits in front of `registry` and counts requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+
+from policy.registry.auth import Authenticator
+from policy.registry.client import AuthProvider
+from policy.registry.credentials import Credential, CredentialStore
+from tests.support import images
+from tests.support.proxy import CountingProxy
+from tests.support.registry import (
+    AMD64,
+    BASIC_PASSWORD,
+    BASIC_USER,
+    BasicAuthenticator,
+    BasicRegistry,
+    SeededRegistry,
+    seed,
+    start_registry,
+)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededRegistry]:
+    """An anonymous registry seeded with Docker and OCI images and indexes."""
+    running = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield seed(running)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BasicRegistry]:
+    """A registry requiring Basic auth (bcrypt htpasswd)."""
+    root = tmp_path_factory.mktemp("registry-basic")
+    htpasswd = Path(root) / "htpasswd"
+    hashed = bcrypt.hashpw(BASIC_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(f"{BASIC_USER}:{hashed}\n")
+    running = start_registry(
+        root, auth={"htpasswd": {"realm": "image-policy-tests", "path": str(htpasswd)}}
+    )
+    try:
+        pushed = images.build_image(
+            running.url,
+            "private/app",
+            "1.0",
+            layers=[images.blob_bytes("private", 400)],
+            config=images.image_config(AMD64),
+            auth=(BASIC_USER, BASIC_PASSWORD),
+        )
+        yield BasicRegistry(running.url, running.host, BASIC_USER, BASIC_PASSWORD, pushed)
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def counting_proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
+    """A request-counting reverse proxy in front of `registry` (registry name: proxy.host)."""
+    with CountingProxy(registry.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        yield s
+
+
+AuthFactory = Callable[[str, str, str], AuthProvider]
+
+
+@pytest.fixture(params=["test-double", "real"])
+def basic_authenticator(request: pytest.FixtureRequest, session: requests.Session) -> AuthFactory:
+    """Build an authenticator from (registry, user, password): the Basic-only test double,
+    and the real `policy.registry.auth.Authenticator` over a CredentialStore."""
+    if request.param == "test-double":
+        return lambda registry, user, password: BasicAuthenticator(user, password)
+
+    def real(registry: str, user: str, password: str) -> AuthProvider:
+        store = CredentialStore(explicit={registry: Credential(user, password)}, env={})
+        return Authenticator(session, store)
+
+    return real
