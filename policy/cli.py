@@ -9,14 +9,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
-from policy import factsfile, loader, reference, schema
+from policy import factsfile, loader, reference, schema, units
+from policy import resolver as resolver_mod
+from policy import settings as settings_mod
+from policy import tiers as tiers_mod
 from policy.deadline import Deadline
-from policy.errors import InputError, InvalidReference, PolicyError, RuleErrors
+from policy.errors import InputError, InvalidReference, PolicyError, RegistryError, RuleErrors
 from policy.evaluate import ImageDecision
+from policy.facts import TIERS, Needs, PlatformFacts
 from policy.rules import RuleSet
 from policy.scanners import FoundImage
 from policy.scanners import kubernetes as k8s_scanner
@@ -25,8 +30,15 @@ from policy.service import Item, Resolver, Service
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
 
+class _UsageError(Exception):
+    """A command line argparse refused; the message says why."""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with 2 and a one-line message (its default is 2 as well)."""
+    """argparse that raises instead of printing to sys.stderr, so `main(err=...)` gets it."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
 
 @dataclass(frozen=True)
@@ -178,14 +190,12 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         err.write("image-policy check: give manifest files, '-' for stdin, or --image REF\n")
         return EXIT_USAGE
     ruleset = loader.load_rules(args.rules)
-    if args.facts is None:
-        err.write(
-            "image-policy check: --facts FILE is required (live registry resolution is "
-            "not available in this build)\n"
-        )
-        return EXIT_USAGE
-    resolver: Resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
     found = _from_flags(args.image) + _read_inputs(args.inputs, sys.stdin)
+    resolver: Resolver
+    if args.facts is not None:
+        resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
+    else:
+        resolver = resolver_mod.build(settings_mod.load_settings(args.config))
     if not found:
         err.write("image-policy check: no images found in the inputs\n")
         return EXIT_ALLOWED
@@ -196,6 +206,150 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     else:
         _text_report(results, out)
     return EXIT_ALLOWED if all(r.allowed for r in results) else EXIT_DENIED
+
+
+def _platform_json(p: PlatformFacts) -> dict[str, object]:
+    return {
+        "platform": p.platform,
+        "digest": p.digest,
+        "layers": p.layers,
+        "size": p.size,
+        "user": p.user,
+        "created": p.created.isoformat() if p.created else None,
+        "labels": dict(p.labels) if p.labels is not None else None,
+    }
+
+
+def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    ref = reference.parse(args.reference)
+    settings = settings_mod.load_settings(args.config)
+    resolver = resolver_mod.build(settings)
+    needs = Needs(
+        tier=True,
+        digest=True,
+        platforms=True,
+        manifest=True,
+        config=True,
+        select=tuple(args.platform) or ("*",),
+    )
+    deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
+    facts = resolver.resolve([(ref, needs)], deadline=deadline)[0]
+    rate = resolver.rate_limit(ref.registry)
+    shown = [p for p in facts.platforms if p.layers is not None or not facts.index]
+    document = {
+        "reference": str(ref),
+        "digest": facts.digest,
+        "mediaType": facts.media_type,
+        "tier": facts.tier,
+        "tierSource": facts.tier_source,
+        "platforms": [_platform_json(p) for p in shown],
+        "rateLimit": (
+            {"limit": rate.limit, "remaining": rate.remaining, "window": rate.window}
+            if rate is not None
+            else None
+        ),
+        "errors": dict(facts.errors),
+    }
+    if args.json:
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{ref}\n  digest:     {facts.digest or '-'}\n")
+        out.write(f"  mediaType:  {facts.media_type or '-'}\n")
+        source = f" ({facts.tier_source})" if facts.tier_source else ""
+        out.write(f"  tier:       {facts.tier or 'unknown'}{source}\n")
+        for p in shown:
+            size = units.format_size(p.size) if p.size is not None else "-"
+            user = p.user if p.user else "(root)" if p.config_known else "-"
+            out.write(f"  {p.platform or '?':<16} {p.layers} layers, {size}, user {user}\n")
+        if rate is not None:
+            out.write(f"  rate limit: {rate.describe()}\n")
+        for fact, reason in facts.errors.items():
+            out.write(f"  error ({fact}): {reason}\n")
+    return EXIT_USAGE if facts.errors and facts.digest is None else EXIT_ALLOWED
+
+
+def _catalog_entry(ref: reference.Reference, source: str) -> str:
+    """The catalog pattern an answer covers: a whole Docker Hub namespace when Docker Hub
+    answered (its programs are granted per namespace), else the repository itself."""
+    namespace = tiers_mod.hub_namespace(ref)
+    if namespace is not None and source in (tiers_mod.SOURCE_SEARCH, tiers_mod.SOURCE_ORG):
+        return f"docker.io/{namespace}/**"
+    return ref.name
+
+
+def _catalog_yaml(entries: dict[str, tuple[str, str, str]]) -> str:
+    """`tiers:` YAML (tiers in TIERS order, patterns sorted), each entry commented with where
+    its tier came from. Strings are JSON-quoted, which YAML reads as the same strings."""
+    lines = [
+        "# Trusted-content tier catalog written by `image-policy tiers export`.",
+        "# Put it in the settings file (--config); the first matching entry wins, in file order.",
+        "tiers:",
+    ]
+    for tier in TIERS:
+        patterns = sorted(p for p, (t, _, _) in entries.items() if t == tier)
+        if not patterns:
+            continue
+        lines.append(f"  {tier}:")
+        for pattern in patterns:
+            _, source, example = entries[pattern]
+            lines.append(f"    - {json.dumps(pattern)}  # {source}: {example}")
+    if len(lines) == 3:
+        lines[-1] = "tiers: {}"
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    images = list(args.image)
+    files: list[str] = []
+    for item in args.inputs:
+        (files if item == "-" or Path(item).exists() else images).append(item)
+    found = _from_flags(images) + _read_inputs(files, sys.stdin)
+    if not found:
+        err.write("image-policy tiers export: give images or manifest files\n")
+        return EXIT_USAGE
+    refs: dict[reference.Reference, None] = {}
+    for item in found:
+        try:
+            refs[reference.parse(item.image)] = None
+        except InvalidReference as exc:
+            err.write(f"{_source(item)}: {exc}\n")
+            return EXIT_USAGE
+    settings = settings_mod.load_settings(args.config)
+    # Live lookups only: the settings' own catalog is not consulted.
+    tiers = tiers_mod.Tiers((), tiers_mod.from_settings(settings).hub)
+    deadline = Deadline(args.timeout)
+
+    def lookup(ref: reference.Reference) -> tuple[str, str] | RegistryError:
+        try:
+            return tiers.tier(ref, deadline=deadline)
+        except RegistryError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lookup, refs))
+    entries: dict[str, tuple[str, str, str]] = {}
+    failed = 0
+    for ref, answer in zip(refs, answers, strict=True):
+        if isinstance(answer, RegistryError):
+            err.write(f"image-policy tiers export: {answer}\n")
+            failed += 1
+            continue
+        tier, source = answer
+        entries.setdefault(_catalog_entry(ref, source), (tier, source, ref.name))
+    if failed:
+        err.write(f"image-policy tiers export: {failed} tier(s) unknown; no catalog written\n")
+        return EXIT_USAGE
+    text = _catalog_yaml(entries)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{args.output}: cannot write: {exc}") from exc
+        err.write(f"wrote {len(entries)} catalog entries to {args.output}\n")
+    else:
+        out.write(text)
+    return EXIT_ALLOWED
 
 
 def _cmd_lint(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -215,6 +369,32 @@ def _cmd_schema(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_ALLOWED
 
 
+def _cmd_serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from policy import server  # gunicorn and flask only load for this command
+
+    options = server.ServeOptions(
+        rules=tuple(args.rules),
+        config=args.config,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_ca=args.client_ca,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+    )
+    try:
+        options.check()
+    except ValueError as exc:
+        err.write(f"image-policy serve: {exc}\n")
+        return EXIT_USAGE
+    # Refuse to start on broken files: the errors are shown here, not in a worker's log.
+    loader.load_rules(args.rules)
+    settings_mod.load_settings(args.config)
+    server.serve(options)
+    return EXIT_ALLOWED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="image-policy",
@@ -226,11 +406,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("inputs", nargs="*", metavar="FILE", help="Kubernetes YAML files, dirs, -")
     check.add_argument("--rules", action="append", required=True, metavar="PATH")
     check.add_argument("--facts", metavar="FILE", help="judge with recorded facts (offline)")
+    check.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
     check.add_argument("--image", action="append", default=[], metavar="REF")
     check.add_argument("--namespace", metavar="NS", help="the namespace the images will run in")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
     check.set_defaults(func=_cmd_check)
+
+    resolve = sub.add_parser("resolve", help="show what the registry says about an image")
+    resolve.add_argument("reference", metavar="REF")
+    resolve.add_argument("--platform", action="append", default=[], metavar="OS/ARCH")
+    resolve.add_argument("--json", action="store_true")
+    resolve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
+    resolve.add_argument("--timeout", type=float, default=None, help="seconds (default 8)")
+    resolve.set_defaults(func=_cmd_resolve)
+
+    tiers = sub.add_parser("tiers", help="Docker Hub trusted-content tiers")
+    tiers_sub = tiers.add_subparsers(dest="tiers_command", required=True, metavar="COMMAND")
+    export = tiers_sub.add_parser(
+        "export", help="write a `tiers:` catalog from live lookups of images or manifests"
+    )
+    export.add_argument(
+        "inputs", nargs="*", metavar="IMAGE|FILE", help="image references, manifest files, dirs, -"
+    )
+    export.add_argument("--image", action="append", default=[], metavar="REF")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--config", metavar="FILE", help="settings file (dockerHub.api)")
+    export.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    export.set_defaults(func=_cmd_tiers_export)
 
     lint = sub.add_parser("lint", help="report every error in rule files (exit 0 or 2)")
     lint.add_argument("paths", nargs="+", metavar="FILE|DIR")
@@ -238,6 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema_cmd = sub.add_parser("schema", help="print the JSON Schema of rule files")
     schema_cmd.set_defaults(func=_cmd_schema)
+
+    serve = sub.add_parser("serve", help="run the admission webhook under gunicorn")
+    serve.add_argument("--rules", action="append", required=True, metavar="PATH")
+    serve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serving certificate (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    serve.add_argument("--client-ca", metavar="FILE", help="require client certs from this CA")
+    serve.add_argument("--host", help="address to listen on (default 0.0.0.0 with TLS)")
+    serve.add_argument("--port", type=int, help="default 8443 with TLS, 8080 without")
+    serve.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 
@@ -250,7 +465,10 @@ def main(
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
+    except _UsageError as exc:
+        err.write(f"{exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     try:
         code: int = args.func(args, out, err)

@@ -139,11 +139,9 @@ def needs(ruleset: RuleSet, ref: Reference, context: Context) -> Needs:
             elif fact == "platforms":
                 out = out | Needs(digest=True, platforms=True)
             elif fact == "manifest":
-                out = out | Needs(digest=True, platforms=True, manifest=True, select=select)
+                out = out | Needs(digest=True, manifest=True, select=select)
             elif fact == "config":
-                out = out | Needs(
-                    digest=True, platforms=True, manifest=True, config=True, select=select
-                )
+                out = out | Needs(digest=True, manifest=True, config=True, select=select)
     return out
 
 

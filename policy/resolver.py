@@ -1,0 +1,481 @@
+"""Resolve the facts each image needs from its registry, with the fewest requests.
+
+- tag → digest by HEAD (Docker Hub does not count HEADs against the pull limit), cached for
+  `tag_ttl`; a digest reference needs no request at all;
+- manifests and configs by digest (immutable) in a byte-bounded LRU;
+- child manifests of an index only for the platforms the checks read, configs only when a
+  config check applies, nothing for checks that read only the reference;
+- a short negative cache for 404s;
+- concurrent identical lookups coalesced into one upstream request;
+- the images of one decision resolved in parallel under one deadline: an image not resolved
+  in time gets an error naming the registry, and `onResolveError` decides.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol, TypeVar
+
+import requests
+import requests.adapters
+
+from policy import tiers as tiers_mod
+from policy.cache import Coalescer, SizedLRU, TTLCache, memory_estimate
+from policy.deadline import Deadline
+from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
+from policy.facts import ATTESTATION_PLATFORM, ImageFacts, Needs, PlatformFacts
+from policy.reference import Reference
+from policy.registry import media
+from policy.registry.auth import Authenticator
+from policy.registry.client import (
+    ManifestHead,
+    RateLimit,
+    RegistryClient,
+    RegistryConfig,
+    RequestEvent,
+)
+from policy.registry.credentials import Credential, CredentialStore, default_docker_config
+from policy.settings import Settings
+
+T = TypeVar("T")
+
+NEGATIVE_TTL = 30.0
+
+
+class TierSource(Protocol):
+    """Answers the trusted-content tier of an image (`policy.tiers.Tiers` is the one source)."""
+
+    def known(self, ref: Reference) -> tuple[str, str] | None:
+        """`(tier, source)` when known without I/O (catalog, offline rule), else None."""
+        ...
+
+    def tier(self, ref: Reference, *, deadline: Deadline) -> tuple[str, str]:
+        """`(tier, source)`; raises RegistryError when it cannot tell."""
+        ...
+
+
+@dataclass(frozen=True)
+class ResolverStats:
+    tag_hits: int
+    tag_misses: int
+    manifest_hits: int
+    manifest_misses: int
+    config_hits: int
+    config_misses: int
+    coalesced: int
+
+
+class _Failed(Exception):
+    """One fact could not be fetched; carries which fact and why."""
+
+    def __init__(self, fact: str, error: RegistryError) -> None:
+        self.fact = fact
+        self.error = error
+        super().__init__(str(error))
+
+
+class RegistryResolver:
+    """Fetches facts for images from their registries, caching and coalescing."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        *,
+        tiers: TierSource | None = None,
+        tag_ttl: float = 300.0,
+        cache_max_bytes: int = 256 * 1024 * 1024,
+        negative_ttl: float = NEGATIVE_TTL,
+        max_workers: int = 32,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client = client
+        self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
+        ttl_kwargs = {"clock": clock} if clock is not None else {}
+        self._tags: TTLCache[Hashable, ManifestHead] = TTLCache(
+            ttl=tag_ttl, max_entries=100_000, **ttl_kwargs
+        )
+        self._missing: TTLCache[Hashable, RegistryError] = TTLCache(
+            ttl=negative_ttl, max_entries=10_000, **ttl_kwargs
+        )
+        # One byte budget, shared by manifests and configs (configs are usually smaller).
+        self._manifests: SizedLRU[Hashable, media.Index | media.ImageManifest] = SizedLRU(
+            max(1, cache_max_bytes * 3 // 4)
+        )
+        self._configs: SizedLRU[Hashable, media.ImageConfig] = SizedLRU(
+            max(1, cache_max_bytes // 4)
+        )
+        self._coalescer: Coalescer[Hashable, object] = Coalescer()
+        self._images = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve")
+        self._parts = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve-part")
+        self._lock = threading.Lock()
+        self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
+        self._counts |= {"config_hits": 0, "config_misses": 0}
+
+    # --- public -------------------------------------------------------------------------
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        """Facts for each item, resolved in parallel; never raises for registry trouble."""
+        if len(items) == 1:
+            ref, needs = items[0]
+            return [
+                self._bounded(
+                    self._images.submit(self.resolve_one, ref, needs, deadline),
+                    ref,
+                    needs,
+                    deadline,
+                )
+            ]
+        futures = [
+            self._images.submit(self.resolve_one, ref, needs, deadline) for ref, needs in items
+        ]
+        return [
+            self._bounded(future, ref, needs, deadline)
+            for future, (ref, needs) in zip(futures, items, strict=True)
+        ]
+
+    def resolve_one(self, ref: Reference, needs: Needs, deadline: Deadline) -> ImageFacts:
+        """Facts for one image (blocking; errors go into `ImageFacts.errors`)."""
+        errors: dict[str, str] = {}
+        tier, tier_source = self._tier(ref, needs, deadline, errors)
+        if not needs.registry:
+            return ImageFacts(
+                digest=ref.digest,
+                tier=tier,
+                tier_source=tier_source,
+                errors=MappingProxyType(errors),
+            )
+        digest: str | None = ref.digest
+        media_type: str | None = None
+        index: bool | None = None
+        platforms: tuple[PlatformFacts, ...] = ()
+        try:
+            if digest is None:
+                assert ref.tag is not None or ref.digest is None
+                head = self._head(ref, deadline)
+                digest, media_type = head.digest, head.media_type
+            if needs.platforms or needs.manifest or needs.config:
+                document = self._manifest(ref.registry, ref.repository, digest, deadline)
+                media_type = document.media_type
+                index = isinstance(document, media.Index)
+                platforms = self._platforms(ref, document, digest, needs, deadline, errors)
+        except _Failed as failed:
+            for fact in _facts_after(failed.fact):
+                errors.setdefault(fact, _describe(failed.error))
+        return ImageFacts(
+            digest=digest,
+            media_type=media_type,
+            index=index,
+            tier=tier,
+            tier_source=tier_source,
+            platforms=platforms,
+            errors=MappingProxyType(errors),
+        )
+
+    def rate_limit(self, registry: str) -> RateLimit | None:
+        return self.client.rate_limit(registry)
+
+    def stats(self) -> ResolverStats:
+        with self._lock:
+            counts = dict(self._counts)
+        return ResolverStats(coalesced=self._coalescer.stats.shared, **counts)
+
+    def close(self) -> None:
+        self._images.shutdown(wait=False, cancel_futures=True)
+        self._parts.shutdown(wait=False, cancel_futures=True)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _bounded(
+        self, future: Future[ImageFacts], ref: Reference, needs: Needs, deadline: Deadline
+    ) -> ImageFacts:
+        try:
+            return future.result(timeout=deadline.remaining())
+        except FutureTimeout:
+            reason = f"no answer from {ref.registry} within the decision deadline"
+            facts = [f for f in ("digest", "platforms", "manifest", "config") if _wanted(needs, f)]
+            if needs.tier:
+                facts.append("tier")
+            return ImageFacts(
+                digest=ref.digest, errors=MappingProxyType(dict.fromkeys(facts, reason))
+            )
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _coalesced(self, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
+        result = self._coalescer.do(key, fn, timeout=deadline.remaining())
+        return result  # type: ignore[return-value]
+
+    def _tier(
+        self, ref: Reference, needs: Needs, deadline: Deadline, errors: dict[str, str]
+    ) -> tuple[str | None, str | None]:
+        """Catalog and offline rule always (no I/O); Docker Hub only when a check reads the tier."""
+        known = self._tiers.known(ref)
+        if known is not None:
+            return known
+        if not needs.tier:
+            return None, None
+        try:
+            return self._tiers.tier(ref, deadline=deadline)
+        except RegistryError as exc:
+            errors["tier"] = _describe(exc)
+            return None, None
+
+    def _head(self, ref: Reference, deadline: Deadline) -> ManifestHead:
+        tag = ref.tag or "latest"
+        key = ("tag", ref.registry, ref.repository, tag)
+        cached = self._tags.get(key)
+        if cached is not None:
+            self._count("tag_hits")
+            return cached
+
+        def fetch() -> ManifestHead:
+            again = self._tags.get(key)
+            if again is not None:
+                return again
+            missing = self._missing.get(key)
+            if missing is not None:
+                raise missing
+            self._count("tag_misses")
+            try:
+                head = self.client.head_manifest(
+                    ref.registry, ref.repository, tag, deadline=deadline
+                )
+            except ManifestNotFound as exc:
+                self._missing.put(key, exc)
+                raise
+            self._tags.put(key, head)
+            return head
+
+        return self._step("digest", key, fetch, deadline)
+
+    def _manifest(
+        self, registry: str, repository: str, digest: str, deadline: Deadline
+    ) -> media.Index | media.ImageManifest:
+        key = ("manifest", registry, repository, digest)
+        cached = self._manifests.get(key)
+        if cached is not None:
+            self._count("manifest_hits")
+            return cached
+
+        def fetch() -> media.Index | media.ImageManifest:
+            again = self._manifests.get(key)
+            if again is not None:
+                return again
+            missing = self._missing.get(key)
+            if missing is not None:
+                raise missing
+            self._count("manifest_misses")
+            try:
+                manifest = self.client.get_manifest(registry, repository, digest, deadline=deadline)
+            except ManifestNotFound as exc:
+                self._missing.put(key, exc)
+                raise
+            self._manifests.put(key, manifest.document, len(manifest.body) + 512)
+            return manifest.document
+
+        return self._step("manifest", key, fetch, deadline)
+
+    def _config(
+        self, registry: str, repository: str, descriptor: media.Descriptor, deadline: Deadline
+    ) -> media.ImageConfig:
+        key = ("config", registry, repository, descriptor.digest)
+        cached = self._configs.get(key)
+        if cached is not None:
+            self._count("config_hits")
+            return cached
+
+        def fetch() -> media.ImageConfig:
+            again = self._configs.get(key)
+            if again is not None:
+                return again
+            self._count("config_misses")
+            config = self.client.get_config(registry, repository, descriptor, deadline=deadline)
+            self._configs.put(key, config, memory_estimate(config))
+            return config
+
+        return self._step("config", key, fetch, deadline)
+
+    def _step(self, fact: str, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
+        try:
+            return self._coalesced(key, fn, deadline)
+        except RegistryError as exc:
+            raise _Failed(fact, exc) from None
+        except TimeoutError:
+            registry = str(key[1]) if isinstance(key, tuple) else ""
+            raise _Failed(
+                fact,
+                RegistryUnavailable(
+                    f"no answer from {registry} within the decision deadline", registry=registry
+                ),
+            ) from None
+
+    def _platforms(
+        self,
+        ref: Reference,
+        document: media.Index | media.ImageManifest,
+        digest: str,
+        needs: Needs,
+        deadline: Deadline,
+        errors: dict[str, str],
+    ) -> tuple[PlatformFacts, ...]:
+        if isinstance(document, media.ImageManifest):
+            return (self._single(ref, document, digest, needs, deadline, errors),)
+        selected = (
+            {d.digest for d in media.select_platforms(document, needs.select or ("*",))}
+            if needs.manifest
+            else set()
+        )
+        jobs: dict[str, Future[PlatformFacts]] = {}
+        for entry in document.manifests:
+            if entry.digest in selected and entry.digest not in jobs:
+                jobs[entry.digest] = self._parts.submit(
+                    self._entry, ref, entry, needs, deadline, errors
+                )
+        out = []
+        for entry in document.manifests:
+            platform = ATTESTATION_PLATFORM if entry.is_attestation else entry.platform or ""
+            job = jobs.get(entry.digest)
+            if job is None or entry.is_attestation:
+                out.append(PlatformFacts(platform=platform, digest=entry.digest))
+                continue
+            try:
+                found = job.result(timeout=deadline.remaining())
+            except FutureTimeout:
+                errors.setdefault(
+                    "manifest", f"no answer from {ref.registry} within the decision deadline"
+                )
+                found = PlatformFacts(platform=platform, digest=entry.digest)
+            except _Failed as failed:
+                errors.setdefault(failed.fact, _describe(failed.error))
+                found = PlatformFacts(platform=platform, digest=entry.digest)
+            out.append(found)
+        return tuple(out)
+
+    def _entry(
+        self,
+        ref: Reference,
+        entry: media.Descriptor,
+        needs: Needs,
+        deadline: Deadline,
+        errors: dict[str, str],
+    ) -> PlatformFacts:
+        document = self._manifest(ref.registry, ref.repository, entry.digest, deadline)
+        if not isinstance(document, media.ImageManifest):
+            raise _Failed(
+                "manifest",
+                RegistryError(
+                    f"index entry {entry.digest} is not an image manifest", registry=ref.registry
+                ),
+            )
+        return self._single(
+            ref, document, entry.digest, needs, deadline, errors, platform=entry.platform
+        )
+
+    def _single(
+        self,
+        ref: Reference,
+        manifest: media.ImageManifest,
+        digest: str,
+        needs: Needs,
+        deadline: Deadline,
+        errors: dict[str, str],
+        *,
+        platform: str | None = None,
+    ) -> PlatformFacts:
+        """Facts of one image manifest; a config that cannot be fetched is recorded in
+        `errors` and leaves the manifest facts standing."""
+        config = None
+        if needs.config or (platform is None and needs.platforms):
+            try:
+                config = self._config(ref.registry, ref.repository, manifest.config, deadline)
+            except _Failed as failed:
+                errors.setdefault("config", _describe(failed.error))
+        if platform is None and config is not None and config.os and config.architecture:
+            platform = f"{config.os}/{config.architecture}"
+            if config.variant:
+                platform += f"/{config.variant}"
+        return PlatformFacts(
+            platform=platform or "",
+            digest=digest,
+            layers=len(manifest.layers),
+            size=manifest.total_size,
+            user=config.user if config else None,
+            created=config.created if config else None,
+            labels=config.labels if config else None,
+            config_known=config is not None,
+        )
+
+
+_FACT_ORDER = ("digest", "platforms", "manifest", "config")
+
+
+def _facts_after(fact: str) -> tuple[str, ...]:
+    """A failed step leaves that fact and every later one unknown."""
+    return _FACT_ORDER[_FACT_ORDER.index(fact) :] if fact in _FACT_ORDER else (fact,)
+
+
+def _wanted(needs: Needs, fact: str) -> bool:
+    return bool(getattr(needs, fact))
+
+
+def _describe(error: RegistryError) -> str:
+    return str(error)
+
+
+def build(
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    on_request: Callable[[RequestEvent], None] | None = None,
+    tiers: TierSource | None = None,
+) -> RegistryResolver:
+    """A resolver wired from the settings file: credentials, auth, mirrors, CAs, caches, and
+    the tier source (catalog, offline rule, Docker Hub) sharing the same session."""
+    session = session or _session()
+    explicit = {
+        name: Credential(username=r.auth.username, password=r.auth.password)
+        for name, r in settings.registries.items()
+        if r.auth is not None
+    }
+    docker_config = settings.docker_config or default_docker_config()
+    store = CredentialStore.from_sources(docker_config, settings.pull_secrets, explicit)
+    # Each registry trusts only its own configured token realms.
+    trusted = {name: r.token_realms for name, r in settings.registries.items() if r.token_realms}
+    authenticator = Authenticator(session, store, trusted_realms=trusted)
+    configs = {
+        name: RegistryConfig(mirrors=r.mirrors, ca=r.ca, insecure=r.insecure)
+        for name, r in settings.registries.items()
+    }
+    client = RegistryClient(
+        session,
+        authenticator=authenticator,
+        registries=configs,
+        request_timeout=settings.request_timeout,
+        on_request=on_request,
+    )
+    if tiers is None:
+        tiers = tiers_mod.from_settings(settings, session=session)
+    return RegistryResolver(
+        client,
+        tiers=tiers,
+        tag_ttl=settings.tag_ttl,
+        cache_max_bytes=settings.cache_max_bytes,
+    )
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = "image-policy/0.1"
+    return session

@@ -1,0 +1,324 @@
+"""The settings file (`--config FILE` or `IMAGE_POLICY_CONFIG`): registries, credentials,
+caches and timeouts, validated with the same file:line:column errors as rule files.
+
+```yaml
+registries:
+  docker.io:
+    mirrors: ["https://mirror.example.com"]
+  registry.corp.example:
+    ca: /etc/image-policy/corp-ca.pem
+    insecure: false
+    tokenRealms: ["https://auth.corp.example/token"]   # token realms trusted explicitly
+    auth: {username: robot, passwordFile: /var/run/secrets/corp/password}
+dockerConfig: /var/run/secrets/pull/.dockerconfigjson
+pullSecrets: [/var/run/secrets/other/.dockerconfigjson]
+dockerHub: {api: "https://hub.docker.com", tierTTL: 24h}
+tiers:                          # operator catalog: first matching entry wins, in file order
+  verified_publisher: ["docker.io/acme/**"]
+  official: ["registry.k8s.io/**"]
+cache: {tagTTL: 5m, maxBytes: 256MiB}
+timeouts: {request: 5s, decision: 8s}
+excludeNamespaces: [kube-system, image-policy]   # allowed without lookups (webhook)
+recheckUnchanged: false      # on UPDATE, re-check images identical to oldObject's
+mutate: {pin: true}          # /mutate pins allowed tag references to their digest
+breakGlass: false            # ImageReview: break-glass.image-policy.k8s.io/* allows and audits
+```
+When `excludeNamespaces` is not set, it is `kube-system` plus the webhook's own namespace
+(`$POD_NAMESPACE`, else `image-policy`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from policy import units
+from policy.errors import Location, SettingsError, SettingsErrors
+from policy.facts import TIERS
+from policy.patterns import ImagePattern, image_pattern
+from policy.reference import split_domain
+from policy.yamlsrc import Node, Reader, join, load
+
+ENV_VAR = "IMAGE_POLICY_CONFIG"
+
+_TOP_KEYS = (
+    "registries",
+    "dockerConfig",
+    "pullSecrets",
+    "dockerHub",
+    "tiers",
+    "cache",
+    "timeouts",
+    "excludeNamespaces",
+    "recheckUnchanged",
+    "mutate",
+    "breakGlass",
+)
+DEFAULT_OWN_NAMESPACE = "image-policy"
+_REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
+_AUTH_KEYS = ("username", "password", "passwordFile")
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth(username={self.username!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    mirrors: tuple[str, ...] = ()
+    ca: str | None = None
+    insecure: bool = False
+    token_realms: tuple[str, ...] = ()
+    auth: RegistryAuth | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    registries: Mapping[str, RegistrySettings] = field(default_factory=lambda: MappingProxyType({}))
+    docker_config: str | None = None
+    pull_secrets: tuple[str, ...] = ()
+    docker_hub_api: str = "https://hub.docker.com"
+    tier_ttl: float = 24 * 3600.0
+    # (tier, pattern) in file order: the first match wins.
+    tier_catalog: tuple[tuple[str, ImagePattern], ...] = ()
+    tag_ttl: float = 300.0
+    cache_max_bytes: int = 256 * 1024 * 1024
+    request_timeout: float = 5.0
+    decision_timeout: float = 8.0
+    exclude_namespaces: tuple[str, ...] = ("kube-system", DEFAULT_OWN_NAMESPACE)
+    recheck_unchanged: bool = False
+    mutate_pin: bool = False
+    break_glass: bool = False
+    source: str | None = None
+
+    def registry(self, name: str) -> RegistrySettings:
+        return self.registries.get(name, RegistrySettings())
+
+
+def _url(reader: Reader, node: Node, path: str) -> str | None:
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    if not text.startswith(("https://", "http://")):
+        reader.error(node, path, f"expected an http(s) URL, got {node.type_name()}")
+        return None
+    return text.rstrip("/")
+
+
+def _registry_name(reader: Reader, node: Node, path: str, name: str) -> str | None:
+    if not name or "/" in name or " " in name:
+        reader.error(
+            node, path, f"expected a registry host like ghcr.io, got {name!r}", at_key=True
+        )
+        return None
+    domain, _ = split_domain(f"{name}/x")
+    if domain == "docker.io" and name not in (
+        "docker.io",
+        "index.docker.io",
+        "registry-1.docker.io",
+    ):
+        reader.error(
+            node, path, f"{name!r} is not a registry host (it has no '.' or ':')", at_key=True
+        )
+        return None
+    return domain
+
+
+def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | None:
+    children = reader.mapping(node, path, allowed=_AUTH_KEYS, required=("username",))
+    if children is None or "username" not in children:
+        return None
+    username = reader.string(children["username"], join(path, "username"))
+    password = None
+    if "password" in children and "passwordFile" in children:
+        reader.error(node, path, "give password or passwordFile, not both")
+        return None
+    if "password" in children:
+        password = reader.string(children["password"], join(path, "password"))
+    elif "passwordFile" in children:
+        file_path = reader.string(children["passwordFile"], join(path, "passwordFile"))
+        if file_path is not None:
+            try:
+                password = (base / file_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                reader.error(
+                    children["passwordFile"],
+                    join(path, "passwordFile"),
+                    f"cannot read password file: {exc.strerror or exc}",
+                )
+    else:
+        reader.error(node, path, "missing password or passwordFile")
+    if username is None or password is None:
+        return None
+    return RegistryAuth(username, password)
+
+
+def _registry(reader: Reader, node: Node, path: str, base: Path) -> RegistrySettings:
+    children = reader.mapping(node, path, allowed=_REGISTRY_KEYS) or {}
+    mirrors: list[str] = []
+    if "mirrors" in children:
+        for item_path, child in reader.items(children["mirrors"], join(path, "mirrors")):
+            url = _url(reader, child, item_path)
+            if url is not None:
+                mirrors.append(url)
+    ca = None
+    if "ca" in children:
+        ca = reader.string(children["ca"], join(path, "ca"))
+        if ca is not None and not (base / ca).is_file():
+            reader.error(children["ca"], join(path, "ca"), f"CA file {ca!r} does not exist")
+        elif ca is not None:
+            ca = str(base / ca)
+    insecure = False
+    if "insecure" in children:
+        insecure = bool(reader.boolean(children["insecure"], join(path, "insecure")))
+    realms: list[str] = []
+    if "tokenRealms" in children:
+        for item_path, child in reader.items(children["tokenRealms"], join(path, "tokenRealms")):
+            url = _url(reader, child, item_path)
+            if url is not None:
+                realms.append(url)
+    auth = _auth(reader, children["auth"], join(path, "auth"), base) if "auth" in children else None
+    return RegistrySettings(tuple(mirrors), ca, insecure, tuple(realms), auth)
+
+
+def _duration(reader: Reader, node: Node, path: str) -> float | None:
+    try:
+        return units.parse_duration(node.value)
+    except ValueError as exc:
+        reader.error(node, path, f"{exc}, got {node.type_name()}")
+        return None
+
+
+def _tier_catalog(reader: Reader, node: Node) -> tuple[tuple[str, ImagePattern], ...]:
+    children = reader.mapping(node, "tiers", allowed=TIERS) or {}
+    catalog: list[tuple[str, ImagePattern]] = []
+    for tier, child in children.items():
+        if tier not in TIERS:
+            continue
+        path = join("tiers", tier)
+
+        def check(item: Node, item_path: str, text: str) -> ImagePattern | None:
+            try:
+                return image_pattern(text)
+            except ValueError as exc:
+                reader.error(item, item_path, str(exc))
+                return None
+
+        for found in reader.string_list(child, path, check=check) or ():
+            assert isinstance(found, ImagePattern)
+            catalog.append((tier, found))
+    return tuple(catalog)
+
+
+def parse_settings(
+    text: str,
+    filename: str,
+    *,
+    base: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from YAML text; raise SettingsErrors listing every located problem."""
+    base = base or Path(filename).parent
+    root, syntax = load(text, filename)
+    reader = Reader(SettingsError)
+    reader.errors.extend(SettingsError(e.message, location=e.location, path=e.path) for e in syntax)
+    if root is None:
+        if reader.errors:
+            raise SettingsErrors(reader.errors)
+        return Settings(source=filename, exclude_namespaces=_default_excludes(env or {}))
+    top = reader.mapping(root, "", allowed=_TOP_KEYS) or {}
+    kwargs: dict[str, object] = {"source": filename}
+    if "registries" in top:
+        node = top["registries"]
+        if isinstance(node.value, dict):
+            registries: dict[str, RegistrySettings] = {}
+            for name, child in node.value.items():
+                path = f"registries.{name}"
+                domain = _registry_name(reader, child, path, name)
+                if domain is None:
+                    continue
+                if domain in registries:
+                    reader.error(child, path, f"{domain} is configured twice", at_key=True)
+                registries[domain] = _registry(reader, child, path, base)
+            kwargs["registries"] = MappingProxyType(registries)
+        else:
+            reader.expected(node, "registries", "a mapping of registry hosts to settings")
+    if "dockerConfig" in top:
+        kwargs["docker_config"] = reader.string(top["dockerConfig"], "dockerConfig")
+    if "pullSecrets" in top:
+        secrets = reader.string_list(top["pullSecrets"], "pullSecrets")
+        kwargs["pull_secrets"] = tuple(str(s) for s in secrets or ())
+    if "dockerHub" in top:
+        hub = reader.mapping(top["dockerHub"], "dockerHub", allowed=("api", "tierTTL")) or {}
+        if "api" in hub:
+            api = _url(reader, hub["api"], "dockerHub.api")
+            if api is not None:
+                kwargs["docker_hub_api"] = api
+        if "tierTTL" in hub:
+            kwargs["tier_ttl"] = _duration(reader, hub["tierTTL"], "dockerHub.tierTTL")
+    if "tiers" in top:
+        kwargs["tier_catalog"] = _tier_catalog(reader, top["tiers"])
+    if "cache" in top:
+        cache = reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes")) or {}
+        if "tagTTL" in cache:
+            kwargs["tag_ttl"] = _duration(reader, cache["tagTTL"], "cache.tagTTL")
+        if "maxBytes" in cache:
+            try:
+                kwargs["cache_max_bytes"] = units.parse_size(cache["maxBytes"].value)
+            except ValueError as exc:
+                reader.error(cache["maxBytes"], "cache.maxBytes", str(exc))
+    if "timeouts" in top:
+        timeouts = (
+            reader.mapping(top["timeouts"], "timeouts", allowed=("request", "decision")) or {}
+        )
+        for key, attr in (("request", "request_timeout"), ("decision", "decision_timeout")):
+            if key in timeouts:
+                kwargs[attr] = _duration(reader, timeouts[key], f"timeouts.{key}")
+    if "excludeNamespaces" in top:
+        names = reader.string_list(top["excludeNamespaces"], "excludeNamespaces")
+        kwargs["exclude_namespaces"] = tuple(str(n) for n in names or ())
+    else:
+        kwargs["exclude_namespaces"] = _default_excludes(env or {})
+    for key, attr in (("recheckUnchanged", "recheck_unchanged"), ("breakGlass", "break_glass")):
+        if key in top:
+            kwargs[attr] = reader.boolean(top[key], key)
+    if "mutate" in top:
+        mutate = reader.mapping(top["mutate"], "mutate", allowed=("pin",)) or {}
+        if "pin" in mutate:
+            kwargs["mutate_pin"] = reader.boolean(mutate["pin"], "mutate.pin")
+    if reader.errors:
+        raise SettingsErrors(reader.errors)
+    return Settings(**{k: v for k, v in kwargs.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _default_excludes(env: Mapping[str, str]) -> tuple[str, ...]:
+    return ("kube-system", env.get("POD_NAMESPACE") or DEFAULT_OWN_NAMESPACE)
+
+
+def load_settings(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from `path`, else from $IMAGE_POLICY_CONFIG, else the defaults."""
+    env = os.environ if env is None else env
+    chosen = path or env.get(ENV_VAR)
+    if not chosen:
+        return Settings(exclude_namespaces=_default_excludes(env))
+    try:
+        text = Path(chosen).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsErrors(
+            [
+                SettingsError(
+                    f"cannot read settings file: {exc}", location=Location(str(chosen), 1, 1)
+                )
+            ]
+        ) from exc
+    return parse_settings(text, str(chosen), env=env)

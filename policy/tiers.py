@@ -1,0 +1,448 @@
+"""Docker's trusted-content tier of an image, from one place (shell layer).
+
+An image's tier is, in this order of precedence:
+
+1. the operator's **catalog** (settings `tiers:`): the first entry whose image glob matches, in
+   file order, wins; it overrides everything below and gives private registries a tier;
+2. the **offline rule**: Docker Hub's `library/` namespace is `official`, and an image on any
+   other registry is `none`;
+3. a **Docker Hub lookup**, for the other Docker Hub namespaces only. Verified Publisher and
+   Sponsored OSS are granted per namespace (organization), so the answer is cached per
+   namespace. The search API `GET {api}/api/search/v4?query={repository}&type=image` is asked
+   first, its result whose id/name is exactly the repository read for its `badge`; the
+   organization endpoint `GET {api}/v2/orgs/{namespace}/` is the second source, asked when the
+   search has no exact result or fails.
+
+Badges map to tiers as `official` → `official`, `verified_publisher` → `verified_publisher`,
+`open_source` → `sponsored_oss`, `none` or null → `none`. When Docker Hub cannot answer, the
+tier is unknown: `HubTiers.tier` raises a `RegistryError` saying so and why, and the rule set's
+`onResolveError` decides. Failures are remembered for a short while (`negative_ttl`) so an
+outage is not hammered. Requests to the Hub API never carry credentials, never follow
+redirects, and are bounded by the decision's deadline, a per-request timeout and a size cap.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import requests
+import requests.auth
+
+from policy.cache import Coalescer, TTLCache
+from policy.deadline import Deadline
+from policy.errors import RateLimited, RegistryError, RegistryUnavailable
+from policy.facts import TIERS, offline_tier
+from policy.patterns import ImagePattern
+from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
+from policy.settings import Settings
+
+SOURCE_CATALOG: Final = "catalog"
+SOURCE_OFFLINE: Final = "offline rule"
+SOURCE_SEARCH: Final = "Docker Hub search"
+SOURCE_ORG: Final = "Docker Hub org"
+
+DEFAULT_API: Final = "https://hub.docker.com"
+DEFAULT_TTL: Final = 24 * 3600.0
+NEGATIVE_TTL: Final = 60.0
+BODY_MAX: Final = 2 * 1024 * 1024
+HUB: Final = "Docker Hub"
+
+# Docker Hub badge → tier. `None` is the JSON null badge.
+_BADGES: Final[Mapping[str | None, str]] = {
+    "official": "official",
+    "verified_publisher": "verified_publisher",
+    "open_source": "sponsored_oss",
+    "none": "none",
+    None: "none",
+}
+
+Catalog = Sequence[tuple[str, ImagePattern]]
+
+
+class BadAnswer(ValueError):
+    """A Docker Hub answer that does not have the documented shape."""
+
+
+# --- pure parts -------------------------------------------------------------------------------
+
+
+def badge_tier(badge: object) -> str:
+    """The tier a Docker Hub `badge` value means; BadAnswer for an unknown badge."""
+    if (badge is None or isinstance(badge, str)) and badge in _BADGES:
+        return _BADGES[badge]
+    raise BadAnswer(f"unknown badge {badge!r}")
+
+
+def hub_namespace(ref: Reference) -> str | None:
+    """The Docker Hub namespace (organization or user) of a docker.io image, else None."""
+    if ref.registry != DEFAULT_REGISTRY:
+        return None
+    return ref.repository.split("/", 1)[0]
+
+
+def exact_result(document: object, repository: str) -> Mapping[str, object] | None:
+    """The search result naming exactly `repository` (`acme/app`), wherever it is in the list.
+
+    A result matches when its `id` or `name` equals the repository; an official image may be
+    listed by its bare name (`nginx` for `library/nginx`). BadAnswer when `document` is not a
+    search answer (an object with a `results` list of objects).
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        raise BadAnswer("search answer without a results list")
+    names = {repository}
+    namespace, _, rest = repository.partition("/")
+    if namespace == OFFICIAL_NAMESPACE and rest:
+        names.add(rest)
+    for result in document["results"]:
+        if not isinstance(result, dict):
+            raise BadAnswer("search result that is not an object")
+        if result.get("id") in names or result.get("name") in names:
+            return result
+    return None
+
+
+def catalog_tier(catalog: Catalog, ref: Reference) -> str | None:
+    """The tier of the first catalog entry (in file order) whose pattern matches `ref`."""
+    for tier, pattern in catalog:
+        if pattern.matches(ref):
+            return tier
+    return None
+
+
+def known_tier(catalog: Catalog, ref: Reference) -> tuple[str, str] | None:
+    """`(tier, source)` from the catalog or the offline rule, without any I/O; None when only
+    Docker Hub can tell."""
+    tier = catalog_tier(catalog, ref)
+    if tier is not None:
+        return tier, SOURCE_CATALOG
+    tier = offline_tier(ref.registry, ref.repository)
+    if tier is not None:
+        return tier, SOURCE_OFFLINE
+    return None
+
+
+def _search_answer(document: object, repository: str) -> str | None:
+    """The tier the search answer gives `repository`, or None when it has no exact result
+    (or the result has no `badge` field at all)."""
+    result = exact_result(document, repository)
+    if result is None or "badge" not in result:
+        return None
+    return badge_tier(result["badge"])
+
+
+def _org_answer(document: object) -> str:
+    if not isinstance(document, dict):
+        raise BadAnswer("organization answer that is not an object")
+    return badge_tier(document.get("badge"))
+
+
+# --- Docker Hub lookup ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why Docker Hub could not answer for a namespace (cached briefly, shared by waiters)."""
+
+    kind: type[RegistryError]
+    reason: str
+
+
+class _Unanswered(Exception):
+    def __init__(self, failure: _Failure) -> None:
+        self.failure = failure
+        super().__init__(failure.reason)
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    status: int
+    document: object
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Strips any Authorization header: a session's auth, a default header, and (because an
+    explicit `auth` is given) ~/.netrc never reach the Hub API."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers.pop("Authorization", None)
+        return r
+
+
+@dataclass(frozen=True)
+class HubStats:
+    """Counters of a `HubTiers`: namespace cache hits, lookups run, HTTP requests sent."""
+
+    hits: int
+    lookups: int
+    requests: int
+
+
+class HubTiers:
+    """Asks Docker Hub which trusted-content program a namespace belongs to.
+
+    Answers are cached per namespace for `ttl` seconds, failures for `negative_ttl`;
+    concurrent lookups of one namespace share one lookup. Every request is bounded by
+    `min(request_timeout, deadline.remaining())`.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        api: str = DEFAULT_API,
+        ttl: float = DEFAULT_TTL,
+        negative_ttl: float = NEGATIVE_TTL,
+        request_timeout: float = 5.0,
+        max_namespaces: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self.api = api.rstrip("/")
+        self._request_timeout = request_timeout
+        self._answers: TTLCache[str, tuple[str, str]] = TTLCache(
+            ttl=ttl, max_entries=max_namespaces, clock=clock
+        )
+        self._failures: TTLCache[str, _Failure] = TTLCache(
+            ttl=negative_ttl, max_entries=max_namespaces, clock=clock
+        )
+        self._flights: Coalescer[str, tuple[str, str]] = Coalescer()
+        self._lock = threading.Lock()
+        self._counts = {"hits": 0, "lookups": 0, "requests": 0}
+
+    def stats(self) -> HubStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return HubStats(**self._counts)
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def tier(self, ref: Reference, *, deadline: Deadline) -> tuple[str, str]:
+        """`(tier, source)` of a Docker Hub image outside `library/`; RegistryError (with a
+        message saying the tier is unknown, and why) when Docker Hub cannot answer."""
+        namespace = hub_namespace(ref)
+        if namespace is None:
+            raise RegistryError(
+                f"trusted-content tier of {ref} is unknown: Docker Hub only knows docker.io images",
+                registry=ref.registry,
+                reference=str(ref),
+            )
+        cached = self._answers.get(namespace)
+        if cached is not None:
+            self._count("hits")
+            return cached
+        try:
+            return self._flights.do(
+                namespace,
+                lambda: self._lookup(namespace, ref.repository, deadline),
+                timeout=deadline.remaining(),
+            )
+        except _Unanswered as exc:
+            raise _error(ref, namespace, exc.failure) from None
+        except TimeoutError:
+            failure = _Failure(RegistryUnavailable, "no answer within the decision deadline")
+            raise _error(ref, namespace, failure) from None
+
+    def _lookup(self, namespace: str, repository: str, deadline: Deadline) -> tuple[str, str]:
+        """Runs once per namespace at a time (coalesced); caches its answer or failure."""
+        cached = self._answers.get(namespace)
+        if cached is not None:
+            return cached
+        failed = self._failures.get(namespace)
+        if failed is not None:
+            raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)"))
+        self._count("lookups")
+        try:
+            answer = self._ask(namespace, repository, deadline)
+        except _Unanswered as exc:
+            self._failures.put(namespace, exc.failure)
+            raise
+        self._answers.put(namespace, answer)
+        return answer
+
+    def _ask(self, namespace: str, repository: str, deadline: Deadline) -> tuple[str, str]:
+        search_failure: _Failure | None = None
+        try:
+            fetched = self._get(
+                f"{self.api}/api/search/v4",
+                {"query": repository, "type": "image"},
+                deadline,
+                ok=(200,),
+            )
+            tier = _search_answer(fetched.document, repository)
+        except _Unanswered as exc:
+            search_failure = exc.failure
+        except BadAnswer as exc:
+            search_failure = _Failure(RegistryError, f"malformed search answer: {exc}")
+        else:
+            if tier is not None:
+                return _checked(tier, namespace), SOURCE_SEARCH
+        try:
+            fetched = self._get(f"{self.api}/v2/orgs/{namespace}/", None, deadline, ok=(200, 404))
+            if fetched.status == 404:
+                if search_failure is None:
+                    # The search knows no such repository and the namespace is no organization:
+                    # only organizations are in Docker's programs.
+                    return "none", SOURCE_ORG
+                raise _Unanswered(_Failure(RegistryError, "org: HTTP 404"))
+            return _checked(_org_answer(fetched.document), namespace), SOURCE_ORG
+        except _Unanswered as exc:
+            org_failure = exc.failure
+        except BadAnswer as exc:
+            org_failure = _Failure(RegistryError, f"malformed organization answer: {exc}")
+        failures = [
+            search_failure or _Failure(RegistryError, f"search: no result named {repository}"),
+            org_failure,
+        ]
+        kind = next(
+            (k for k in (RateLimited, RegistryUnavailable) if any(f.kind is k for f in failures)),
+            RegistryError,
+        )
+        reasons = "; ".join(f.reason for f in failures)
+        raise _Unanswered(_Failure(kind, reasons))
+
+    def _get(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        deadline: Deadline,
+        *,
+        ok: tuple[int, ...],
+    ) -> _Fetched:
+        """GET `url` without credentials or redirects, reading at most BODY_MAX bytes before
+        the deadline; `_Unanswered` for any status not in `ok` and for transport failures."""
+        what = "search" if "/api/search/" in url else "org"
+        timeout = deadline.timeout(self._request_timeout)
+        if timeout <= 0:
+            raise _Unanswered(_Failure(RegistryUnavailable, f"{what}: no time left"))
+        self._count("requests")
+        try:
+            with self._session.get(
+                url,
+                params=params,
+                timeout=timeout,
+                auth=_NoAuth(),
+                allow_redirects=False,
+                stream=True,
+                headers={"Accept": "application/json"},
+            ) as response:
+                status = response.status_code
+                if status not in ok:
+                    raise _Unanswered(_status_failure(what, response))
+                if status != 200:
+                    return _Fetched(status, None)
+                body = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > BODY_MAX:
+                        raise _Unanswered(
+                            _Failure(RegistryError, f"{what}: answer larger than {BODY_MAX} bytes")
+                        )
+                    if deadline.expired:
+                        raise _Unanswered(
+                            _Failure(RegistryUnavailable, f"{what}: answer not read in time")
+                        )
+        except requests.Timeout:
+            raise _Unanswered(
+                _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
+            ) from None
+        except requests.RequestException as exc:
+            raise _Unanswered(
+                _Failure(RegistryUnavailable, f"{what}: {type(exc).__name__}")
+            ) from None
+        try:
+            return _Fetched(status, json.loads(bytes(body)))
+        except (ValueError, UnicodeDecodeError):
+            raise _Unanswered(_Failure(RegistryError, f"{what}: malformed JSON")) from None
+
+
+def _status_failure(what: str, response: requests.Response) -> _Failure:
+    status = response.status_code
+    if status == 429:
+        after = response.headers.get("Retry-After")
+        hint = f", retry after {after}s" if after and after.isdigit() else ""
+        return _Failure(RateLimited, f"{what}: rate limited (HTTP 429{hint})")
+    if status >= 500:
+        return _Failure(RegistryUnavailable, f"{what}: HTTP {status}")
+    if 300 <= status < 400:
+        return _Failure(RegistryError, f"{what}: HTTP {status} redirect (not followed)")
+    return _Failure(RegistryError, f"{what}: HTTP {status}")
+
+
+def _checked(tier: str, namespace: str) -> str:
+    """Only `library/` holds Docker Official Images: an `official` badge on another namespace
+    is not believed."""
+    if tier == "official" and namespace != OFFICIAL_NAMESPACE:
+        raise _Unanswered(
+            _Failure(RegistryError, f"'official' badge on namespace {namespace!r} (not library)")
+        )
+    return tier
+
+
+def _error(ref: Reference, namespace: str, failure: _Failure) -> RegistryError:
+    return failure.kind(
+        f"trusted-content tier of {ref} is unknown: Docker Hub could not answer for namespace "
+        f"{namespace!r} ({failure.reason})",
+        registry=HUB,
+        reference=str(ref),
+    )
+
+
+# --- the one place ----------------------------------------------------------------------------
+
+
+class Tiers:
+    """The tier of any image: catalog → offline rule → Docker Hub (see the module docstring).
+
+    `hub` None means no lookup is possible (air-gapped without a proxy): images that only
+    Docker Hub could place get an error, and `onResolveError` decides.
+    """
+
+    def __init__(self, catalog: Catalog = (), hub: HubTiers | None = None) -> None:
+        for tier, _ in catalog:
+            if tier not in TIERS:
+                raise ValueError(f"unknown tier {tier!r} in the catalog")
+        self.catalog = tuple(catalog)
+        self.hub = hub
+
+    def known(self, ref: Reference) -> tuple[str, str] | None:
+        """`(tier, source)` without I/O (catalog, offline rule), or None."""
+        return known_tier(self.catalog, ref)
+
+    def tier(self, ref: Reference, *, deadline: Deadline) -> tuple[str, str]:
+        """`(tier, source)`; RegistryError when the tier is unknown."""
+        known = self.known(ref)
+        if known is not None:
+            return known
+        if self.hub is None:
+            raise RegistryError(
+                f"trusted-content tier of {ref} is unknown: no Docker Hub tier lookup is "
+                "configured (add it to the `tiers` catalog)",
+                registry=HUB,
+                reference=str(ref),
+            )
+        return self.hub.tier(ref, deadline=deadline)
+
+
+def from_settings(
+    settings: Settings,
+    *,
+    session: requests.Session | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Tiers:
+    """The tier source a settings file describes: its catalog, then Docker Hub at
+    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new Session if none)."""
+    hub = HubTiers(
+        session if session is not None else requests.Session(),
+        api=settings.docker_hub_api,
+        ttl=settings.tier_ttl,
+        request_timeout=settings.request_timeout,
+        clock=clock,
+    )
+    return Tiers(settings.tier_catalog, hub)

@@ -1,0 +1,234 @@
+"""`image-policy check`, `lint` and `schema` end to end on sample manifests and facts files."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policy import cli
+
+DATA = Path(__file__).parent.parent / "data"
+RULES = str(DATA / "cli" / "rules.yaml")
+FACTS = str(DATA / "cli" / "facts.yaml")
+MANIFESTS = DATA / "manifests"
+
+
+def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    if stdin is not None:
+        old = sys.stdin
+        sys.stdin = io.StringIO(stdin)
+        try:
+            code = cli.main(list(argv), out=out, err=err)
+        finally:
+            sys.stdin = old
+    else:
+        code = cli.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_json(*argv: str) -> tuple[int, dict[str, object]]:
+    code, out, err = run("check", "--rules", RULES, "--facts", FACTS, "--format", "json", *argv)
+    assert err == "", err
+    return code, json.loads(out)
+
+
+def results_by_source(report: dict[str, object]) -> dict[str, dict[str, object]]:
+    results = report["results"]
+    assert isinstance(results, list)
+    return {f"{r['source']} {r['image']}": r for r in results}
+
+
+def test_check_reports_every_image_with_its_line_and_verdict() -> None:
+    code, report = check_json(
+        str(MANIFESTS / "deployment.yaml"),
+        str(MANIFESTS / "pod.yaml"),
+        str(MANIFESTS / "list.yaml"),
+    )
+    assert code == 1
+    assert report["allowed"] is False
+    by = results_by_source(report)
+    busybox = by[f"{MANIFESTS / 'pod.yaml'}:12 docker.io/library/busybox:1.36"]
+    assert busybox["allowed"] is False
+    assert busybox["violations"] == [
+        {
+            "rule": "few-layers",
+            "check": "maxLayers",
+            "action": "deny",
+            "message": (
+                "docker.io/library/busybox:1.36 has 11 layers; rule few-layers allows at most 10"
+            ),
+        }
+    ]
+    quay = by[f"{MANIFESTS / 'pod.yaml'}:30 quay.io/acme/models:v3"]
+    assert quay["allowed"] is False
+    assert quay["violations"][0]["rule"] == "trusted-registries"  # type: ignore[index]
+    nginx = by[f"{MANIFESTS / 'deployment.yaml'}:18 nginx:1.25"]
+    assert nginx["allowed"] is True
+    assert nginx["reference"] == "docker.io/library/nginx:1.25"
+    assert nginx["digest"] == "sha256:" + "1" * 64
+    # The Deployment runs in namespace shop, where rule shop-pinned audits unpinned images.
+    assert [v["rule"] for v in nginx["violations"]] == ["shop-pinned"]  # type: ignore[index]
+    assert nginx["violations"][0]["action"] == "audit"  # type: ignore[index]
+    summary = report["summary"]
+    assert summary == {"images": 11, "allowed": 9, "denied": 2, "warnings": 1, "audits": 5}
+
+
+def test_only_the_amd64_entry_is_read_and_attestations_never_count() -> None:
+    # nginx's arm64 entry has 12 layers (over 10) but the rules read linux/amd64 only.
+    code, report = check_json("--image", "nginx:1.25", "--namespace", "default")
+    assert code == 0
+    assert report["results"][0]["violations"] == []  # type: ignore[index]
+
+
+def test_namespace_flag_overrides_manifest_namespace() -> None:
+    code, report = check_json(str(MANIFESTS / "deployment.yaml"), "--namespace", "web")
+    assert code == 0
+    assert all(r["violations"] == [] for r in report["results"])  # type: ignore[union-attr]
+
+
+def test_warn_only_is_allowed_with_exit_zero() -> None:
+    code, report = check_json("--image", "busybox", "--namespace", "default")
+    assert code == 0
+    result = report["results"][0]  # type: ignore[index]
+    assert result["allowed"] is True
+    assert result["violations"][0]["action"] == "warn"
+
+
+def test_unknown_image_is_decided_by_on_resolve_error() -> None:
+    code, report = check_json("--image", "ghcr.io/acme/unknown:1", "--namespace", "default")
+    assert code == 1
+    messages = [v["message"] for v in report["results"][0]["violations"]]  # type: ignore[index]
+    assert messages == [
+        "cannot check ghcr.io/acme/unknown:1: image manifest could not be fetched "
+        "(ghcr.io/acme/unknown:1 is not in the facts file); onResolveError is deny"
+    ]
+
+
+def test_invalid_reference_is_denied_with_the_reason() -> None:
+    code, report = check_json("--image", "nginx:Bad Tag", "--namespace", "default")
+    assert code == 1
+    result = report["results"][0]  # type: ignore[index]
+    assert result["allowed"] is False
+    assert "invalid image reference" in result["violations"][0]["message"]
+
+
+def test_text_format_groups_by_file() -> None:
+    code, out, _ = run("check", "--rules", RULES, "--facts", FACTS, str(MANIFESTS / "pod.yaml"))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == str(MANIFESTS / "pod.yaml")
+    assert "  12:14 docker.io/library/busybox:1.36  DENIED" in lines
+    assert lines[-1] == "5 images, 3 allowed, 2 denied"
+
+
+def test_stdin_input() -> None:
+    manifest = (MANIFESTS / "deployment.yaml").read_text()
+    code, out, err = run(
+        "check", "--rules", RULES, "--facts", FACTS, "--format", "json", "-", stdin=manifest
+    )
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["source"] == "<stdin>:18"
+
+
+def test_directory_input_is_scanned_recursively(tmp_path: Path) -> None:
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    (nested / "deploy.yaml").write_text((MANIFESTS / "deployment.yaml").read_text())
+    (nested / "notes.txt").write_text("image: evil:latest\n")
+    code, report = check_json(str(tmp_path))
+    assert code == 0
+    assert [r["image"] for r in report["results"]] == ["nginx:1.25", "registry.k8s.io/pause:3.9"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["check", "--rules", RULES, "--facts", FACTS], "give manifest files"),
+        (["check", "--facts", FACTS, "--image", "nginx"], "--rules"),
+        (
+            ["check", "--rules", RULES, "--facts", FACTS, str(MANIFESTS / "malformed.yaml")],
+            "malformed.yaml:",
+        ),
+        (
+            ["check", "--rules", RULES, "--facts", "/nonexistent/facts.yaml", "--image", "x"],
+            "cannot read",
+        ),
+        (
+            ["check", "--rules", "/nonexistent/rules.yaml", "--facts", FACTS, "--image", "x"],
+            "cannot read",
+        ),
+        (["check", "--rules", RULES, "--facts", FACTS, "/nonexistent.yaml"], "cannot read"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(argv: list[str], expected: str) -> None:
+    code, _, err = run(*argv)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_bad_rules_are_reported_with_location(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nrules:\n"
+        "  - id: x\n    match: {images: ['**']}\n    require: {maxLayers: ten}\n"
+    )
+    code, _, err = run("check", "--rules", str(bad), "--facts", FACTS, "--image", "nginx")
+    assert code == 2
+    assert err.strip() == (
+        f'{bad}:6:26: rules[0].require.maxLayers: expected a positive integer, got "ten"'
+    )
+
+
+def test_lint_reports_all_errors_at_once(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nrules:\n"
+        "  - id: x\n    match: {images: ['**']}\n    require: {maxLayer: 3, maxSize: 1XB}\n"
+    )
+    code, _, err = run("lint", str(bad))
+    assert code == 2
+    assert 'unknown key "maxLayer" (did you mean "maxLayers"?)' in err
+    assert "unknown size unit 'XB'" in err
+    assert err.strip().endswith("2 error(s)")
+
+
+def test_lint_shipped_rules_are_clean() -> None:
+    root = Path(__file__).parent.parent.parent / "rules"
+    for path in [root, *sorted((root / "examples").glob("*.yaml"))]:
+        code, out, err = run("lint", str(path))
+        assert (code, out, err) == (0, "ok\n", ""), path
+
+
+def test_schema_is_json() -> None:
+    code, out, _ = run("schema")
+    assert code == 0
+    assert json.loads(out)["title"] == "image-policy RuleSet"
+
+
+def test_python_dash_m_and_console_script_work() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "policy", "lint", str(Path(RULES))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "ok\n")
+    script = Path(sys.executable).parent / "image-policy"
+    proc = subprocess.run(
+        [str(script), "check", "--rules", RULES, "--facts", FACTS, "--image", "quay.io/x/y:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "DENIED" in proc.stdout
