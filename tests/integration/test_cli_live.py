@@ -82,7 +82,8 @@ def test_check_live_allows_and_denies(registry: SeededRegistry, tmp_path: Path) 
     [result] = json.loads(out)["results"]
     assert result["digest"] == registry.oci_index.digest
     assert [v["message"] for v in result["violations"]] == [
-        f"{registry.host}/oci/app:multi (linux/amd64) has 2 layers; rule few-layers allows at most 1"
+        f"{registry.host}/oci/app:multi (linux/amd64) has 2 layers; "
+        "rule few-layers allows at most 1"
     ]
     rules = write(tmp_path / "rules.yaml", RULES)
     code, out, err = run("check", "--rules", rules, "--image", f"{registry.host}/oci/app:multi")
