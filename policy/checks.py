@@ -67,7 +67,7 @@ def _parse_registries(reader: Reader, node: Node, path: str) -> object | None:
 
 def _judge_registries(setting: object, s: Subject) -> list[str]:
     assert isinstance(setting, tuple)
-    if any(g.matches(s.ref.registry) for g in setting):
+    if any(g.matches(s.ref.registry.lower()) for g in setting):  # hosts are case-insensitive
         return []
     allowed = ", ".join(str(g) for g in setting)
     return [f"{s.ref} is from registry {s.ref.registry}; rule {s.rule_id} allows only {allowed}"]
@@ -190,12 +190,15 @@ def _parse_size(reader: Reader, node: Node, path: str) -> object | None:
 
 def _judge_max_size(setting: object, s: Subject) -> list[str]:
     assert isinstance(setting, int)
-    return [
-        f"{s.label(p)} is {units.format_size(p.size)} compressed; "
-        f"rule {s.rule_id} allows at most {units.format_size(setting)}"
-        for p in s.platforms
-        if p.size is not None and p.size > setting
-    ]
+    out = []
+    for p in s.platforms:
+        if p.size is None or p.size <= setting:
+            continue
+        size, limit = units.format_size(p.size), units.format_size(setting)
+        if size == limit:  # just over the limit: rounded, both would read the same
+            size, limit = f"{p.size} bytes", f"{setting} bytes"
+        out.append(f"{s.label(p)} is {size} compressed; rule {s.rule_id} allows at most {limit}")
+    return out
 
 
 # --- config checks ------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ def _judge_non_root(setting: object, s: Subject) -> list[str]:
     for p in s.platforms:
         user = (p.user or "").strip()
         name = user.split(":", 1)[0]
-        if name in _ROOT_USERS:
+        if name in _ROOT_USERS or (name.isdigit() and int(name) == 0):  # `00` is uid 0 too
             shown = f"user {user!r}" if user else "no USER (root)"
             out.append(f"{s.label(p)} runs as {shown}; rule {s.rule_id} requires a non-root USER")
     return out
@@ -228,6 +231,7 @@ def _judge_max_age(setting: object, s: Subject) -> list[str]:
     assert isinstance(setting, float)
     out = []
     limit = timedelta(seconds=setting)
+    now = s.now if s.now.tzinfo else s.now.replace(tzinfo=UTC)  # a naive clock reads UTC
     for p in s.platforms:
         if p.created is None:
             out.append(
@@ -236,7 +240,7 @@ def _judge_max_age(setting: object, s: Subject) -> list[str]:
             )
             continue
         created = p.created if p.created.tzinfo else p.created.replace(tzinfo=UTC)
-        age = s.now - created
+        age = now - created
         if age > limit:
             out.append(
                 f"{s.label(p)} was built {age.days} days ago ({created.date()}); "

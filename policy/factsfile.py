@@ -95,7 +95,8 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
         try:
             size = units.parse_size(children["size"].value)
         except ValueError as exc:
-            reader.error(children["size"], join(path, "size"), str(exc))
+            found = children["size"].type_name()
+            reader.error(children["size"], join(path, "size"), f"{exc}, got {found}")
     user = None
     if "user" in children:
         raw = children["user"].value

@@ -6,6 +6,7 @@ prints); several files, or a directory of them, merge into one rule set.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,10 @@ class _Parts:
     name: str | None = None
     defaults: dict[str, tuple[object, Location]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
+    rule_paths: list[str] = field(default_factory=list)
     exceptions: list[PolicyException] = field(default_factory=list)
+    # Every rule id an exception names: (id, path, location), to report unknown ones precisely.
+    exception_refs: list[tuple[str, str, Location]] = field(default_factory=list)
 
 
 def _image_patterns(reader: Reader, node: Node, path: str) -> tuple[patterns.ImagePattern, ...]:
@@ -247,11 +251,18 @@ def _document(reader: Reader, root: Node, parts: _Parts) -> None:
             rule = _rule(reader, child, item_path)
             if rule is not None:
                 parts.rules.append(rule)
+                parts.rule_paths.append(item_path)
     if "exceptions" in top:
         for item_path, child in reader.items(top["exceptions"], "exceptions", nonempty=False):
             exc = _exception(reader, child, item_path)
             if exc is not None:
                 parts.exceptions.append(exc)
+                names = child.value.get("rules") if isinstance(child.value, dict) else None
+                if names is not None and isinstance(names.value, list):
+                    parts.exception_refs.extend(
+                        (str(n.value), f"{item_path}.rules[{j}]", n.location)
+                        for j, n in enumerate(names.value)
+                    )
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -307,27 +318,28 @@ def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.Rul
                     )
                 )
             defaults.setdefault(key, (value, loc))
-        for rule in parts.rules:
+        for rule, rule_path in zip(parts.rules, parts.rule_paths, strict=True):
             if rule.id in seen_ids:
                 reader.errors.append(
                     RuleError(
                         f"duplicate rule id {rule.id!r} (first defined at {seen_ids[rule.id]})",
                         location=rule.location,
-                        path="rules",
+                        path=f"{rule_path}.id",
                     )
                 )
                 continue
             seen_ids[rule.id] = rule.location
             merged_rules.append(rule)
         exceptions.extend(parts.exceptions)
-    for exc in exceptions:
-        for rule_id in exc.rules:
+    for _, parts in all_parts:
+        for rule_id, ref_path, loc in parts.exception_refs:
             if rule_id != "*" and rule_id not in seen_ids and seen_ids:
                 reader.errors.append(
                     RuleError(
-                        f"exception names unknown rule {rule_id!r}",
-                        location=exc.location,
-                        path="exceptions",
+                        f"exception names unknown rule {rule_id!r}"
+                        + _did_you_mean(rule_id, seen_ids),
+                        location=loc,
+                        path=ref_path,
                     )
                 )
     if not merged_rules and not reader.errors:
@@ -358,6 +370,24 @@ def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.Rul
     )
 
 
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _in_order(errors: Sequence[object]) -> list[RuleError]:
+    """Errors by file (in the order the files were read), then line and column."""
+    found = cast(list[RuleError], list(errors))
+    files = list(dict.fromkeys(e.location.file if e.location else "" for e in found))
+
+    def key(e: RuleError) -> tuple[int, int, int]:
+        if e.location is None:
+            return (files.index(""), 0, 0)
+        return (files.index(e.location.file), e.location.line, e.location.column)
+
+    return sorted(found, key=key)
+
+
 def lint(paths: Iterable[str | Path]) -> list[RuleError]:
     """Every problem in these rule files (empty when they load)."""
     try:
@@ -385,7 +415,7 @@ def load_rules(paths: Iterable[str | Path]) -> rules.RuleSet:
         all_parts.append((str(path), parse_text(text, str(path), reader)))
     ruleset = _merge(all_parts, reader)
     if ruleset is None:
-        raise RuleErrors(cast(list[RuleError], reader.errors))
+        raise RuleErrors(_in_order(reader.errors))
     return ruleset
 
 
@@ -395,5 +425,5 @@ def load_rules_text(text: str, filename: str = "<rules>") -> rules.RuleSet:
     parts = parse_text(text, filename, reader)
     ruleset = _merge([(filename, parts)], reader)
     if ruleset is None:
-        raise RuleErrors(cast(list[RuleError], reader.errors))
+        raise RuleErrors(_in_order(reader.errors))
     return ruleset

@@ -84,18 +84,33 @@ def image_pattern(text: str) -> ImagePattern:
         raise ValueError(f"invalid tag pattern {tag!r}")
     if "***" in name:
         raise ValueError("use * for one path component and ** for any number, not ***")
+    if "" in name.split("/"):
+        raise ValueError(f"image pattern {raw!r} has an empty path component")
     if name == "**" or name.startswith("**/"):
         normalized = name
+        name_regex = _glob_regex(normalized, one="[^/]", many=".*")
     else:
         domain, path = reference.split_domain(name)
-        normalized = f"{domain}/{path}" if path else domain
+        first, _, rest = name.partition("/")
+        if path == "library/**" and rest == "**" and first != reference.OFFICIAL_NAMESPACE:
+            # `docker.io/**` is everything on Docker Hub, not only `library/`: `**` already
+            # spans the namespace that normalization would insert.
+            path = "**"
+        normalized = f"{domain}/{path}"
+        # The host is matched like a registry glob (`*` stays inside one DNS label), the path
+        # like a repository glob (`*` stays inside one path component).
+        name_regex = (
+            _glob_regex(domain, one="[^.:/]", many="[^/]*")
+            + "/"
+            + _glob_regex(path, one="[^/]", many=".*")
+        )
     path_part = normalized.split("/", 1)[1] if "/" in normalized else ""
     if path_part != path_part.lower():
         raise ValueError(
             f"image pattern {raw!r} has uppercase letters in the repository path; "
             "repository names are always lowercase"
         )
-    name_re = re.compile(_glob_regex(normalized, one="[^/]", many=".*"))
+    name_re = re.compile(name_regex)
     tag_re = re.compile(_glob_regex(tag, one=".", many=".*")) if tag is not None else None
     full = normalized if tag is None else f"{normalized}:{tag}"
     return ImagePattern(full, normalized, tag, name_re, tag_re)
@@ -166,7 +181,7 @@ def platform_glob(text: str) -> Glob:
 
     Match it against `normalize_platform(...)` of a platform; `linux/*` covers variants too.
     """
-    if not text or not re.fullmatch(r"[a-z0-9_*-]+(/[a-z0-9_*-]+){0,2}", text):
+    if text != "*" and not re.fullmatch(r"[a-z0-9_*-]+(/[a-z0-9_*-]+){1,2}", text):
         raise ValueError(
             f"invalid platform {text!r} (expected os/arch[/variant], e.g. linux/amd64)"
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 _SIZE_UNITS = {
     "": 1,
@@ -20,6 +22,8 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# Longer durations are refused: they overflow `datetime.timedelta` (and mean "never" anyway).
+DURATION_MAX = 10000 * 365 * 86400.0
 
 
 def parse_size(value: object) -> int:
@@ -38,7 +42,7 @@ def parse_size(value: object) -> int:
     unit = match.group(2).upper()
     if unit not in _SIZE_UNITS:
         raise ValueError(f"unknown size unit {match.group(2)!r} (use B, KB, MB, GB, KiB, MiB, GiB)")
-    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    size = int(Fraction(match.group(1)) * _SIZE_UNITS[unit])  # exact, no float overflow
     if size <= 0:
         raise ValueError("expected a positive size")
     return size
@@ -49,9 +53,7 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 90d or 5m")
     if isinstance(value, int | float):
-        if value <= 0:
-            raise ValueError("expected a positive duration")
-        return float(value)
+        return _checked_duration(float(value))
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a duration like 90d or 5m")
     text = value.strip()
@@ -64,9 +66,15 @@ def parse_duration(value: object) -> float:
         pos = match.end()
     if pos != len(text) or pos == 0:
         raise ValueError("expected a duration like 90d, 12h, 5m, 30s or 1h30m")
-    if total <= 0:
+    return _checked_duration(total)
+
+
+def _checked_duration(seconds: float) -> float:
+    if math.isnan(seconds) or seconds <= 0:
         raise ValueError("expected a positive duration")
-    return total
+    if seconds > DURATION_MAX:
+        raise ValueError("duration too long (at most 10000 years)")
+    return seconds
 
 
 def format_size(size: int) -> str:

@@ -18,6 +18,7 @@ from policy.errors import ConfigError, Location
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _constructor = yaml.constructor.SafeConstructor()
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 T = TypeVar("T")
 
@@ -118,9 +119,14 @@ def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: st
         return Node(items, loc, tag=node.tag)
     try:
         value = _constructor.construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        errors.append(ConfigError(f"cannot read value: {exc}", location=loc, path=path))
-        value = None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        if node.tag == _TIMESTAMP_TAG:
+            # A date-shaped scalar that is no date (`2027-02-30`): keep the text, so the field's
+            # own check says "expected a date like 2027-03-31, got "2027-02-30"".
+            value = node.value
+        else:
+            errors.append(ConfigError(f"cannot read value: {exc}", location=loc, path=path))
+            value = None
     return Node(value, loc, tag=node.tag)
 
 
