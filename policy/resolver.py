@@ -27,6 +27,7 @@ import requests.adapters
 from policy import tiers as tiers_mod
 from policy.cache import Coalescer, SizedLRU, TTLCache, memory_estimate
 from policy.deadline import Deadline
+from policy.diskcache import DiskCache
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
 from policy.facts import ATTESTATION_PLATFORM, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
@@ -92,8 +93,11 @@ class RegistryResolver:
         negative_ttl: float = NEGATIVE_TTL,
         max_workers: int = 32,
         clock: Callable[[], float] | None = None,
+        disk: DiskCache | None = None,
     ) -> None:
         self.client = client
+        self._disk = disk
+        self._tag_ttl = tag_ttl
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
         ttl_kwargs = {"clock": clock} if clock is not None else {}
         self._tags: TTLCache[Hashable, ManifestHead] = TTLCache(
@@ -244,6 +248,15 @@ class RegistryResolver:
             missing = self._missing.get(key)
             if missing is not None:
                 raise missing
+            stored = (
+                self._disk.get_tag(ref.registry, ref.repository, tag, max_age=self._tag_ttl)
+                if self._disk is not None
+                else None
+            )
+            if stored is not None:
+                head = ManifestHead(*stored)
+                self._tags.put(key, head)
+                return head
             self._count("tag_misses")
             try:
                 head = self.client.head_manifest(
@@ -253,6 +266,10 @@ class RegistryResolver:
                 self._missing.put(key, exc)
                 raise
             self._tags.put(key, head)
+            if self._disk is not None:
+                self._disk.put_tag(
+                    ref.registry, ref.repository, tag, head.digest, head.media_type, head.size
+                )
             return head
 
         return self._step("digest", key, fetch, deadline)
@@ -273,6 +290,10 @@ class RegistryResolver:
             missing = self._missing.get(key)
             if missing is not None:
                 raise missing
+            stored = self._stored_manifest(digest)
+            if stored is not None:
+                self._manifests.put(key, stored[0], stored[1])
+                return stored[0]
             self._count("manifest_misses")
             try:
                 manifest = self.client.get_manifest(registry, repository, digest, deadline=deadline)
@@ -280,6 +301,8 @@ class RegistryResolver:
                 self._missing.put(key, exc)
                 raise
             self._manifests.put(key, manifest.document, len(manifest.body) + 512)
+            if self._disk is not None:
+                self._disk.put_manifest(digest, manifest.body, manifest.media_type)
             return manifest.document
 
         return self._step("manifest", key, fetch, deadline)
@@ -297,12 +320,41 @@ class RegistryResolver:
             again = self._configs.get(key)
             if again is not None:
                 return again
-            self._count("config_misses")
-            config = self.client.get_config(registry, repository, descriptor, deadline=deadline)
+            body = self._disk.get_blob(descriptor.digest) if self._disk is not None else None
+            if body is None:
+                self._count("config_misses")
+                body = self.client.get_blob(
+                    registry,
+                    repository,
+                    descriptor.digest,
+                    deadline=deadline,
+                    max_bytes=self.client.limits.config_bytes,
+                )
+                if self._disk is not None:
+                    self._disk.put_blob(descriptor.digest, body)
+            try:
+                config = media.parse_config(body)
+            except RegistryError as exc:
+                exc.registry = exc.registry or registry
+                raise
             self._configs.put(key, config, memory_estimate(config))
             return config
 
         return self._step("config", key, fetch, deadline)
+
+    def _stored_manifest(self, digest: str) -> tuple[media.Index | media.ImageManifest, int] | None:
+        """A manifest from the disk cache (verified by digest on read), with its size."""
+        stored = self._disk.get_manifest(digest) if self._disk is not None else None
+        if stored is None:
+            return None
+        body, media_type = stored
+        try:
+            document = media.parse_manifest(
+                body, media_type, max_index_entries=self.client.limits.index_entries
+            )
+        except RegistryError:
+            return None
+        return document, len(body) + 512
 
     def _step(self, fact: str, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
         try:
@@ -437,6 +489,8 @@ def build(
     session: requests.Session | None = None,
     on_request: Callable[[RequestEvent], None] | None = None,
     tiers: TierSource | None = None,
+    disk: DiskCache | None = None,
+    max_workers: int = 32,
 ) -> RegistryResolver:
     """A resolver wired from the settings file: credentials, auth, mirrors, CAs, caches, and
     the tier source (catalog, offline rule, Docker Hub) sharing the same session."""
@@ -463,12 +517,14 @@ def build(
         on_request=on_request,
     )
     if tiers is None:
-        tiers = tiers_mod.from_settings(settings, session=session)
+        tiers = tiers_mod.from_settings(settings, session=session, disk=disk)
     return RegistryResolver(
         client,
         tiers=tiers,
         tag_ttl=settings.tag_ttl,
         cache_max_bytes=settings.cache_max_bytes,
+        disk=disk,
+        max_workers=max_workers,
     )
 
 

@@ -35,6 +35,7 @@ import requests.auth
 
 from policy.cache import Coalescer, TTLCache
 from policy.deadline import Deadline
+from policy.diskcache import DiskCache
 from policy.errors import RateLimited, RegistryError, RegistryUnavailable
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
@@ -200,8 +201,11 @@ class HubTiers:
         request_timeout: float = 5.0,
         max_namespaces: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        disk: DiskCache | None = None,
     ) -> None:
         self._session = session
+        self._disk = disk
+        self._ttl = ttl
         self.api = api.rstrip("/")
         self._request_timeout = request_timeout
         self._answers: TTLCache[str, tuple[str, str]] = TTLCache(
@@ -257,6 +261,10 @@ class HubTiers:
         failed = self._failures.get(namespace)
         if failed is not None:
             raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)"))
+        stored = self._disk.get_tier(namespace, max_age=self._ttl) if self._disk else None
+        if stored is not None:
+            self._answers.put(namespace, stored)
+            return stored
         self._count("lookups")
         try:
             answer = self._ask(namespace, repository, deadline)
@@ -264,6 +272,8 @@ class HubTiers:
             self._failures.put(namespace, exc.failure)
             raise
         self._answers.put(namespace, answer)
+        if self._disk is not None:
+            self._disk.put_tier(namespace, *answer)
         return answer
 
     def _ask(self, namespace: str, repository: str, deadline: Deadline) -> tuple[str, str]:
@@ -435,6 +445,7 @@ def from_settings(
     *,
     session: requests.Session | None = None,
     clock: Callable[[], float] = time.monotonic,
+    disk: DiskCache | None = None,
 ) -> Tiers:
     """The tier source a settings file describes: its catalog, then Docker Hub at
     `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new Session if none)."""
@@ -444,5 +455,6 @@ def from_settings(
         ttl=settings.tier_ttl,
         request_timeout=settings.request_timeout,
         clock=clock,
+        disk=disk,
     )
     return Tiers(settings.tier_catalog, hub)

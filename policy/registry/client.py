@@ -340,6 +340,11 @@ class RegistryClient:
         except RegistryError as exc:
             raise _with(exc, registry, f"{registry}/{repository}@{config.digest}") from None
 
+    @property
+    def limits(self) -> Limits:
+        """The caps this client reads bodies under."""
+        return self._limits
+
     def rate_limit(self, registry: str) -> RateLimit | None:
         """The rate limit last reported by `registry`, if it ever sent one."""
         with self._lock:

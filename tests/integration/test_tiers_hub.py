@@ -499,3 +499,25 @@ def test_tiers_export_writes_nothing_when_a_tier_is_unknown(
     assert "trusted-content tier of docker.io/down/app is unknown" in err
     assert "rate limited" in err
     assert err.endswith("1 tier(s) unknown; no catalog written\n")
+
+
+def test_tier_answers_are_kept_in_the_disk_cache(
+    hub: HubServer, session: requests.Session, clock: Clock, tmp_path: Path
+) -> None:
+    """A second CLI run (a new process: new in-memory caches) asks Docker Hub nothing."""
+    from policy.diskcache import DiskCache
+
+    hub.badges["acme/app"] = "verified_publisher"
+    wall = [1_700_000_000.0]
+    for _ in range(2):
+        source = tiers.HubTiers(
+            session, api=hub.url, clock=clock, disk=DiskCache(tmp_path, wall_clock=lambda: wall[0])
+        )
+        assert lookup(source, "acme/app:1.0") == ("verified_publisher", "Docker Hub search")
+    assert hub.searches == 1
+    wall[0] += tiers.DEFAULT_TTL + 1  # the answer has aged out: ask again
+    source = tiers.HubTiers(
+        session, api=hub.url, clock=clock, disk=DiskCache(tmp_path, wall_clock=lambda: wall[0])
+    )
+    assert lookup(source, "acme/app:1.0") == ("verified_publisher", "Docker Hub search")
+    assert hub.searches == 2
