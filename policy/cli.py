@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
-from policy import factsfile, loader, reference, schema, units
+from policy import diskcache, factsfile, loader, reference, schema, units
 from policy import resolver as resolver_mod
 from policy import settings as settings_mod
 from policy import tiers as tiers_mod
 from policy.deadline import Deadline
+from policy.diskcache import DiskCache
 from policy.errors import InputError, InvalidReference, PolicyError, RegistryError, RuleErrors
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
@@ -185,6 +186,12 @@ def _text_report(results: Sequence[_Result], out: IO[str]) -> None:
     out.write(f"{len(results)} images, {len(results) - denied} allowed, {denied} denied\n")
 
 
+def _disk_cache(args: argparse.Namespace) -> DiskCache | None:
+    if args.no_cache:
+        return None
+    return DiskCache(args.cache_dir or diskcache.default_dir())
+
+
 def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not args.image and not args.inputs:
         err.write("image-policy check: give manifest files, '-' for stdin, or --image REF\n")
@@ -195,7 +202,11 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if args.facts is not None:
         resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
     else:
-        resolver = resolver_mod.build(settings_mod.load_settings(args.config))
+        resolver = resolver_mod.build(
+            settings_mod.load_settings(args.config),
+            disk=_disk_cache(args),
+            max_workers=args.jobs,
+        )
     if not found:
         err.write("image-policy check: no images found in the inputs\n")
         return EXIT_ALLOWED
@@ -395,6 +406,79 @@ def _cmd_serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_ALLOWED
 
 
+def _cmd_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from datetime import UTC, datetime
+
+    from policy import certs  # cryptography only loads for this command
+
+    now = datetime.now(UTC)
+    if args.check is not None:
+        if args.service or args.namespace or args.out:
+            err.write("image-policy certs: --check DIR takes no --service, --namespace or --out\n")
+            return EXIT_USAGE
+        status = certs.check(Path(args.check), now=now)
+        out.write(f"{args.check}: {status.subject} ({', '.join(status.names) or 'no names'})\n")
+        out.write(
+            f"  valid until {status.not_after:%Y-%m-%d %H:%M} UTC: {status.days_left} days left\n"
+        )
+        for problem in status.problems:
+            out.write(f"  \u2717 {problem}\n")
+        return EXIT_ALLOWED if status.ok else EXIT_DENIED
+    missing = [
+        flag
+        for flag, value in (
+            ("--service", args.service),
+            ("--namespace", args.namespace),
+            ("--out", args.out),
+        )
+        if not value
+    ]
+    if missing:
+        err.write(f"image-policy certs: give {', '.join(missing)} (or --check DIR)\n")
+        return EXIT_USAGE
+    bundle = certs.issue(
+        args.service, args.namespace, now=now, days=args.days, extra_names=args.san
+    )
+    files = args.webhooks or [f for f in certs.DEFAULT_WEBHOOK_FILES if Path(f).is_file()]
+    documents = []
+    for name in files:  # read every webhook file before writing anything
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{name}: cannot read: {exc}") from exc
+        documents.extend(
+            certs.fill_ca_bundle(
+                text, name, bundle.ca_pem, service=args.service, namespace=args.namespace
+            )
+        )
+    directory = Path(args.out)
+    written = [str(p) for p in certs.write(bundle, directory)]
+    if documents:
+        target = directory / certs.WEBHOOKS_FILE
+        try:
+            target.write_text(certs.render(documents), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{target}: cannot write: {exc}") from exc
+        written.append(str(target))
+    else:
+        err.write(
+            "image-policy certs: no webhook configurations to fill (run it from a checkout or "
+            "give --webhooks FILE); caBundle is ca.crt, base64-encoded\n"
+        )
+    out.write(f"wrote {', '.join(written)} (valid {args.days} days)\n")
+    return EXIT_ALLOWED
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="image-policy",
@@ -411,6 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--namespace", metavar="NS", help="the namespace the images will run in")
     check.add_argument("--format", choices=("text", "json"), default="text")
     check.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    check.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="disk cache of manifests, configs and tier answers (default: XDG cache dir)",
+    )
+    check.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the disk cache"
+    )
+    check.add_argument(
+        "--jobs", type=_positive_int, default=16, metavar="N", help="images resolved at once"
+    )
     check.set_defaults(func=_cmd_check)
 
     resolve = sub.add_parser("resolve", help="show what the registry says about an image")
@@ -453,6 +548,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
     serve.set_defaults(func=_cmd_serve)
+
+    certs_cmd = sub.add_parser(
+        "certs", help="make the webhook's CA and serving certificate, or --check them"
+    )
+    certs_cmd.add_argument("--service", metavar="NAME", help="the webhook's Service name")
+    certs_cmd.add_argument("--namespace", metavar="NS", help="the Service's namespace")
+    certs_cmd.add_argument("--out", metavar="DIR", help="write ca.crt, tls.crt, tls.key here")
+    certs_cmd.add_argument(
+        "--days", type=_positive_int, default=365, metavar="N", help="validity (default 365)"
+    )
+    certs_cmd.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME|IP",
+        help="another DNS name or IP address for the serving certificate",
+    )
+    certs_cmd.add_argument(
+        "--webhooks",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="webhook configuration YAML to fill caBundle in (default: the kustomize base's)",
+    )
+    certs_cmd.add_argument(
+        "--check", metavar="DIR", help="report validity and days left; exit 1 under 30 days"
+    )
+    certs_cmd.set_defaults(func=_cmd_certs)
     return parser
 
 

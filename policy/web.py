@@ -1,0 +1,673 @@
+"""The webhook's HTTP edge (the only module importing flask): `create_app()` builds a Flask app.
+
+Endpoints: `POST /validate`, `POST /mutate` (AdmissionReview v1/v1beta1), `POST /imagereview`
+(ImagePolicyWebhook), `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus, one
+`CollectorRegistry` per app).
+
+Every review goes through `policy.service.Service`, the pipeline the CLI uses too. A malformed
+request is answered 400 with a message saying what is wrong (413 for a body over 3 MiB); only a
+bug gives a 500, logged with its traceback. One JSON log line per decision.
+
+Rule and settings files are re-read when they change (checked at most once per second, on
+request): a broken new file is refused, the old policy keeps serving, and the error is logged,
+counted in metrics and shown by `/readyz` (which stays ready as long as valid rules are loaded,
+so one bad ConfigMap update cannot take every replica out of the Service at once).
+
+`gunicorn 'policy.web:create_app()'` works: settings come from `$IMAGE_POLICY_CONFIG` and the
+rule files from `$IMAGE_POLICY_RULES` (paths separated by `os.pathsep`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from flask import Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from werkzeug.exceptions import HTTPException
+
+from policy import loader, reference
+from policy import resolver as resolver_mod
+from policy import settings as settings_mod
+from policy.deadline import Deadline
+from policy.errors import ConfigErrors, InvalidReference, PolicyError, ReviewError
+from policy.facts import Needs
+from policy.k8s import admission
+from policy.k8s.admission import Finding
+from policy.registry.client import RateLimit, RequestEvent
+from policy.rules import RuleSet
+from policy.service import Item, Resolver, Service
+from policy.settings import Settings
+
+RULES_ENV = "IMAGE_POLICY_RULES"
+MAX_BODY = 3 * 1024 * 1024
+RELOAD_INTERVAL = 1.0
+LOGGER = "policy.web"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
+
+
+@runtime_checkable
+class ObservableResolver(Protocol):
+    """A resolver that also reports cache statistics and registry rate limits (for metrics)."""
+
+    def stats(self) -> resolver_mod.ResolverStats: ...
+
+    def rate_limit(self, registry: str) -> RateLimit | None: ...
+
+
+# --- the policy in force, reloaded when its files change -----------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One consistent snapshot: rules, settings and the services built from them."""
+
+    settings: Settings
+    resolver: Resolver
+    ruleset: RuleSet | None
+    validate: Service | None
+    pin: Service | None
+    rules_error: str | None = None
+    settings_error: str | None = None
+    loaded_at: float = 0.0
+
+
+Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def _signature(paths: Sequence[Path]) -> Signature:
+    """What identifies the current content of these files or directories (stat follows
+    symlinks, so a ConfigMap's atomic `..data` swap changes it)."""
+    out: list[tuple[str, int, int, int]] = []
+    for path in paths:
+        entries = [path]
+        if path.is_dir():
+            entries = sorted(
+                p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.name[0] != "."
+            )
+            out.append((str(path), -2, len(entries), 0))
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except OSError:
+                out.append((str(entry), -1, -1, -1))
+                continue
+            out.append((str(entry), st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+class PolicyHolder:
+    """Holds the current `Policy` and swaps in a new one when rule or settings files change.
+
+    Checks happen at most every `interval` seconds of `clock`, by the request that finds the
+    interval passed (others keep using the current snapshot meanwhile).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        settings_path: Path | None,
+        rules: RuleSet | None,
+        rule_paths: Sequence[Path],
+        resolver: Resolver | None,
+        build_resolver: Callable[[Settings], Resolver],
+        now: Callable[[], datetime],
+        clock: Callable[[], float],
+        interval: float,
+        on_reload: Callable[[str, str, str | None], None],
+    ) -> None:
+        self._settings_path = settings_path
+        self._rule_paths = tuple(rule_paths)
+        self._fixed_resolver = resolver
+        self._build_resolver = build_resolver
+        self._now = now
+        self._clock = clock
+        self._interval = interval
+        self._on_reload = on_reload
+        self._lock = threading.Lock()
+        self._next_check = clock() + interval
+        self._settings_sig = _signature([settings_path]) if settings_path else ()
+        self._rules_sig = _signature(self._rule_paths)
+        chosen = resolver if resolver is not None else build_resolver(settings)
+        ruleset, error = (rules, None) if rules is not None else self._load_rules()
+        if error is not None:
+            on_reload("rules", "error", error)
+        self._policy = self._assemble(settings, chosen, ruleset, error, None)
+
+    @property
+    def policy(self) -> Policy:
+        """The current snapshot, after reloading changed files if a check is due."""
+        now = self._clock()
+        if now >= self._next_check and self._lock.acquire(blocking=False):
+            try:
+                self._next_check = now + self._interval
+                self._reload()
+            finally:
+                self._lock.release()
+        return self._policy
+
+    def _assemble(
+        self,
+        settings: Settings,
+        resolver: Resolver,
+        ruleset: RuleSet | None,
+        rules_error: str | None,
+        settings_error: str | None,
+    ) -> Policy:
+        validate = pin = None
+        if ruleset is not None:
+            validate = Service(ruleset, resolver, now=self._now)
+            pin = Service(ruleset, resolver, now=self._now, extra_needs=Needs(digest=True))
+        return Policy(
+            settings=settings,
+            resolver=resolver,
+            ruleset=ruleset,
+            validate=validate,
+            pin=pin,
+            rules_error=rules_error,
+            settings_error=settings_error,
+            loaded_at=time.time(),
+        )
+
+    def _load_rules(self) -> tuple[RuleSet | None, str | None]:
+        try:
+            return loader.load_rules(self._rule_paths), None
+        except ConfigErrors as exc:
+            return None, str(exc)
+
+    def _reload(self) -> None:
+        current = self._policy
+        settings, resolver, settings_error = current.settings, current.resolver, None
+        if self._settings_path is not None:
+            sig = _signature([self._settings_path])
+            if sig != self._settings_sig:
+                self._settings_sig = sig
+                try:
+                    settings = settings_mod.load_settings(self._settings_path)
+                except ConfigErrors as exc:
+                    settings_error = str(exc)
+                    self._on_reload("settings", "error", settings_error)
+                else:
+                    if self._fixed_resolver is None:
+                        resolver = self._build_resolver(settings)
+                    self._on_reload("settings", "ok", None)
+            else:
+                settings_error = current.settings_error
+        ruleset, rules_error = current.ruleset, current.rules_error
+        if self._rule_paths:
+            sig = _signature(self._rule_paths)
+            if sig != self._rules_sig:
+                self._rules_sig = sig
+                loaded, rules_error = self._load_rules()
+                if loaded is not None:
+                    ruleset = loaded
+                    self._on_reload("rules", "ok", None)
+                else:
+                    self._on_reload("rules", "error", rules_error)
+        if (settings, resolver, ruleset) != (current.settings, current.resolver, current.ruleset):
+            self._policy = self._assemble(settings, resolver, ruleset, rules_error, settings_error)
+        elif (rules_error, settings_error) != (current.rules_error, current.settings_error):
+            self._policy = replace(current, rules_error=rules_error, settings_error=settings_error)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+class _ResolverCollector:
+    """Cache hits/misses and Docker Hub's rate limit, read from the current resolver at scrape."""
+
+    def __init__(self, current: Callable[[], Resolver]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        resolver = self._current()
+        if not isinstance(resolver, ObservableResolver):
+            return
+        stats = resolver.stats()
+        lookups = CounterMetricFamily(
+            "image_policy_cache_lookups",
+            "Resolver cache lookups by cache and result",
+            labels=["cache", "result"],
+        )
+        for cache in ("tag", "manifest", "config"):
+            lookups.add_metric([cache, "hit"], getattr(stats, f"{cache}_hits"))
+            lookups.add_metric([cache, "miss"], getattr(stats, f"{cache}_misses"))
+        yield lookups
+        yield CounterMetricFamily(
+            "image_policy_coalesced_lookups",
+            "Registry lookups that joined an identical one already in flight",
+            value=stats.coalesced,
+        )
+        limit = resolver.rate_limit("docker.io")
+        remaining = GaugeMetricFamily(
+            "image_policy_dockerhub_ratelimit_remaining",
+            "Docker Hub pulls left in the current window, as last reported (NaN: not known)",
+        )
+        value = limit.remaining if limit is not None and limit.remaining is not None else None
+        remaining.add_metric([], float("nan") if value is None else float(value))
+        yield remaining
+
+
+class Metrics:
+    """The app's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.reviews = Counter(
+            "image_policy_reviews",
+            "Reviews answered, by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "image_policy_decision_seconds",
+            "Time to answer a review, by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.images = Counter(
+            "image_policy_images",
+            "Images judged, by endpoint and verdict",
+            ["endpoint", "verdict"],
+            registry=registry,
+        )
+        self.registry_requests = Counter(
+            "image_policy_registry_requests",
+            "HTTP requests sent to registries, by registry and status",
+            ["registry", "status"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "image_policy_config_reloads",
+            "Rule and settings file (re)loads, by file and result",
+            ["file", "result"],
+            registry=registry,
+        )
+
+    def on_request(self, event: RequestEvent) -> None:
+        status = str(event.status) if event.status is not None else "error"
+        self.registry_requests.labels(event.registry, status).inc()
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+def _log(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
+    logger.log(level, json.dumps({"event": event, **fields}, default=str, sort_keys=False))
+
+
+def _ensure_handler(logger: logging.Logger) -> None:
+    """Make decision lines visible when nothing configured logging (bare gunicorn)."""
+    if not logger.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def _finding_log(f: Finding) -> dict[str, object]:
+    d = f.decision
+    return {
+        "image": f.image,
+        "where": f.where,
+        "reference": str(d.reference) if d is not None else None,
+        "digest": (d.facts.digest or d.reference.digest) if d is not None else None,
+        "allowed": f.allowed,
+        "violations": (
+            [
+                {"rule": v.rule, "check": v.check, "action": v.action, "message": v.message}
+                for v in d.violations
+            ]
+            if d is not None
+            else [{"rule": "(reference)", "action": "deny", "message": f.invalid}]
+        ),
+    }
+
+
+# --- the app -------------------------------------------------------------------------------
+
+
+def _rule_paths_from_env(env: Mapping[str, str]) -> list[Path]:
+    text = env.get(RULES_ENV, "")
+    return [Path(p) for p in text.split(os.pathsep) if p.strip()]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _judge(
+    service: Service,
+    images: Sequence[tuple[str, str, str | None]],
+    namespace: str | None,
+    deadline: Deadline,
+) -> list[Finding]:
+    """Judge (image text, where, pointer) triples with one `Service.decide` call."""
+    parsed: list[tuple[str, str, str | None, reference.Reference | None, str | None]] = []
+    for image, where, pointer in images:
+        try:
+            parsed.append((image, where, pointer, reference.parse(image), None))
+        except InvalidReference as exc:
+            parsed.append((image, where, pointer, None, str(exc)))
+    items = [Item(ref, namespace) for _, _, _, ref, _ in parsed if ref is not None]
+    decisions = iter(service.decide(items, deadline=deadline) if items else [])
+    return [
+        Finding(
+            image,
+            where,
+            decision=next(decisions) if ref is not None else None,
+            invalid=problem,
+            pointer=pointer,
+        )
+        for image, where, pointer, ref, problem in parsed
+    ]
+
+
+class _Unavailable(Exception):
+    """No valid rules are loaded: answer 503 (not a bad request, not a bug)."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    rules: RuleSet | Sequence[str | Path] | None = None,
+    resolver: Resolver | None = None,
+    env: Mapping[str, str] | None = None,
+    now: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], float] = time.monotonic,
+    reload_interval: float = RELOAD_INTERVAL,
+    logger: logging.Logger | None = None,
+) -> Flask:
+    """Build the webhook app.
+
+    `settings` None: loaded from `$IMAGE_POLICY_CONFIG` (defaults without it); a settings
+    object with a `source` file is re-read when that file changes. `rules`: a RuleSet (fixed),
+    rule file/directory paths (re-read on change), or None for `$IMAGE_POLICY_RULES`.
+    `resolver` None builds the registry resolver from the settings (and rebuilds it when they
+    change). Raises SettingsErrors for a broken settings file and PolicyError when no rule
+    files are named at all; broken rule files leave the app up but not ready (503).
+    """
+    env = os.environ if env is None else env
+    if settings is None:
+        settings = settings_mod.load_settings(env=env)
+    settings_path = Path(settings.source) if settings.source else None
+    if rules is None:
+        rule_paths = _rule_paths_from_env(env)
+        if not rule_paths:
+            raise PolicyError(f"no rule files: set ${RULES_ENV} or pass rules=")
+        fixed_rules: RuleSet | None = None
+    elif isinstance(rules, RuleSet):
+        rule_paths, fixed_rules = [], rules
+    else:
+        rule_paths, fixed_rules = [Path(p) for p in rules], None
+        if not rule_paths:
+            raise PolicyError("no rule files given")
+
+    log = logger or logging.getLogger(LOGGER)
+    if logger is None:
+        _ensure_handler(log)
+    metrics = Metrics(CollectorRegistry())
+
+    def on_reload(file: str, result: str, error: str | None) -> None:
+        metrics.reloads.labels(file, result).inc()
+        if error is None:
+            _log(log, logging.INFO, "reload", file=file, result=result)
+        else:
+            _log(log, logging.ERROR, "reload", file=file, result=result, error=error)
+
+    def build_resolver(chosen: Settings) -> Resolver:
+        return resolver_mod.build(chosen, on_request=metrics.on_request)
+
+    holder = PolicyHolder(
+        settings=settings,
+        settings_path=settings_path,
+        rules=fixed_rules,
+        rule_paths=rule_paths,
+        resolver=resolver,
+        build_resolver=build_resolver,
+        now=now,
+        clock=clock,
+        interval=reload_interval,
+        on_reload=on_reload,
+    )
+    metrics.registry.register(_ResolverCollector(lambda: holder.policy.resolver))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["image_policy"] = holder
+
+    def read_json() -> object:
+        if request.mimetype != "application/json":
+            shown = request.content_type or "none"
+            raise ReviewError(f"Content-Type is {shown}; expected application/json")
+        return admission.load_json(request.get_data(cache=False))
+
+    def current_policy() -> tuple[Policy, Service, Service]:
+        policy = holder.policy
+        if policy.validate is None or policy.pin is None:
+            raise _Unavailable(f"no valid rules are loaded: {policy.rules_error}")
+        return policy, policy.validate, policy.pin
+
+    def answer(
+        endpoint: str, outcome: str, started: float, body: object, **fields: object
+    ) -> Response:
+        elapsed = clock() - started
+        metrics.reviews.labels(endpoint, outcome).inc()
+        metrics.latency.labels(endpoint).observe(elapsed)
+        _log(
+            log,
+            logging.INFO,
+            "decision",
+            endpoint=endpoint,
+            outcome=outcome,
+            latencyMs=round(elapsed * 1000, 1),
+            **fields,
+        )
+        return app.response_class(json.dumps(body), status=200, mimetype="application/json")
+
+    def count_images(endpoint: str, findings: Sequence[Finding]) -> None:
+        for f in findings:
+            verdict = "invalid" if f.decision is None else "allowed" if f.allowed else "denied"
+            metrics.images.labels(endpoint, verdict).inc()
+
+    def admission_endpoint(endpoint: str) -> Response:
+        started = clock()
+        review = admission.parse_review(read_json())
+        policy, validate, pin = current_policy()
+        settings = policy.settings
+        pinning = endpoint == "mutate" and settings.mutate_pin
+        fields: dict[str, object] = {
+            "uid": review.uid,
+            "apiVersion": review.api_version,
+            "operation": review.operation,
+            "namespace": review.namespace,
+            "kind": review.kind,
+            "subResource": review.sub_resource or None,
+            "name": review.name,
+            "user": review.user,
+            "dryRun": review.dry_run,
+        }
+        if review.namespace is not None and review.namespace in settings.exclude_namespaces:
+            response = admission.allow(review.uid)
+            envelope = admission.review_envelope(review, response)
+            return answer(endpoint, "excluded", started, envelope, allowed=True, **fields)
+        planned = admission.plan(review, recheck_unchanged=settings.recheck_unchanged)
+        if planned.problems:
+            message = admission.problems_message(review.subject, planned.problems)
+            response = admission.deny(review.uid, message)
+            envelope = admission.review_envelope(review, response)
+            problems = [str(p) for p in planned.problems]
+            return answer(
+                endpoint, "malformed", started, envelope, allowed=False, problems=problems, **fields
+            )
+        if not planned.check:
+            response = admission.allow(review.uid)
+            envelope = admission.review_envelope(review, response)
+            outcome = "skipped" if planned.skip_reason else "allowed"
+            return answer(
+                endpoint,
+                outcome,
+                started,
+                envelope,
+                allowed=True,
+                skipped=planned.skip_reason,
+                unchanged=[s.image for s in planned.unchanged],
+                **fields,
+            )
+        deadline = Deadline(settings.decision_timeout, clock=clock)
+        findings = _judge(
+            pin if pinning else validate,
+            [(s.image, admission.site_label(s), s.pointer) for s in planned.check],
+            review.namespace,
+            deadline,
+        )
+        patch = admission.pin_patch(findings) if pinning else []
+        response = admission.admission_response(review, findings, patch=patch)
+        count_images(endpoint, findings)
+        allowed = response["allowed"]
+        return answer(
+            endpoint,
+            "allowed" if allowed else "denied",
+            started,
+            admission.review_envelope(review, response),
+            allowed=allowed,
+            images=[_finding_log(f) for f in findings],
+            unchanged=[s.image for s in planned.unchanged],
+            patched=[op["path"] for op in patch],
+            **fields,
+        )
+
+    @app.post("/validate")
+    def validate() -> Response:
+        return admission_endpoint("validate")
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        return admission_endpoint("mutate")
+
+    @app.post("/imagereview")
+    def imagereview() -> Response:
+        started = clock()
+        review = admission.parse_image_review(read_json())
+        policy, validate, _ = current_policy()
+        settings = policy.settings
+        fields: dict[str, object] = {"namespace": review.namespace, "images": list(review.images)}
+        glass = admission.break_glass(review.annotations) if settings.break_glass else {}
+        if glass:
+            status = admission.break_glass_status(review, glass)
+            return answer(
+                "imagereview",
+                "break-glass",
+                started,
+                admission.image_review(status),
+                allowed=True,
+                breakGlass=sorted(glass),
+                **fields,
+            )
+        if review.namespace is not None and review.namespace in settings.exclude_namespaces:
+            return answer(
+                "imagereview",
+                "excluded",
+                started,
+                admission.image_review({"allowed": True}),
+                allowed=True,
+                **fields,
+            )
+        deadline = Deadline(settings.decision_timeout, clock=clock)
+        findings = _judge(
+            validate,
+            [(image, f"container {i}", None) for i, image in enumerate(review.images)],
+            review.namespace,
+            deadline,
+        )
+        subject = f"a pod in namespace {review.namespace}" if review.namespace else "the pod"
+        status = admission.image_review_status(findings, subject=subject)
+        count_images("imagereview", findings)
+        fields["images"] = [_finding_log(f) for f in findings]
+        return answer(
+            "imagereview",
+            "allowed" if status["allowed"] else "denied",
+            started,
+            admission.image_review(status),
+            allowed=status["allowed"],
+            **fields,
+        )
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return app.response_class('{"status": "ok"}', mimetype="application/json")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        policy = holder.policy
+        ready = policy.ruleset is not None
+        body = {
+            "ready": ready,
+            "rules": policy.ruleset.name if policy.ruleset is not None else None,
+            "ruleCount": len(policy.ruleset.rules) if policy.ruleset is not None else 0,
+            "sources": list(policy.ruleset.sources) if policy.ruleset is not None else [],
+            "rulesError": policy.rules_error,
+            "settingsError": policy.settings_error,
+        }
+        return app.response_class(
+            json.dumps(body), status=200 if ready else 503, mimetype="application/json"
+        )
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    def error(status: int, message: str) -> Response:
+        return app.response_class(
+            json.dumps({"error": message, "code": status}),
+            status=status,
+            mimetype="application/json",
+        )
+
+    @app.errorhandler(ReviewError)
+    def bad_review(exc: ReviewError) -> Response:
+        endpoint = (request.path or "/").strip("/") or "unknown"
+        metrics.reviews.labels(endpoint, "bad_request").inc()
+        _log(log, logging.WARNING, "bad_request", endpoint=endpoint, error=str(exc))
+        return error(400, f"malformed review: {exc}")
+
+    @app.errorhandler(_Unavailable)
+    def unavailable(exc: _Unavailable) -> Response:
+        endpoint = (request.path or "/").strip("/") or "unknown"
+        metrics.reviews.labels(endpoint, "unavailable").inc()
+        return error(503, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        if code == 413:
+            return error(413, f"request body is larger than {MAX_BODY // (1024 * 1024)} MiB")
+        return error(code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def bug(exc: Exception) -> Response:
+        endpoint = (request.path or "/").strip("/") or "unknown"
+        metrics.reviews.labels(endpoint, "error").inc()
+        log.exception(json.dumps({"event": "internal_error", "endpoint": endpoint}))
+        return error(500, "internal error; see the webhook's log")
+
+    return app

@@ -1,0 +1,398 @@
+"""End-to-end fixtures: certificates made with `cryptography`, the real distribution registry
+seeded with images, and the webhook run by `image-policy serve` (real gunicorn over TLS)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support import images
+from tests.support.registry import RunningRegistry, free_port, start_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+AMD64 = "linux/amd64"
+
+
+# --- certificates --------------------------------------------------------------------------
+
+
+@dataclass
+class Issued:
+    cert: bytes
+    key: bytes
+    der: bytes
+
+
+@dataclass
+class CA:
+    """A throwaway certificate authority issuing server and client certificates."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    path: Path
+    serial: int = 1000
+    issued: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, directory: Path) -> CA:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "image-policy test CA")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .sign(key, hashes.SHA256())
+        )
+        path = directory / "ca.crt"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return cls(key, cert, path)
+
+    def issue(self, common_name: str, *, server: bool = True) -> Issued:
+        """A leaf certificate (for 127.0.0.1 and localhost when `server`)."""
+        self.serial += 1
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(self.serial)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(self.key, hashes.SHA256())
+        return Issued(
+            cert=cert.public_bytes(serialization.Encoding.PEM),
+            key=key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            der=cert.public_bytes(serialization.Encoding.DER),
+        )
+
+
+@pytest.fixture(scope="session")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    return CA.create(tmp_path_factory.mktemp("ca"))
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """The registry and its images: `small` (2 layers), `big` (8 layers), `tools` (1 layer)."""
+
+    host: str
+    small: images.PushedImage
+    big: images.PushedImage
+    tools: images.PushedImage
+    multi: images.PushedIndex
+
+    def ref(self, repo: str, tag: str = "1.0") -> str:
+        return f"{self.host}/{repo}:{tag}"
+
+
+def _image(url: str, repo: str, tag: str, layers: int) -> images.PushedImage:
+    return images.build_image(
+        url,
+        repo,
+        tag,
+        layers=[images.blob_bytes(f"{repo}/{tag}/{i}", 300) for i in range(layers)],
+        config=images.image_config(AMD64, user="1000"),
+    )
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    running: RunningRegistry = start_registry(tmp_path_factory.mktemp("e2e-registry"))
+    try:
+        url = running.url
+        amd = _image(url, "team/multi", "amd64", 2)
+        arm = images.build_image(
+            url,
+            "team/multi",
+            "arm64",
+            layers=[images.blob_bytes("arm", 300)],
+            config=images.image_config("linux/arm64"),
+        )
+        yield Seeded(
+            host=running.host,
+            small=_image(url, "team/app", "1.0", 2),
+            big=_image(url, "team/big", "1.0", 8),
+            tools=_image(url, "team/tools", "1.0", 1),
+            multi=images.push_index(
+                url, "team/multi", "1.0", [(amd.digest, AMD64), (arm.digest, "linux/arm64")]
+            ),
+        )
+    finally:
+        running.stop()
+
+
+def rules_text(host: str, *, max_layers: int = 5, name: str = "e2e") -> str:
+    return f"""\
+apiVersion: image-policy/v1
+kind: RuleSet
+metadata: {{name: {name}}}
+defaults: {{action: deny, onResolveError: deny, unmatched: deny, platforms: ["linux/amd64"]}}
+rules:
+  - id: trusted-registries
+    match: {{images: ["**"]}}
+    require: {{registries: ["{host}"]}}
+  - id: few-layers
+    match: {{images: ["**"]}}
+    require: {{maxLayers: {max_layers}}}
+  - id: no-latest
+    match: {{images: ["**"]}}
+    require: {{denyTags: ["latest"]}}
+    action: warn
+  - id: prod-pinned
+    match: {{images: ["**"], namespaces: ["prod"]}}
+    require: {{digest: true}}
+    action: audit
+"""
+
+
+# --- the webhook -------------------------------------------------------------------------
+
+
+@dataclass
+class Webhook:
+    """A running `image-policy serve`: `url`, the CA to verify it, its files and log."""
+
+    url: str
+    ca: CA
+    directory: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    client_cert: tuple[str, str] | None = None
+
+    @property
+    def rules(self) -> Path:
+        return self.directory / "rules" / "rules.yaml"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "tls.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "tls.key"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False  # else $REQUESTS_CA_BUNDLE silently replaces `verify`
+        s.verify = str(self.ca.path)
+        s.cert = self.client_cert
+        return s
+
+    def post(self, path: str, doc: object, *, session: requests.Session | None = None) -> Any:
+        """POST a review; the parsed JSON answer (asserting HTTP 200)."""
+        s = session or self.session()
+        try:
+            with s.post(f"{self.url}{path}", json=doc, timeout=20) as reply:
+                assert reply.status_code == 200, f"{reply.status_code} {reply.text}\n{self.log()}"
+                return reply.json()
+        finally:
+            if session is None:
+                s.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_webhook(
+    directory: Path,
+    ca: CA,
+    rules: str,
+    *,
+    settings: str = "",
+    extra: Sequence[str] = (),
+    workers: int = 2,
+    threads: int = 16,
+    client_ca: Path | None = None,
+) -> Webhook:
+    """Run `python -m policy serve` over TLS on a free loopback port; ready when /readyz is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules").mkdir(exist_ok=True)
+    (directory / "rules" / "rules.yaml").write_text(rules)
+    (directory / "settings.yaml").write_text(settings or "{}\n")
+    issued = ca.issue("image-policy.test.svc")
+    (directory / "tls.crt").write_bytes(issued.cert)
+    (directory / "tls.key").write_bytes(issued.key)
+    client_cert = None
+    client_args: list[str] = []
+    if client_ca is not None:
+        client = ca.issue("kube-apiserver", server=False)
+        (directory / "client.crt").write_bytes(client.cert)
+        (directory / "client.key").write_bytes(client.key)
+        client_cert = (str(directory / "client.crt"), str(directory / "client.key"))
+        client_args = ["--client-ca", str(client_ca)]
+    port = free_port()
+    log_path = directory / "webhook.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("IMAGE_POLICY_CONFIG", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "policy",
+                "serve",
+                "--rules",
+                str(directory / "rules"),
+                "--config",
+                str(directory / "settings.yaml"),
+                "--tls-cert",
+                str(directory / "tls.crt"),
+                "--tls-key",
+                str(directory / "tls.key"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                *client_args,
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=directory,
+            env=env,
+        )
+    hook = Webhook(f"https://127.0.0.1:{port}", ca, directory, process, log_path, client_cert)
+    try:
+        _wait_ready(hook)
+    except BaseException:
+        hook.stop()
+        raise
+    return hook
+
+
+def _wait_ready(hook: Webhook, seconds: float = 15.0) -> None:
+    end = time.monotonic() + seconds
+    with hook.session() as s:
+        while time.monotonic() < end:
+            if hook.process.poll() is not None:
+                raise RuntimeError(f"webhook exited early:\n{hook.log()}")
+            try:
+                with s.get(f"{hook.url}/readyz", timeout=1) as reply:
+                    if reply.status_code == 200:
+                        return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"webhook not ready within {seconds} s:\n{hook.log()}")
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    tmp_path_factory: pytest.TempPathFactory, ca: CA, registry: Seeded
+) -> Iterator[Webhook]:
+    """The webhook with pinning and break-glass on, judging images of the test registry."""
+    hook = start_webhook(
+        tmp_path_factory.mktemp("webhook"),
+        ca,
+        rules_text(registry.host),
+        settings="mutate: {pin: true}\nbreakGlass: true\nexcludeNamespaces: [kube-system]\n",
+    )
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
+class HangingRegistry:
+    """A listening socket that never accepts: connections complete (the kernel's backlog)
+    and requests are sent, but no answer ever comes."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.host = f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def hanging_registry() -> Iterator[HangingRegistry]:
+    hanging = HangingRegistry()
+    try:
+        yield hanging
+    finally:
+        hanging.close()

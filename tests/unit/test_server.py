@@ -1,0 +1,80 @@
+"""policy.server: serve options, the gunicorn settings they give, and the environment form."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from policy import server
+from policy.server import ServeOptions
+
+
+@pytest.mark.parametrize(
+    ("options", "bind"),
+    [
+        (ServeOptions(), "127.0.0.1:8080"),
+        (ServeOptions(port=9000), "127.0.0.1:9000"),
+        (ServeOptions(tls_cert="c", tls_key="k"), "0.0.0.0:8443"),
+        (ServeOptions(tls_cert="c", tls_key="k", host="::", port=443), "[::]:443"),
+    ],
+)
+def test_bind(options: ServeOptions, bind: str) -> None:
+    assert options.bind == bind
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (ServeOptions(tls_cert="c"), "give both --tls-cert and --tls-key"),
+        (ServeOptions(client_ca="ca"), "--client-ca needs --tls-cert"),
+        (ServeOptions(host="0.0.0.0"), "loopback only"),
+        (ServeOptions(tls_cert="/nope.crt", tls_key="/nope.key"), "/nope.crt: no such file"),
+        (ServeOptions(threads=0), "at least 1"),
+    ],
+)
+def test_check_refuses(options: ServeOptions, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        options.check()
+
+
+def test_gunicorn_settings_with_tls_and_client_ca(tmp_path: Path) -> None:
+    settings = server.gunicorn_settings(
+        ServeOptions(tls_cert="c", tls_key="k", client_ca="ca", workers=2, threads=8)
+    )
+    assert settings["worker_class"] == "gthread"
+    assert (settings["workers"], settings["threads"]) == (2, 8)
+    assert (settings["certfile"], settings["keyfile"], settings["ca_certs"]) == ("c", "k", "ca")
+    assert settings["cert_reqs"] == ssl.CERT_REQUIRED
+    assert isinstance(settings["ssl_context"], server.CertificateReloader)
+    assert settings["keepalive"] == 120  # longer than the API server's 90 s idle timeout
+    assert settings.get("worker_tmp_dir") == server.worker_tmp_dir()
+
+
+def test_gunicorn_settings_without_tls_have_no_tls() -> None:
+    settings = server.gunicorn_settings(ServeOptions())
+    assert settings["bind"] == ["127.0.0.1:8080"]
+    assert "certfile" not in settings and "ssl_context" not in settings
+
+
+def test_options_from_env() -> None:
+    env = {
+        "IMAGE_POLICY_RULES": "/a.yaml:/rules",
+        "IMAGE_POLICY_CONFIG": "/s.yaml",
+        "IMAGE_POLICY_TLS_CERT": "/tls.crt",
+        "IMAGE_POLICY_TLS_KEY": "/tls.key",
+        "IMAGE_POLICY_PORT": "9443",
+        "IMAGE_POLICY_THREADS": "4",
+    }
+    options = server.options_from_env(env)
+    assert options == ServeOptions(
+        rules=("/a.yaml", "/rules"),
+        config="/s.yaml",
+        tls_cert="/tls.crt",
+        tls_key="/tls.key",
+        port=9443,
+        threads=4,
+    )
+    with pytest.raises(ValueError, match=r"\$IMAGE_POLICY_PORT must be a number"):
+        server.options_from_env({"IMAGE_POLICY_PORT": "x"})

@@ -1,0 +1,795 @@
+"""policy.web with the Flask test client and an in-memory resolver: every endpoint, every
+kind of review, bad requests (400, never 500), metrics, logs and live rule reloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy import loader, web
+from policy.deadline import Deadline
+from policy.facts import ImageFacts, Needs, PlatformFacts
+from policy.k8s import admission
+from policy.reference import Reference
+from policy.settings import Settings
+
+DIGEST = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+RULES = """\
+apiVersion: image-policy/v1
+kind: RuleSet
+metadata: {name: web-test}
+defaults: {action: deny, onResolveError: deny, unmatched: deny, platforms: ["linux/amd64"]}
+rules:
+  - id: trusted-registries
+    match: {images: ["**"]}
+    require: {registries: ["docker.io", "registry.example"]}
+  - id: few-layers
+    match: {images: ["**"]}
+    require: {maxLayers: 5}
+  - id: no-latest
+    match: {images: ["**"]}
+    require: {denyTags: ["latest"]}
+    action: warn
+  - id: shop-pinned
+    match: {images: ["**"], namespaces: ["shop"]}
+    require: {digest: true}
+    action: audit
+exceptions:
+  - rules: [few-layers]
+    images: ["registry.example/legacy"]
+    reason: old app, ticket OPS-1
+    expires: 2026-01-31
+"""
+
+# Layers per repository; a repository not listed is unknown to the registry.
+LAYERS = {
+    "docker.io/library/nginx": 3,
+    "docker.io/library/redis": 4,
+    "docker.io/library/busybox": 2,
+    "registry.example/app": 1,
+    "registry.example/big": 9,
+    "registry.example/legacy": 9,
+}
+
+
+class FakeResolver:
+    """Answers from LAYERS; records every batch asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[Reference, Needs]]] = []
+        self.lock = threading.Lock()
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        with self.lock:
+            self.calls.append(list(items))
+        out = []
+        for ref, _ in items:
+            layers = LAYERS.get(ref.name)
+            if layers is None:
+                reason = f"{ref} not found in {ref.registry}"
+                errors = dict.fromkeys(("digest", "platforms", "manifest", "config"), reason)
+                out.append(ImageFacts(errors=MappingProxyType(errors)))
+                continue
+            digest = ref.digest or DIGEST
+            platform = PlatformFacts("linux/amd64", digest, layers=layers, size=1000)
+            out.append(ImageFacts(digest=digest, index=False, platforms=(platform,)))
+        return out
+
+    @property
+    def asked(self) -> list[str]:
+        return [str(ref) for batch in self.calls for ref, _ in batch]
+
+
+@pytest.fixture
+def resolver() -> FakeResolver:
+    return FakeResolver()
+
+
+def make_app(resolver: FakeResolver, **changes: Any) -> Flask:
+    base = Settings(exclude_namespaces=("kube-system", "image-policy"), mutate_pin=True)
+    return web.create_app(
+        Settings(**{**base.__dict__, **changes}),
+        rules=loader.load_rules_text(RULES),
+        resolver=resolver,
+        now=lambda: NOW,
+    )
+
+
+@pytest.fixture
+def client(resolver: FakeResolver) -> FlaskClient:
+    return make_app(resolver, break_glass=True).test_client()
+
+
+def containers(*images: str) -> list[dict[str, str]]:
+    return [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+
+
+def pod(*images: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": "web"},
+        "spec": {"containers": containers(*images), **extra},
+    }
+
+
+def review(
+    obj: dict[str, Any] | None,
+    *,
+    kind: str = "Pod",
+    group: str = "",
+    operation: str = "CREATE",
+    namespace: str = "dev",
+    old: dict[str, Any] | None = None,
+    sub: str | None = None,
+    api: str = admission.API_V1,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "kind": {"group": group, "version": "v1", "kind": kind},
+        "resource": {"group": group, "version": "v1", "resource": kind.lower() + "s"},
+        "namespace": namespace,
+        "operation": operation,
+        "userInfo": {"username": "alice", "extra": {"token": ["do-not-log-me"]}},
+        "object": obj,
+        "oldObject": old,
+        "dryRun": dry_run,
+    }
+    if sub is not None:
+        request["subResource"] = sub
+    return {"apiVersion": api, "kind": "AdmissionReview", "request": request}
+
+
+def post(client: FlaskClient, path: str, doc: object) -> dict[str, Any]:
+    reply = client.post(path, json=doc)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    body: dict[str, Any] = reply.get_json()
+    return body
+
+
+def respond(client: FlaskClient, doc: object, path: str = "/validate") -> dict[str, Any]:
+    body = post(client, path, doc)
+    assert body["kind"] == "AdmissionReview"
+    response: dict[str, Any] = body["response"]
+    assert response["uid"] == "705ab4f5-6393-11e8-b7cc-42010a800002"
+    return response
+
+
+def apply_patch(obj: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """Apply the response's JSONPatch (replace operations) as the API server would."""
+    assert response["patchType"] == "JSONPatch"
+    out = json.loads(json.dumps(obj))
+    for op in json.loads(base64.b64decode(response["patch"])):
+        assert op["op"] == "replace"
+        steps = op["path"].split("/")[1:]
+        target: Any = out
+        for step in steps[:-1]:
+            target = target[int(step)] if isinstance(target, list) else target[step]
+        assert steps[-1] in target
+        target[steps[-1]] = op["value"]
+    return out
+
+
+# --- AdmissionReview ---------------------------------------------------------------------
+
+
+def workload(kind: str, *images: str) -> dict[str, Any]:
+    spec = {"containers": containers(*images)}
+    if kind == "Pod":
+        return {"kind": kind, "spec": spec}
+    if kind == "CronJob":
+        return {"kind": kind, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}
+    if kind == "PodTemplate":
+        return {"kind": kind, "template": {"spec": spec}}
+    return {"kind": kind, "spec": {"template": {"spec": spec}}}
+
+
+KINDS = [
+    ("Pod", ""),
+    ("Deployment", "apps"),
+    ("ReplicaSet", "apps"),
+    ("StatefulSet", "apps"),
+    ("DaemonSet", "apps"),
+    ("Job", "batch"),
+    ("CronJob", "batch"),
+    ("ReplicationController", ""),
+    ("PodTemplate", ""),
+]
+
+
+@pytest.mark.parametrize(("kind", "group"), KINDS)
+@pytest.mark.parametrize("api", [admission.API_V1, admission.API_V1BETA1])
+def test_every_kind_is_denied_for_an_untrusted_image(
+    client: FlaskClient, kind: str, group: str, api: str
+) -> None:
+    doc = review(
+        workload(kind, "nginx:1.25", "quay.io/evil/miner:1"), kind=kind, group=group, api=api
+    )
+    body = post(client, "/validate", doc)
+    assert body["apiVersion"] == api
+    response = body["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    message = response["status"]["message"]
+    assert f"not allowed in {kind} in namespace dev:" in message
+    assert 'container "c1" image "quay.io/evil/miner:1": rule trusted-registries:' in message
+    assert "nginx" not in message
+
+
+@pytest.mark.parametrize(("kind", "group"), KINDS)
+def test_every_kind_is_allowed_when_its_images_pass(
+    client: FlaskClient, kind: str, group: str
+) -> None:
+    response = respond(client, review(workload(kind, "nginx:1.25"), kind=kind, group=group))
+    assert response == {"uid": response["uid"], "allowed": True}
+
+
+def test_init_ephemeral_and_volume_images_are_checked(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    obj = pod(
+        "nginx:1.25",
+        initContainers=[{"name": "setup", "image": "registry.example/big:1"}],
+        ephemeralContainers=[{"name": "debug", "image": "busybox:1.36"}],
+        volumes=[{"name": "models", "image": {"reference": "quay.io/m/models:3"}}],
+    )
+    response = respond(client, review(obj))
+    message = response["status"]["message"]
+    assert 'init container "setup" image "registry.example/big:1": rule few-layers:' in message
+    assert 'image volume "models" image "quay.io/m/models:3": rule trusted-registries' in message
+    assert "busybox" not in message
+    # The untrusted registry is never contacted: nothing is asked of it.
+    needs = {str(ref): need for batch in resolver.calls for ref, need in batch}
+    assert needs["quay.io/m/models:3"].registry is False
+    assert all(needs[r].registry for r in needs if not r.startswith("quay.io"))
+    assert len(needs) == 4
+
+
+def test_update_skips_images_the_old_object_had(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    old = workload("Deployment", "registry.example/big:1")
+    new = workload("Deployment", "registry.example/big:1", "nginx:1.25")
+    doc = review(new, kind="Deployment", group="apps", operation="UPDATE", old=old)
+    assert respond(client, doc)["allowed"] is True
+    assert resolver.asked == ["docker.io/library/nginx:1.25"]
+
+
+def test_update_rechecks_unchanged_images_when_configured(resolver: FakeResolver) -> None:
+    client = make_app(resolver, recheck_unchanged=True).test_client()
+    old = workload("Deployment", "registry.example/big:1")
+    doc = review(old, kind="Deployment", group="apps", operation="UPDATE", old=old)
+    assert respond(client, doc)["allowed"] is False
+
+
+def test_scaling_an_old_workload_needs_no_lookup(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    old = workload("Deployment", "quay.io/evil/miner:1")
+    doc = review(old, kind="Deployment", group="apps", operation="UPDATE", old=old)
+    assert respond(client, doc) == {"uid": doc["request"]["uid"], "allowed": True}
+    assert resolver.calls == []
+
+
+def test_ephemeral_containers_subresource(client: FlaskClient) -> None:
+    old = pod("nginx:1.25")
+    new = pod("nginx:1.25", ephemeralContainers=[{"name": "debug", "image": "quay.io/x/dbg:1"}])
+    doc = review(new, operation="UPDATE", old=old, sub="ephemeralcontainers")
+    response = respond(client, doc)
+    assert response["allowed"] is False
+    assert 'ephemeral container "debug" image "quay.io/x/dbg:1"' in response["status"]["message"]
+    assert "(ephemeralcontainers)" in response["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "kind", "sub"),
+    [
+        ("DELETE", "Pod", None),
+        ("CONNECT", "Pod", "exec"),
+        ("UPDATE", "Pod", "status"),
+        ("CREATE", "Service", None),
+        ("CREATE", "ConfigMap", None),
+    ],
+)
+def test_other_operations_kinds_and_subresources_are_allowed_untouched(
+    client: FlaskClient, resolver: FakeResolver, operation: str, kind: str, sub: str | None
+) -> None:
+    doc = review(pod("quay.io/evil/miner:1"), operation=operation, kind=kind, sub=sub)
+    response = respond(client, doc, "/mutate")
+    assert response == {"uid": doc["request"]["uid"], "allowed": True}
+    assert resolver.calls == []
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "image-policy"])
+def test_excluded_namespaces_are_allowed_without_lookups(
+    client: FlaskClient, resolver: FakeResolver, namespace: str
+) -> None:
+    response = respond(client, review(pod("quay.io/evil/miner:1"), namespace=namespace))
+    assert response["allowed"] is True
+    assert resolver.calls == []
+
+
+def test_warnings_and_audit_annotations(client: FlaskClient) -> None:
+    obj = pod("nginx:latest", "registry.example/legacy:2")
+    response = respond(client, review(obj, namespace="shop"))
+    assert response["allowed"] is False  # the legacy exception expired
+    assert response["warnings"] == [
+        "nginx:latest: no-latest: docker.io/library/nginx:latest uses tag 'latest'; "
+        "rule no-latest denies tags latest",
+        "registry.example/legacy:2: exception for rule few-layers on registry.example/legacy "
+        "expired on 2026-01-31 (old app, ticket OPS-1); the rule applies again",
+    ]
+    assert set(response["auditAnnotations"]) == {"shop-pinned"}
+    audit = response["auditAnnotations"]["shop-pinned"]
+    assert audit.startswith("nginx:latest: ") and "; registry.example/legacy:2: " in audit
+
+
+def test_namespace_is_the_rule_context(client: FlaskClient) -> None:
+    response = respond(client, review(pod("nginx:1.25"), namespace="dev"))
+    assert "auditAnnotations" not in response
+
+
+def test_dry_run_is_answered_the_same(client: FlaskClient) -> None:
+    wet = respond(client, review(pod("quay.io/evil/miner:1")))
+    dry = respond(client, review(pod("quay.io/evil/miner:1"), dry_run=True))
+    assert wet == dry
+
+
+def test_invalid_reference_is_denied_with_the_reason(client: FlaskClient) -> None:
+    response = respond(client, review(pod("nginx:1.25", "Nginx:Bad Tag")))
+    assert response["allowed"] is False
+    assert "invalid image reference 'Nginx:Bad Tag'" in response["status"]["message"]
+
+
+def test_a_malformed_object_is_denied_not_a_bad_request(client: FlaskClient) -> None:
+    obj = {"kind": "Pod", "spec": {"containers": [{"name": "a", "image": 42}]}}
+    response = respond(client, review(obj))
+    assert response["allowed"] is False
+    assert response["status"]["message"] == (
+        "image-policy: Pod in namespace dev is malformed, so its images cannot all be checked:\n"
+        "- spec.containers[0].image: expected a string, got 42"
+    )
+
+
+def test_unresolvable_image_is_decided_by_on_resolve_error(client: FlaskClient) -> None:
+    response = respond(client, review(pod("registry.example/missing:1")))
+    assert response["allowed"] is False
+    assert (
+        "(registry.example/missing:1 not found in registry.example); onResolveError is deny"
+        in response["status"]["message"]
+    )
+
+
+# --- /mutate -----------------------------------------------------------------------------
+
+
+def test_mutate_pins_allowed_tags_and_is_idempotent(client: FlaskClient) -> None:
+    obj = pod(
+        "nginx:1.25",
+        f"redis:7@{OTHER}",
+        initContainers=[{"name": "setup", "image": "busybox"}],
+    )
+    response = respond(client, review(obj), "/mutate")
+    assert response["allowed"] is True
+    patched = apply_patch(obj, response)
+    assert [c["image"] for c in patched["spec"]["containers"]] == [
+        f"nginx:1.25@{DIGEST}",
+        f"redis:7@{OTHER}",
+    ]
+    assert patched["spec"]["initContainers"][0]["image"] == f"busybox:latest@{DIGEST}"
+    again = respond(client, review(patched, operation="UPDATE", old=obj), "/mutate")
+    assert again["allowed"] is True and "patch" not in again
+    reinvoked = respond(client, review(patched), "/mutate")
+    assert "patch" not in reinvoked and reinvoked["allowed"] is True
+
+
+def test_mutate_never_patches_a_denied_review(client: FlaskClient) -> None:
+    response = respond(client, review(pod("nginx:1.25", "quay.io/evil/miner:1")), "/mutate")
+    assert response["allowed"] is False
+    assert "patch" not in response and "patchType" not in response
+
+
+def test_mutate_without_pinning_enabled_gives_no_patch(resolver: FakeResolver) -> None:
+    client = make_app(resolver, mutate_pin=False).test_client()
+    response = respond(client, review(pod("nginx:1.25")), "/mutate")
+    assert response == {"uid": response["uid"], "allowed": True}
+
+
+def test_mutate_asks_for_the_digest_even_when_no_rule_needs_it(resolver: FakeResolver) -> None:
+    rules = loader.load_rules_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nmetadata: {name: t}\n"
+        "rules:\n  - id: r\n    match: {images: ['**']}\n    require: {registries: ['docker.io']}\n"
+    )
+    app = web.create_app(Settings(mutate_pin=True), rules=rules, resolver=resolver)
+    response = respond(app.test_client(), review(pod("nginx:1.25")), "/mutate")
+    assert resolver.calls[-1][0][1].digest is True
+    assert apply_patch(pod("nginx:1.25"), response)["spec"]["containers"][0]["image"] == (
+        f"nginx:1.25@{DIGEST}"
+    )
+    respond(app.test_client(), review(pod("nginx:1.25")), "/validate")
+    assert resolver.calls[-1][0][1].digest is False
+
+
+# --- ImageReview -------------------------------------------------------------------------
+
+
+def image_review(*images: str, namespace: str = "dev", **annotations: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "imagepolicy.k8s.io/v1alpha1",
+        "kind": "ImageReview",
+        "spec": {
+            "containers": [{"image": i} for i in images],
+            "namespace": namespace,
+            "annotations": annotations,
+        },
+    }
+
+
+def test_image_review_allows_and_denies(client: FlaskClient) -> None:
+    ok = post(client, "/imagereview", image_review("nginx:1.25"))
+    assert ok == {
+        "apiVersion": "imagepolicy.k8s.io/v1alpha1",
+        "kind": "ImageReview",
+        "status": {"allowed": True},
+    }
+    bad = post(client, "/imagereview", image_review("nginx:1.25", "quay.io/evil/miner:1"))
+    status = bad["status"]
+    assert status["allowed"] is False
+    assert 'container 1 image "quay.io/evil/miner:1": rule trusted-registries' in status["reason"]
+
+
+def test_image_review_audits(client: FlaskClient) -> None:
+    status = post(client, "/imagereview", image_review("nginx:1.25", namespace="shop"))["status"]
+    assert status["allowed"] is True
+    assert set(status["auditAnnotations"]) == {"shop-pinned"}
+
+
+def test_break_glass_allows_and_audits_without_lookups(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    doc = image_review("quay.io/evil/miner:1", **{"break-glass.image-policy.k8s.io/why": "INC-7"})
+    status = post(client, "/imagereview", doc)["status"]
+    assert status["allowed"] is True
+    assert status["auditAnnotations"] == {
+        "break-glass": "break-glass.image-policy.k8s.io/why allowed quay.io/evil/miner:1"
+    }
+    assert resolver.calls == []
+
+
+def test_break_glass_is_ignored_unless_enabled(resolver: FakeResolver) -> None:
+    client = make_app(resolver, break_glass=False).test_client()
+    doc = image_review("quay.io/evil/miner:1", **{"break-glass.image-policy.k8s.io/why": "INC-7"})
+    assert post(client, "/imagereview", doc)["status"]["allowed"] is False
+
+
+# --- bad requests ------------------------------------------------------------------------
+
+GOOD = review(pod("nginx:1.25"))
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "message"),
+    [
+        ("/validate", b"{", "application/json", 400, "not JSON"),
+        ("/validate", b"", "application/json", 400, "empty"),
+        ("/validate", json.dumps(GOOD).encode(), "text/plain", 400, "Content-Type is text/plain"),
+        ("/validate", json.dumps(GOOD).encode(), None, 400, "Content-Type is none"),
+        ("/validate", b"[]", "application/json", 400, "expected a JSON object"),
+        (
+            "/validate",
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}',
+            "application/json",
+            400,
+            "request is missing",
+        ),
+        (
+            "/validate",
+            json.dumps({**GOOD, "kind": "ImageReview"}).encode(),
+            "application/json",
+            400,
+            "expected AdmissionReview",
+        ),
+        (
+            "/mutate",
+            json.dumps({**GOOD, "apiVersion": "v1"}).encode(),
+            "application/json",
+            400,
+            'apiVersion "v1" is not supported',
+        ),
+        (
+            "/validate",
+            json.dumps({**GOOD, "request": {**GOOD["request"], "uid": None}}).encode(),
+            "application/json",
+            400,
+            "request.uid is missing",
+        ),
+        (
+            "/imagereview",
+            json.dumps(GOOD).encode(),
+            "application/json",
+            400,
+            "expected ImageReview",
+        ),
+        ("/validate", b"[" * 50_000 + b"]" * 50_000, "application/json", 400, "nested too deeply"),
+        ("/validate", b" " * (3 * 1024 * 1024 + 1), "application/json", 413, "larger than 3 MiB"),
+        ("/healthz", b"{}", "application/json", 405, "method is not allowed"),
+        ("/nope", b"{}", "application/json", 404, "not found"),
+    ],
+)
+def test_malformed_requests_get_a_clear_error(
+    client: FlaskClient, path: str, body: bytes, content_type: str | None, status: int, message: str
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = client.post(path, data=body, headers=headers)
+    assert reply.status_code == status
+    error = reply.get_json()
+    assert error["code"] == status
+    assert message.lower() in error["error"].lower()
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = [
+    "uid",
+    "kind",
+    "operation",
+    "object",
+    "oldObject",
+    "namespace",
+    "dryRun",
+    "subResource",
+    "userInfo",
+    "name",
+    "resource",
+]
+
+
+@settings(
+    max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    path=st.sampled_from(["/validate", "/mutate", "/imagereview"]),
+    request_fields=st.dictionaries(st.sampled_from(KEYS), JSON, max_size=6),
+    envelope=st.sampled_from(
+        [
+            {"apiVersion": admission.API_V1, "kind": "AdmissionReview"},
+            {"apiVersion": admission.API_V1BETA1, "kind": "AdmissionReview"},
+            {"apiVersion": "imagepolicy.k8s.io/v1alpha1", "kind": "ImageReview"},
+        ]
+    ),
+    spec=JSON,
+)
+def test_fuzzed_reviews_never_reach_the_error_handler(
+    client: FlaskClient,
+    path: str,
+    request_fields: dict[str, Any],
+    envelope: dict[str, str],
+    spec: Any,
+) -> None:
+    doc = {**envelope, "request": {**GOOD["request"], **request_fields}, "spec": spec}
+    reply = client.post(path, json=doc)
+    assert reply.status_code in (200, 400), reply.get_data(as_text=True)
+
+
+@settings(
+    max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(obj=JSON, old=JSON)
+def test_fuzzed_objects_are_answered(client: FlaskClient, obj: Any, old: Any) -> None:
+    doc = review(None, operation="UPDATE")
+    doc["request"]["object"] = {"kind": "Pod", "spec": obj}
+    doc["request"]["oldObject"] = {"kind": "Pod", "spec": old}
+    reply = client.post("/validate", json=doc)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+
+
+@settings(
+    max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(body=st.binary(max_size=200))
+def test_fuzzed_bytes_are_bad_requests(client: FlaskClient, body: bytes) -> None:
+    reply = client.post("/validate", data=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400
+
+
+def test_a_bug_is_a_logged_500(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken(FakeResolver):
+        def resolve(
+            self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+        ) -> list[ImageFacts]:
+            raise RuntimeError("bug in the resolver")
+
+    client = web.create_app(
+        Settings(), rules=loader.load_rules_text(RULES), resolver=Broken()
+    ).test_client()
+    with caplog.at_level(logging.ERROR, logger=web.LOGGER):
+        reply = client.post("/validate", json=review(pod("nginx:1.25")))
+    assert reply.status_code == 500
+    assert reply.get_json()["error"] == "internal error; see the webhook's log"
+    assert any("bug in the resolver" in (r.exc_text or "") for r in caplog.records)
+
+
+# --- health, readiness, metrics, logs ------------------------------------------------------
+
+
+def test_health_and_readiness(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["rules"] == "web-test"
+    assert ready.get_json()["ruleCount"] == 4
+
+
+def metric(client: FlaskClient, line_start: str) -> float:
+    text = client.get("/metrics").get_data(as_text=True)
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_start} not in metrics:\n{text}")
+
+
+def test_metrics_count_reviews_outcomes_and_latency(client: FlaskClient) -> None:
+    respond(client, review(pod("nginx:1.25")))
+    respond(client, review(pod("quay.io/evil/miner:1")))
+    respond(client, review(pod("quay.io/evil/miner:1"), namespace="kube-system"))
+    client.post("/validate", data=b"{")
+    post(client, "/imagereview", image_review("nginx:1.25"))
+    assert metric(client, 'image_policy_reviews_total{endpoint="validate",outcome="allowed"}') == 1
+    assert metric(client, 'image_policy_reviews_total{endpoint="validate",outcome="denied"}') == 1
+    assert metric(client, 'image_policy_reviews_total{endpoint="validate",outcome="excluded"}') == 1
+    assert (
+        metric(client, 'image_policy_reviews_total{endpoint="validate",outcome="bad_request"}') == 1
+    )
+    assert (
+        metric(client, 'image_policy_reviews_total{endpoint="imagereview",outcome="allowed"}') == 1
+    )
+    assert metric(client, 'image_policy_decision_seconds_count{endpoint="validate"}') == 3
+    assert metric(client, 'image_policy_images_total{endpoint="validate",verdict="denied"}') == 1
+
+
+def test_each_app_has_its_own_metrics(resolver: FakeResolver) -> None:
+    first, second = make_app(resolver).test_client(), make_app(resolver).test_client()
+    respond(first, review(pod("nginx:1.25")))
+    assert metric(first, 'image_policy_reviews_total{endpoint="validate",outcome="allowed"}') == 1
+    assert 'outcome="allowed"' not in second.get("/metrics").get_data(as_text=True)
+
+
+def test_one_json_log_line_per_decision_without_credentials(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=web.LOGGER):
+        respond(client, review(pod("nginx:1.25", "quay.io/evil/miner:1"), namespace="shop"))
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == web.LOGGER]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["event"] == "decision"
+    assert (line["uid"], line["operation"], line["namespace"], line["kind"], line["user"]) == (
+        "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "CREATE",
+        "shop",
+        "Pod",
+        "alice",
+    )
+    assert line["name"] == "web"
+    assert line["allowed"] is False
+    assert [(i["image"], i["digest"], i["allowed"]) for i in line["images"]] == [
+        ("nginx:1.25", DIGEST, True),
+        ("quay.io/evil/miner:1", None, False),
+    ]
+    assert line["images"][1]["violations"][0]["rule"] == "trusted-registries"
+    assert isinstance(line["latencyMs"], float)
+    assert "do-not-log-me" not in caplog.text
+
+
+# --- live reload -------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+OTHER_RULES = RULES.replace(
+    'registries: ["docker.io", "registry.example"]', 'registries: ["quay.io"]'
+)
+
+
+def test_rules_reload_and_a_broken_file_keeps_the_old_rules(
+    tmp_path: Path, resolver: FakeResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    app = web.create_app(Settings(), rules=[rules], resolver=resolver, clock=clock, now=lambda: NOW)
+    client = app.test_client()
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True
+
+    rules.write_text("rules: [oops\n")
+    clock.now += 0.5  # not yet checked again
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True
+    clock.now += 1.0
+    with caplog.at_level(logging.ERROR, logger=web.LOGGER):
+        assert respond(client, review(pod("nginx:1.25")))["allowed"] is True
+    assert any(
+        '"event": "reload"' in r.getMessage() and "rules.yaml" in r.getMessage()
+        for r in caplog.records
+    )
+    ready = client.get("/readyz")
+    assert ready.status_code == 200  # old rules still serve
+    assert "rules.yaml" in ready.get_json()["rulesError"]
+    assert metric(client, 'image_policy_config_reloads_total{file="rules",result="error"}') == 1
+
+    rules.write_text(OTHER_RULES)
+    clock.now += 1.0
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is False
+    assert client.get("/readyz").get_json()["rulesError"] is None
+    assert metric(client, 'image_policy_config_reloads_total{file="rules",result="ok"}') == 1
+
+
+def test_broken_rules_at_start_mean_not_ready(tmp_path: Path, resolver: FakeResolver) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yaml").write_text("rules: [oops\n")
+    clock = Clock()
+    client = web.create_app(Settings(), rules=[rules], resolver=resolver, clock=clock).test_client()
+    assert client.get("/readyz").status_code == 503
+    reply = client.post("/validate", json=review(pod("nginx:1.25")))
+    assert reply.status_code == 503
+    assert "no valid rules are loaded" in reply.get_json()["error"]
+    (rules / "a.yaml").write_text(RULES)
+    clock.now += 2
+    assert client.get("/readyz").status_code == 200
+
+
+def test_settings_reload(tmp_path: Path, resolver: FakeResolver) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text("excludeNamespaces: [kube-system]\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    env = {"IMAGE_POLICY_CONFIG": str(config), "IMAGE_POLICY_RULES": str(rules)}
+    client = web.create_app(env=env, resolver=resolver, clock=clock).test_client()
+    evil = review(pod("quay.io/evil/miner:1"), namespace="dev")
+    assert respond(client, evil)["allowed"] is False
+    config.write_text("excludeNamespaces: [kube-system, dev]\n")
+    clock.now += 2
+    assert respond(client, evil)["allowed"] is True
+    config.write_text("excludeNamespaces: 5\n")
+    clock.now += 2
+    assert respond(client, evil)["allowed"] is True  # the old settings keep serving
+    assert "excludeNamespaces" in client.get("/readyz").get_json()["settingsError"]
+
+
+def test_create_app_needs_rules() -> None:
+    with pytest.raises(web.PolicyError, match="IMAGE_POLICY_RULES"):
+        web.create_app(Settings(), env={})
