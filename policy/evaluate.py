@@ -19,6 +19,7 @@ from policy.reference import Reference
 from policy.rules import Action, Rule, RuleSet
 
 UNMATCHED_RULE = "(unmatched)"
+_SEVERITY: dict[Action, int] = {"audit": 0, "warn": 1, "deny": 2}
 
 
 @dataclass(frozen=True)
@@ -181,14 +182,17 @@ def _missing(fact: checks.Fact, facts: ImageFacts, selected: Sequence[PlatformFa
 def _resolve_violation(
     ruleset: RuleSet, rule: Rule, check: str, ref: Reference, fact: str, reason: str
 ) -> Violation | None:
+    """A fact the check needs could not be fetched: `onResolveError` decides, but never more
+    strictly than the rule itself would (a warn rule that cannot be checked only warns)."""
     mode = ruleset.defaults.on_resolve_error
     if mode == "allow":
         return None
+    action = min(mode, _action(rule, ruleset), key=_SEVERITY.__getitem__)
     what = {"config": "image config", "manifest": "image manifest", "platforms": "platform list"}
     return Violation(
         rule.id,
         check,
-        mode,
+        action,
         f"cannot check {ref}: {what.get(fact, fact)} could not be fetched ({reason}); "
         f"onResolveError is {mode}",
     )

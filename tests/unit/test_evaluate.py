@@ -589,3 +589,25 @@ def test_excepted_registries_rule_does_not_refuse() -> None:
         exceptions="  - rules: [allowed-registries]\n    images: ['ghcr.io/o/**']\n    reason: r\n",
     )
     assert needs(rs, parse("ghcr.io/o/app:1"), Context(NOW)) == Needs(tier=True) | CONFIG
+
+
+@pytest.mark.parametrize(
+    ("rule_action", "mode", "expected"),
+    [
+        ("warn", "deny", "warn"),
+        ("audit", "deny", "audit"),
+        ("audit", "warn", "audit"),
+        ("deny", "warn", "warn"),
+        ("deny", "deny", "deny"),
+    ],
+)
+def test_a_resolve_error_is_never_stricter_than_its_rule(
+    rule_action: str, mode: str, expected: str
+) -> None:
+    rs = ruleset(
+        rule("few-layers", "{maxLayers: 30}", extra=f"    action: {rule_action}\n"),
+        defaults=f"  onResolveError: {mode}\n",
+    )
+    d = decide(rs, "ghcr.io/o/app:1", BROKEN)
+    assert summary(d) == [("few-layers", "maxLayers", expected)]
+    assert d.allowed is (expected != "deny")
