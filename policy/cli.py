@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, NoReturn
 
-from policy import diskcache, factsfile, loader, reference, schema, units
+from policy import (
+    __version__,
+    diskcache,
+    factsfile,
+    loader,
+    pin,
+    reference,
+    reports,
+    ruletests,
+    schema,
+    units,
+)
 from policy import resolver as resolver_mod
 from policy import settings as settings_mod
 from policy import tiers as tiers_mod
@@ -24,8 +36,7 @@ from policy.errors import InputError, InvalidReference, PolicyError, RegistryErr
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
 from policy.rules import RuleSet
-from policy.scanners import FoundImage
-from policy.scanners import kubernetes as k8s_scanner
+from policy.scanners import FoundImage, detect
 from policy.service import Item, Resolver, Service
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -42,38 +53,70 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
 
-@dataclass(frozen=True)
-class _Result:
-    """One image as found in the input, with its decision (None: invalid reference)."""
-
-    found: FoundImage
-    decision: ImageDecision | None
-    invalid: str | None = None
-
-    @property
-    def allowed(self) -> bool:
-        return self.decision is not None and self.decision.allowed
-
-
-def _read_inputs(paths: Sequence[str], stdin: IO[str]) -> list[FoundImage]:
-    found: list[FoundImage] = []
+def _input_files(paths: Sequence[str]) -> list[tuple[str, Path | None]]:
+    """(name, path) per input: `-` is stdin (path None); directories are walked recursively
+    for Kubernetes YAML, compose files and Dockerfiles."""
+    out: list[tuple[str, Path | None]] = []
     for name in paths:
         if name == "-":
-            found.extend(k8s_scanner.scan(stdin.read(), "<stdin>"))
+            out.append(("<stdin>", None))
             continue
         path = Path(name)
-        files = (
-            sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
-            if path.is_dir()
-            else [path]
-        )
-        for file in files:
-            try:
-                text = file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"{file}: cannot read: {exc}") from exc
-            found.extend(k8s_scanner.scan(text, str(file)))
+        if path.is_dir():
+            out.extend(
+                (str(p), p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and detect.is_candidate(p.name)
+            )
+        else:
+            out.append((name, path))
+    return out
+
+
+def _read_text(path: Path | None, stdin: IO[str]) -> str:
+    if path is None:
+        return stdin.read()
+    try:
+        # Bytes decoded as they are: line endings are kept (pin rewrites CRLF files exactly).
+        return path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+
+
+def _read_inputs(
+    paths: Sequence[str],
+    stdin: IO[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    build_args: Mapping[str, str] | None = None,
+) -> list[FoundImage]:
+    """Every image in the inputs, each file's type detected from its name and content."""
+    environment = os.environ if env is None else env
+    found: list[FoundImage] = []
+    for name, path in _input_files(paths):
+        text = _read_text(path, stdin)
+        found.extend(detect.scan(name, text, env=environment, build_args=build_args or {}))
     return found
+
+
+def _images_from(files: Sequence[str], stdin: IO[str]) -> list[FoundImage]:
+    found: list[FoundImage] = []
+    for name in files:
+        path = None if name == "-" else Path(name)
+        found.extend(
+            detect.images_from(_read_text(path, stdin), "<stdin>" if path is None else name)
+        )
+    return found
+
+
+def _build_args(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--build-arg {pair!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
 
 
 def _from_flags(images: Sequence[str]) -> list[FoundImage]:
@@ -93,13 +136,40 @@ def _from_flags(images: Sequence[str]) -> list[FoundImage]:
     ]
 
 
+class _Progress:
+    """A one-line progress bar on a terminal's stderr (nothing otherwise)."""
+
+    def __init__(self, err: IO[str], total: int, *, enabled: bool) -> None:
+        self._err = err
+        self._total = total
+        self._enabled = enabled and total > 0
+
+    def update(self, done: int) -> None:
+        if self._enabled:
+            width = 30
+            filled = width * done // self._total
+            bar = "#" * filled + "-" * (width - filled)
+            self._err.write(f"\rresolving [{bar}] {done}/{self._total} images")
+            self._err.flush()
+
+    def close(self) -> None:
+        if self._enabled:
+            self._err.write("\r" + " " * 60 + "\r")
+            self._err.flush()
+
+
 def _judge(
     ruleset: RuleSet,
     resolver: Resolver,
     found: Sequence[FoundImage],
     namespace: str | None,
     deadline: Deadline,
-) -> list[_Result]:
+    *,
+    chunk: int = 64,
+    progress: _Progress | None = None,
+) -> list[reports.Result]:
+    """Judge every found image; each distinct reference is resolved once, `chunk` images at a
+    time so a progress bar can move (lookups inside a chunk run in parallel)."""
     service = Service(ruleset, resolver)
     parsed: list[tuple[FoundImage, reference.Reference | None, str | None]] = []
     for item in found:
@@ -108,82 +178,18 @@ def _judge(
         except InvalidReference as exc:
             parsed.append((item, None, exc.problem))
     items = [Item(ref, namespace or item.namespace) for item, ref, _ in parsed if ref is not None]
-    decisions = iter(service.decide(items, deadline=deadline))
+    decided: list[ImageDecision] = []
+    for start in range(0, len(items), chunk):
+        decided.extend(service.decide(items[start : start + chunk], deadline=deadline))
+        if progress is not None:
+            progress.update(len(decided))
+    if progress is not None:
+        progress.close()
+    decisions = iter(decided)
     return [
-        _Result(item, next(decisions) if ref is not None else None, problem)
+        reports.Result(item, next(decisions) if ref is not None else None, problem)
         for item, ref, problem in parsed
     ]
-
-
-def _source(found: FoundImage) -> str:
-    return found.location if found.line else found.file
-
-
-def _json_report(results: Sequence[_Result]) -> dict[str, object]:
-    out = []
-    for r in results:
-        d = r.decision
-        violations = (
-            [
-                {"rule": v.rule, "check": v.check, "action": v.action, "message": v.message}
-                for v in d.violations
-            ]
-            if d is not None
-            else [
-                {
-                    "rule": "(reference)",
-                    "check": "reference",
-                    "action": "deny",
-                    "message": f"invalid image reference {r.found.image!r}: {r.invalid}",
-                }
-            ]
-        )
-        out.append(
-            {
-                "image": r.found.image,
-                "reference": str(d.reference) if d is not None else None,
-                "digest": (d.facts.digest or d.reference.digest) if d is not None else None,
-                "source": _source(r.found),
-                "allowed": r.allowed,
-                "violations": violations,
-                "warnings": list(d.warnings) if d is not None else [],
-            }
-        )
-    denied = sum(1 for r in results if not r.allowed)
-    summary = {
-        "images": len(results),
-        "allowed": len(results) - denied,
-        "denied": denied,
-        "warnings": sum(
-            len(r.decision.by_action("warn")) + len(r.decision.warnings)
-            for r in results
-            if r.decision is not None
-        ),
-        "audits": sum(len(r.decision.by_action("audit")) for r in results if r.decision),
-    }
-    return {"allowed": denied == 0, "results": out, "summary": summary}
-
-
-def _text_report(results: Sequence[_Result], out: IO[str]) -> None:
-    by_file: dict[str, list[_Result]] = {}
-    for r in results:
-        by_file.setdefault(r.found.file, []).append(r)
-    for file, items in by_file.items():
-        out.write(f"{file}\n")
-        for r in items:
-            where = f"{r.found.line}:{r.found.column} " if r.found.line else ""
-            verdict = "allowed" if r.allowed else "DENIED"
-            out.write(f"  {where}{r.found.image}  {verdict}\n")
-            if r.decision is None:
-                out.write(f"    ✗ invalid image reference: {r.invalid}\n")
-                continue
-            marks = {"deny": "✗", "warn": "!", "audit": "·"}
-            for v in r.decision.violations:
-                out.write(f"    {marks[v.action]} {v.action} {v.rule}: {v.message}\n")
-            for w in r.decision.warnings:
-                out.write(f"    ! warn: {w}\n")
-    denied = sum(1 for r in results if not r.allowed)
-    out.write(f"{len(results)} images, {len(results) - denied} allowed, {denied} denied\n")
 
 
 def _disk_cache(args: argparse.Namespace) -> DiskCache | None:
@@ -193,11 +199,15 @@ def _disk_cache(args: argparse.Namespace) -> DiskCache | None:
 
 
 def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    if not args.image and not args.inputs:
+    if not args.image and not args.inputs and not args.images_from:
         err.write("image-policy check: give manifest files, '-' for stdin, or --image REF\n")
         return EXIT_USAGE
     ruleset = loader.load_rules(args.rules)
-    found = _from_flags(args.image) + _read_inputs(args.inputs, sys.stdin)
+    found = (
+        _from_flags(args.image)
+        + _images_from(args.images_from, sys.stdin)
+        + _read_inputs(args.inputs, sys.stdin, build_args=_build_args(args.build_arg))
+    )
     resolver: Resolver
     if args.facts is not None:
         resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
@@ -210,13 +220,109 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if not found:
         err.write("image-policy check: no images found in the inputs\n")
         return EXIT_ALLOWED
-    results = _judge(ruleset, resolver, found, args.namespace, Deadline(args.timeout))
-    if args.format == "json":
-        json.dump(_json_report(results), out, indent=2)
-        out.write("\n")
-    else:
-        _text_report(results, out)
+    distinct = len({f.image for f in found})
+    progress = _Progress(err, len(found), enabled=err.isatty() and not args.quiet and distinct > 20)
+    results = _judge(
+        ruleset,
+        resolver,
+        found,
+        args.namespace,
+        Deadline(args.timeout),
+        chunk=max(64, args.jobs * 4),
+        progress=progress,
+    )
+    to_terminal = args.output is None and out.isatty()
+    report = reports.render(
+        args.format,
+        results,
+        ruleset,
+        color=to_terminal and not os.environ.get("NO_COLOR"),
+        quiet=args.quiet,
+        tool_version=__version__,
+        root=os.getcwd(),
+    )
+    _emit(report, args.output, out)
     return EXIT_ALLOWED if all(r.allowed for r in results) else EXIT_DENIED
+
+
+def _emit(text: str, output: str | None, out: IO[str]) -> None:
+    """Write a report to `--output FILE` (atomically) or to standard output."""
+    if output is None:
+        out.write(text)
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise InputError(f"--output {output}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _cmd_test(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    ruleset = loader.load_rules(args.rules)
+    try:
+        report = ruletests.run_tests(
+            ruleset, ruletests.read_case_files(args.cases), now=datetime.now(UTC)
+        )
+    except ruletests.RuleTestError as exc:
+        for e in exc.errors:
+            err.write(f"{e}\n")
+        return EXIT_USAGE
+    out.write(ruletests.format_report(report))
+    return EXIT_ALLOWED if report.ok else EXIT_DENIED
+
+
+def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    build_args = _build_args(args.build_arg)
+    if "-" in args.files:
+        err.write("image-policy pin: give files (stdin cannot be rewritten)\n")
+        return EXIT_USAGE
+    files = [(name, path) for name, path in _input_files(args.files) if path is not None]
+    scanned = []
+    for name, path in files:
+        text = _read_text(path, sys.stdin)
+        found = detect.scan(name, text, env=os.environ, build_args=build_args)
+        scanned.append((name, path, text, found))
+    wanted = {}
+    for *_, found in scanned:
+        for f in found:
+            if f.template is None:
+                try:
+                    ref = reference.parse(f.image)
+                except InvalidReference:
+                    continue
+                if ref.digest is None:
+                    wanted[f.image] = ref
+    settings = settings_mod.load_settings(args.config)
+    resolver = resolver_mod.build(settings, disk=_disk_cache(args), max_workers=args.jobs)
+    texts = list(wanted)
+    resolved = resolver.resolve(
+        [(wanted[t], Needs(digest=True)) for t in texts], deadline=Deadline(args.timeout)
+    )
+    digests = {t: r.digest for t, r in zip(texts, resolved, strict=True) if r.digest}
+    failed = 0
+    for t, r in zip(texts, resolved, strict=True):
+        if not r.digest:
+            failed += 1
+            err.write(f"image-policy pin: {t}: {r.errors.get('digest', 'no digest')}\n")
+    changed = 0
+    for name, path, text, found in scanned:
+        result = pin.pin_file(name, text, found, digests)
+        for skipped in result.skipped:
+            if skipped.why not in ("pinned", "not-in-file", "no-digest"):
+                err.write(f"image-policy pin: {skipped.found.location}: {skipped.reason}\n")
+        if not result.changed:
+            continue
+        changed += 1
+        if args.write:
+            path.write_text(result.text, encoding="utf-8", newline="")
+            err.write(f"pinned {len(result.edits)} image(s) in {name}\n")
+        else:
+            out.write(pin.unified_diff(name, text, result.text))
+    if not changed and not failed:
+        err.write("image-policy pin: nothing to pin\n")
+    return EXIT_USAGE if failed else EXIT_ALLOWED
 
 
 def _platform_json(p: PlatformFacts) -> dict[str, object]:
@@ -324,7 +430,7 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
         try:
             refs[reference.parse(item.image)] = None
         except InvalidReference as exc:
-            err.write(f"{_source(item)}: {exc}\n")
+            err.write(f"{item.location if item.line else item.file}: {exc}\n")
             return EXIT_USAGE
     settings = settings_mod.load_settings(args.config)
     # Live lookups only: the settings' own catalog is not consulted.
@@ -439,6 +545,7 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     bundle = certs.issue(
         args.service, args.namespace, now=now, days=args.days, extra_names=args.san
     )
+    explicit = bool(args.webhooks)
     files = args.webhooks or [f for f in certs.DEFAULT_WEBHOOK_FILES if Path(f).is_file()]
     documents = []
     for name in files:  # read every webhook file before writing anything
@@ -446,11 +553,16 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             text = Path(name).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{name}: cannot read: {exc}") from exc
-        documents.extend(
-            certs.fill_ca_bundle(
-                text, name, bundle.ca_pem, service=args.service, namespace=args.namespace
+        try:
+            documents.extend(
+                certs.fill_ca_bundle(
+                    text, name, bundle.ca_pem, service=args.service, namespace=args.namespace
+                )
             )
-        )
+        except InputError as exc:
+            if explicit:
+                raise
+            err.write(f"image-policy certs: not filled: {exc}\n")
     directory = Path(args.out)
     written = [str(p) for p in certs.write(bundle, directory)]
     if documents:
@@ -492,8 +604,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--facts", metavar="FILE", help="judge with recorded facts (offline)")
     check.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
     check.add_argument("--image", action="append", default=[], metavar="REF")
+    check.add_argument(
+        "--images-from", action="append", default=[], metavar="FILE", help="one reference a line"
+    )
+    check.add_argument(
+        "--build-arg", action="append", default=[], metavar="NAME=VALUE", help="for Dockerfiles"
+    )
     check.add_argument("--namespace", metavar="NS", help="the namespace the images will run in")
-    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--format", choices=reports.FORMATS, default="text")
+    check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    check.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress; text lists only findings"
+    )
     check.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
     check.add_argument(
         "--cache-dir",
@@ -529,6 +651,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", metavar="FILE", help="settings file (dockerHub.api)")
     export.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
     export.set_defaults(func=_cmd_tiers_export)
+
+    test = sub.add_parser("test", help="run rule tests: facts and expected verdicts in YAML")
+    test.add_argument("rules", metavar="RULES", help="rule file or directory")
+    test.add_argument("cases", nargs="+", metavar="CASES", help="rule test files or directories")
+    test.set_defaults(func=_cmd_test)
+
+    pin_cmd = sub.add_parser("pin", help="rewrite tag references to tag@digest in place")
+    pin_cmd.add_argument("files", nargs="+", metavar="FILE|DIR")
+    pin_cmd.add_argument("--write", action="store_true", help="rewrite the files (default: diff)")
+    pin_cmd.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
+    pin_cmd.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE")
+    pin_cmd.add_argument("--cache-dir", metavar="DIR")
+    pin_cmd.add_argument("--no-cache", action="store_true")
+    pin_cmd.add_argument("--jobs", type=_positive_int, default=16, metavar="N")
+    pin_cmd.add_argument("--timeout", type=float, default=60.0)
+    pin_cmd.set_defaults(func=_cmd_pin)
 
     lint = sub.add_parser("lint", help="report every error in rule files (exit 0 or 2)")
     lint.add_argument("paths", nargs="+", metavar="FILE|DIR")

@@ -138,7 +138,8 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
     )
 
 
-def _image(reader: Reader, node: Node, path: str) -> ImageFacts:
+def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
+    """One image's facts from its located YAML node; problems go to `reader`."""
     children = reader.mapping(node, path, allowed=_IMAGE_KEYS) or {}
     digest = (
         _digest(reader, children["digest"], join(path, "digest")) if "digest" in children else None
@@ -196,7 +197,7 @@ def parse_facts(text: str, filename: str) -> dict[str, ImageFacts]:
                 except InvalidReference as exc:
                     reader.error(child, path, exc.problem, at_key=True)
                     continue
-                out[str(ref)] = _image(reader, child, path)
+                out[str(ref)] = image_facts(reader, child, path)
     elif not syntax:
         reader.errors.append(RuleError("empty facts file", location=Location(filename, 1, 1)))
     if reader.errors:

@@ -388,7 +388,7 @@ def _in_order(errors: Sequence[object]) -> list[RuleError]:
     return sorted(found, key=key)
 
 
-def lint(paths: Iterable[str | Path]) -> list[RuleError]:
+def lint(paths: str | Path | Iterable[str | Path]) -> list[RuleError]:
     """Every problem in these rule files (empty when they load)."""
     try:
         load_rules(paths)
@@ -397,10 +397,11 @@ def lint(paths: Iterable[str | Path]) -> list[RuleError]:
     return []
 
 
-def load_rules(paths: Iterable[str | Path]) -> rules.RuleSet:
-    """Load and merge rule files and directories; raise RuleErrors listing every problem."""
+def load_rules(paths: str | Path | Iterable[str | Path]) -> rules.RuleSet:
+    """Load and merge rule files and directories (one path or several); raise RuleErrors
+    listing every problem."""
     reader = Reader(RuleError)
-    files = _files(paths)
+    files = _files([paths] if isinstance(paths, str | Path) else paths)
     if not files:
         raise RuleErrors([RuleError("no rule files given (or the directory holds no .yaml files)")])
     all_parts = []

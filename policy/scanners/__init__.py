@@ -1,4 +1,4 @@
-"""Scanners read CLI inputs (Kubernetes YAML, later compose files and Dockerfiles) for images.
+"""Scanners read CLI inputs (Kubernetes YAML, compose files, Dockerfiles, image lists) for images.
 
 Every scanner returns `FoundImage`s: the image as written and where it was written, so that
 reports can point at the line to fix.
@@ -17,6 +17,12 @@ class FoundImage:
     manifest: `kind`, `metadata.name` or "" and `metadata.namespace` or None); `container`
     is the container (or volume) name, or ""; `field` says which kind of field held it
     (for Kubernetes: container, initContainer, ephemeralContainer or volume).
+
+    `template` is the text as written, variables and all (`nginx:${TAG}`), when `image` was
+    computed by substituting variables (compose interpolation, Dockerfile ARGs); it is None
+    when `image` is the literal text written. An image with a template cannot be pinned in
+    place. `platform` is a Dockerfile `FROM --platform=` value as written (`$BUILDPLATFORM`
+    is kept verbatim), else None.
     """
 
     image: str
@@ -28,6 +34,8 @@ class FoundImage:
     namespace: str | None
     container: str
     field: str
+    template: str | None = None
+    platform: str | None = None
 
     @property
     def location(self) -> str:

@@ -232,3 +232,121 @@ def test_python_dash_m_and_console_script_work() -> None:
     )
     assert proc.returncode == 1
     assert "DENIED" in proc.stdout
+
+
+# --- inputs, formats, output, rule tests (issue 6) -----------------------------------------------
+
+
+def test_compose_and_dockerfile_inputs_are_detected(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  web:\n    image: nginx:${TAG:-1.25}\n  api:\n    build: .\n"
+    )
+    (tmp_path / "Dockerfile").write_text(
+        "ARG BASE=registry.k8s.io/pause:3.9\nFROM ${BASE} AS base\nFROM base\nFROM scratch\n"
+    )
+    code, report = check_json(str(tmp_path), "--namespace", "default")
+    assert code == 0
+    assert [(r["image"], r["source"]) for r in report["results"]] == [  # type: ignore[union-attr]
+        ("registry.k8s.io/pause:3.9", f"{tmp_path / 'Dockerfile'}:2"),
+        ("nginx:1.25", f"{tmp_path / 'compose.yaml'}:3"),
+    ]
+
+
+def test_unset_compose_variable_is_bad_input(tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  api:\n    image: ghcr.io/acme/api:${API_TAG}\n")
+    code, _, err = run("check", "--rules", RULES, "--facts", FACTS, str(compose))
+    assert code == 2
+    assert f"{compose}:3:12: services.api.image: variable ${{API_TAG}} is not set" in err
+
+
+def test_build_args_feed_dockerfiles(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("ARG TAG\nFROM nginx:${TAG}\n")
+    code, _, err = run("check", "--rules", RULES, "--facts", FACTS, str(dockerfile))
+    assert code == 2 and "TAG" in err
+    code, report = check_json(str(dockerfile), "--build-arg", "TAG=1.25", "--namespace", "x")
+    assert code == 0
+    assert report["results"][0]["image"] == "nginx:1.25"  # type: ignore[index]
+
+
+def test_images_from_a_list(tmp_path: Path) -> None:
+    listing = tmp_path / "images.txt"
+    listing.write_text("# release images\nnginx:1.25\n\nquay.io/acme/models:v3  # GPU\n")
+    code, report = check_json("--images-from", str(listing), "--namespace", "default")
+    assert code == 1
+    assert [(r["image"], r["allowed"]) for r in report["results"]] == [  # type: ignore[union-attr]
+        ("nginx:1.25", True),
+        ("quay.io/acme/models:v3", False),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "junit", "github", "json", "text"])
+def test_every_format_to_an_output_file(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"report.{fmt}"
+    code, out, err = run(
+        "check",
+        "--rules",
+        RULES,
+        "--facts",
+        FACTS,
+        "--format",
+        fmt,
+        "--output",
+        str(target),
+        str(MANIFESTS / "pod.yaml"),
+    )
+    assert (code, out, err) == (1, "", "")
+    text = target.read_text()
+    if fmt == "sarif":
+        doc = json.loads(text)
+        assert doc["version"] == "2.1.0"
+        rule_ids = {r["ruleId"] for r in doc["runs"][0]["results"]}
+        assert rule_ids == {"few-layers", "trusted-registries"}
+    elif fmt == "junit":
+        import xml.etree.ElementTree as ET
+
+        root = ET.fromstring(text)
+        assert len(root.findall(".//testcase")) == 5
+        assert len(root.findall(".//failure")) == 2
+    elif fmt == "github":
+        errors = [line for line in text.splitlines() if line.startswith("::error ")]
+        assert len(errors) == 2
+        assert "line=12" in errors[0]
+    elif fmt == "json":
+        assert json.loads(text)["summary"]["denied"] == 2
+    else:
+        assert text.endswith("5 images, 3 allowed, 2 denied\n")
+
+
+def test_quiet_text_lists_only_findings() -> None:
+    code, out, _ = run(
+        "check", "--rules", RULES, "--facts", FACTS, "--quiet", str(MANIFESTS / "pod.yaml")
+    )
+    assert code == 1
+    assert "nginx:1.25" not in out
+    assert "docker.io/library/busybox:1.36  DENIED" in out
+    assert out.endswith("5 images, 3 allowed, 2 denied\n")
+
+
+def test_rule_tests_pass_and_fail(tmp_path: Path) -> None:
+    root = Path(__file__).parent.parent.parent
+    code, out, err = run(
+        "test", str(root / "rules" / "default.yaml"), str(root / "rules" / "tests")
+    )
+    assert code == 0, out + err
+    assert out.splitlines()[-1].endswith(" passed, 0 failed")
+    failing = tmp_path / "failing_test.yaml"
+    failing.write_text(
+        "apiVersion: image-policy/v1\nkind: RuleTest\nfacts: {images: {}}\ncases:\n"
+        "  - name: latest nginx is allowed (wrong on purpose)\n"
+        "    image: nginx:latest\n    expect: allowed\n"
+    )
+    code, out, _ = run("test", str(root / "rules" / "default.yaml"), str(failing))
+    assert code == 1
+    assert "FAIL" in out and out.splitlines()[-1] == "0 passed, 1 failed"
+    broken = tmp_path / "broken_test.yaml"
+    broken.write_text("apiVersion: image-policy/v1\nkind: RuleTest\ncases: nope\n")
+    code, _, err = run("test", str(root / "rules" / "default.yaml"), str(broken))
+    assert code == 2
+    assert f"{broken}:3:" in err

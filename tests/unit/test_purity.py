@@ -29,6 +29,8 @@ CORE = [
     "policy.factsfile",
     "policy.evaluate",
     "policy.schema",
+    "policy.pin",
+    "policy.reports",
     *(
         f"policy.{package}.{info.name}"
         for package in ("k8s", "scanners")
