@@ -350,3 +350,23 @@ def test_rule_tests_pass_and_fail(tmp_path: Path) -> None:
     code, _, err = run("test", str(root / "rules" / "default.yaml"), str(broken))
     assert code == 2
     assert f"{broken}:3:" in err
+
+
+def test_pre_commit_hooks_name_real_commands() -> None:
+    import re
+
+    import yaml
+
+    root = Path(__file__).parent.parent.parent
+    hooks = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for hook in hooks:
+        program, command = hook["entry"].split()[:2]
+        assert program == "image-policy"
+        assert command in commands
+        re.compile(hook["files"])
+    assert {h["id"] for h in hooks} == {
+        "image-policy-check",
+        "image-policy-lint",
+        "image-policy-pin",
+    }
