@@ -18,6 +18,7 @@ images:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -239,18 +240,17 @@ class FactsResolver:
                     }
                 )
             )
+        if found.digest is None and ref.digest is not None:
+            found = dataclasses.replace(found, digest=ref.digest)
         if found.tier is None:
             tier = offline_tier(ref.registry, ref.repository)
             errors = dict(found.errors)
             if tier is None:
                 errors["tier"] = f"{ref} has no tier in the {self._source}"
-            found = ImageFacts(
-                digest=found.digest or ref.digest,
-                media_type=found.media_type,
-                index=found.index,
+            found = dataclasses.replace(
+                found,
                 tier=tier,
                 tier_source="offline rule" if tier else None,
-                platforms=found.platforms,
                 errors=MappingProxyType(errors),
             )
         return found

@@ -302,3 +302,11 @@ def test_resolver_names_its_source_and_resolves_in_order() -> None:
 )
 def test_offline_tier(registry: str, repository: str, tier: str | None) -> None:
     assert offline_tier(registry, repository) == tier
+
+
+def test_a_pinned_reference_keeps_its_digest_even_with_a_recorded_tier() -> None:
+    digest = "sha256:" + "e" * 64
+    text = f"images:\n  ghcr.io/a/b@{digest}: {{tier: none, layers: 2}}\n"
+    resolver = factsfile.FactsResolver(factsfile.parse_facts(text, "facts.yaml"))
+    found = resolver.lookup(parse(f"ghcr.io/a/b:1@{digest}"))
+    assert (found.digest, found.tier, found.errors) == (digest, "none", {})
