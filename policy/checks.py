@@ -54,15 +54,7 @@ class CheckSpec:
 
 
 def _parse_registries(reader: Reader, node: Node, path: str) -> object | None:
-    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
-        try:
-            return patterns.registry_glob(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    globs = reader.string_list(node, path, check=check)
-    return tuple(globs) if globs else None
+    return reader.compiled(node, path, patterns.registry_glob)
 
 
 def _judge_registries(setting: object, s: Subject) -> list[str]:
@@ -88,15 +80,7 @@ def _judge_digest(setting: object, s: Subject) -> list[str]:
 
 
 def _parse_tag_globs(reader: Reader, node: Node, path: str) -> object | None:
-    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
-        try:
-            return patterns.tag_glob(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    globs = reader.string_list(node, path, check=check)
-    return tuple(globs) if globs else None
+    return reader.compiled(node, path, patterns.tag_glob)
 
 
 def _judge_deny_tags(setting: object, s: Subject) -> list[str]:
@@ -116,14 +100,14 @@ def _judge_deny_tags(setting: object, s: Subject) -> list[str]:
 # --- tier ---------------------------------------------------------------------------------------
 
 
-def _parse_tiers(reader: Reader, node: Node, path: str) -> object | None:
-    def check(child: Node, item_path: str, text: str) -> str | None:
-        if text not in TIERS:
-            reader.error(child, item_path, f"expected one of {' | '.join(TIERS)}, got {text!r}")
-            return None
-        return text
+def _tier_name(text: str) -> str:
+    if text not in TIERS:
+        raise ValueError(f"expected one of {' | '.join(TIERS)}, got {text!r}")
+    return text
 
-    tiers = reader.string_list(node, path, check=check)
+
+def _parse_tiers(reader: Reader, node: Node, path: str) -> object | None:
+    tiers = reader.compiled(node, path, _tier_name)
     return frozenset(tiers) if tiers else None
 
 
@@ -143,15 +127,7 @@ def _judge_tier(setting: object, s: Subject) -> list[str]:
 
 
 def _parse_platforms(reader: Reader, node: Node, path: str) -> object | None:
-    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
-        try:
-            return patterns.platform_glob(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    globs = reader.string_list(node, path, check=check)
-    return tuple(globs) if globs else None
+    return reader.compiled(node, path, patterns.platform_glob)
 
 
 def _judge_platforms(setting: object, s: Subject) -> list[str]:

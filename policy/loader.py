@@ -44,39 +44,15 @@ class _Parts:
 
 
 def _image_patterns(reader: Reader, node: Node, path: str) -> tuple[patterns.ImagePattern, ...]:
-    def check(child: Node, item_path: str, text: str) -> patterns.ImagePattern | None:
-        try:
-            return patterns.image_pattern(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    found = reader.string_list(node, path, check=check)
-    return tuple(cast(list[patterns.ImagePattern], found or []))
+    return reader.compiled(node, path, patterns.image_pattern) or ()
 
 
 def _namespace_globs(reader: Reader, node: Node, path: str) -> tuple[patterns.Glob, ...]:
-    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
-        try:
-            return patterns.namespace_glob(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    found = reader.string_list(node, path, check=check)
-    return tuple(cast(list[patterns.Glob], found or []))
+    return reader.compiled(node, path, patterns.namespace_glob) or ()
 
 
 def _platform_globs(reader: Reader, node: Node, path: str) -> tuple[patterns.Glob, ...] | None:
-    def check(child: Node, item_path: str, text: str) -> patterns.Glob | None:
-        try:
-            return patterns.platform_glob(text)
-        except ValueError as exc:
-            reader.error(child, item_path, str(exc))
-            return None
-
-    found = reader.string_list(node, path, check=check)
-    return tuple(cast(list[patterns.Glob], found)) if found else None
+    return reader.compiled(node, path, patterns.platform_glob)
 
 
 def _match(reader: Reader, node: Node, path: str) -> rules.Match | None:

@@ -204,17 +204,7 @@ def _tier_catalog(reader: Reader, node: Node) -> tuple[tuple[str, ImagePattern],
         if tier not in TIERS:
             continue
         path = join("tiers", tier)
-
-        def check(item: Node, item_path: str, text: str) -> ImagePattern | None:
-            try:
-                return image_pattern(text)
-            except ValueError as exc:
-                reader.error(item, item_path, str(exc))
-                return None
-
-        for found in reader.string_list(child, path, check=check) or ():
-            assert isinstance(found, ImagePattern)
-            catalog.append((tier, found))
+        catalog.extend((tier, found) for found in reader.compiled(child, path, image_pattern) or ())
     return tuple(catalog)
 
 

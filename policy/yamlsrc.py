@@ -245,6 +245,20 @@ class Reader:
             out.append(converted)
         return out if ok else None  # type: ignore[return-value]
 
+    def compiled(self, node: Node, path: str, compile: Callable[[str], T]) -> tuple[T, ...] | None:
+        """A non-empty list of strings, each turned into a T by `compile`, whose ValueError
+        becomes a located error; None when anything in the list is wrong."""
+
+        def check(child: Node, item_path: str, text: str) -> T | None:
+            try:
+                return compile(text)
+            except ValueError as exc:
+                self.error(child, item_path, str(exc))
+                return None
+
+        found = self.string_list(node, path, check=check)
+        return tuple(found) if found else None  # type: ignore[arg-type]
+
 
 def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
