@@ -65,15 +65,19 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class _Applicable:
+class Applicable:
     """The rules that apply to one image after exceptions, and the expired exceptions met."""
 
     rules: tuple[Rule, ...]
     expired: tuple[str, ...]
     matched_any: bool
+    registry_denied: bool
+    """A deny-action `registries` check among `rules` rejects the image."""
 
 
-def _applicable(ruleset: RuleSet, ref: Reference, context: Context) -> _Applicable:
+def applicable(ruleset: RuleSet, ref: Reference, context: Context) -> Applicable:
+    """The rules that apply to this image in this context (after exceptions); what `needs`
+    and `evaluate_image` start from, so a caller judging many images may compute it once."""
     today = context.now.date()
     matched = [r for r in ruleset.rules if r.match.covers(ref, context.namespace)]
     kept = []
@@ -92,7 +96,10 @@ def _applicable(ruleset: RuleSet, ref: Reference, context: Context) -> _Applicab
             lifted = True
         if not lifted:
             kept.append(rule)
-    return _Applicable(tuple(kept), tuple(dict.fromkeys(expired)), bool(matched))
+    rules = tuple(kept)
+    return Applicable(
+        rules, tuple(dict.fromkeys(expired)), bool(matched), _registry_denied(rules, ruleset, ref)
+    )
 
 
 def _action(rule: Rule, ruleset: RuleSet) -> Action:
@@ -119,19 +126,25 @@ def _reference_subject(ref: Reference, rule: Rule) -> checks.Subject:
     return checks.Subject(ref, ImageFacts(), (), rule.id, datetime.min)
 
 
-def registry_refused(ruleset: RuleSet, ref: Reference, context: Context) -> bool:
+def registry_refused(
+    ruleset: RuleSet, ref: Reference, context: Context, *, rules: Applicable | None = None
+) -> bool:
     """Whether a deny-action `registries` check rejects this image (its registry is never
-    contacted)."""
-    return _registry_denied(_applicable(ruleset, ref, context).rules, ruleset, ref)
+    contacted). `rules`: `applicable(ruleset, ref, context)` when already computed."""
+    rules = rules if rules is not None else applicable(ruleset, ref, context)
+    return rules.registry_denied
 
 
-def needs(ruleset: RuleSet, ref: Reference, context: Context) -> Needs:
-    """The facts `evaluate` will read for this image; NO_NEEDS if a registries check denies it."""
-    applicable = _applicable(ruleset, ref, context)
-    if _registry_denied(applicable.rules, ruleset, ref):
+def needs(
+    ruleset: RuleSet, ref: Reference, context: Context, *, rules: Applicable | None = None
+) -> Needs:
+    """The facts `evaluate` will read for this image; NO_NEEDS if a registries check denies it.
+    `rules`: `applicable(ruleset, ref, context)` when already computed."""
+    rules = rules if rules is not None else applicable(ruleset, ref, context)
+    if rules.registry_denied:
         return NO_NEEDS
     out = NO_NEEDS
-    for rule in applicable.rules:
+    for rule in rules.rules:
         select = tuple(str(g) for g in _platform_selection(rule, ruleset))
         for check in rule.checks:
             fact = checks.CHECKS[check.name].fact
@@ -237,11 +250,17 @@ def _judge_rule(
 
 
 def evaluate_image(
-    ruleset: RuleSet, ref: Reference, facts: ImageFacts, context: Context
+    ruleset: RuleSet,
+    ref: Reference,
+    facts: ImageFacts,
+    context: Context,
+    *,
+    rules: Applicable | None = None,
 ) -> ImageDecision:
-    """Judge one image with what is known about it."""
-    applicable = _applicable(ruleset, ref, context)
-    if not applicable.matched_any:
+    """Judge one image with what is known about it. `rules`: `applicable(ruleset, ref,
+    context)` when already computed."""
+    found = rules if rules is not None else applicable(ruleset, ref, context)
+    if not found.matched_any:
         if ruleset.defaults.unmatched == "allow":
             return ImageDecision(ref, facts, ())
         return ImageDecision(
@@ -258,9 +277,9 @@ def evaluate_image(
             ),
         )
     violations: list[Violation] = []
-    if _registry_denied(applicable.rules, ruleset, ref):
+    if found.registry_denied:
         # The registry is refused, so it was never contacted: judge only the reference.
-        for rule in applicable.rules:
+        for rule in found.rules:
             for check in rule.checks:
                 if checks.CHECKS[check.name].fact == "reference":
                     subject = checks.Subject(ref, facts, (), rule.id, context.now)
@@ -270,9 +289,9 @@ def evaluate_image(
                             Violation(rule.id, check.name, _action(rule, ruleset), text)
                         )
     else:
-        for rule in applicable.rules:
+        for rule in found.rules:
             violations.extend(_judge_rule(ruleset, rule, ref, facts, context))
-    return ImageDecision(ref, facts, tuple(violations), applicable.expired)
+    return ImageDecision(ref, facts, tuple(violations), found.expired)
 
 
 def evaluate(

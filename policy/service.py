@@ -7,11 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Protocol
 
 from policy.deadline import Deadline
-from policy.evaluate import Context, ImageDecision, evaluate_image, needs, registry_refused
+from policy.evaluate import (
+    Applicable,
+    Context,
+    ImageDecision,
+    applicable,
+    evaluate_image,
+    needs,
+    registry_refused,
+)
 from policy.facts import NO_NEEDS, ImageFacts, Needs
 from policy.reference import Reference
 from policy.rules import RuleSet
@@ -34,6 +42,12 @@ class Item:
     namespace: str | None = None
 
 
+PLAN_CACHE_ENTRIES = 4096
+"""How many (image, namespace) rule plans a Service remembers (cleared when full)."""
+
+PlanKey = tuple[Reference, str | None, date]
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -53,18 +67,32 @@ class Service:
         self.resolver = resolver
         self._now = now
         self._extra = extra_needs
+        self._plans: dict[PlanKey, tuple[Applicable, Needs]] = {}
+
+    def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
+        """The rules applying to `ref` in `context` and the facts they need, memoized: both
+        depend only on the (immutable) rule set, the reference, the namespace and the day."""
+        key = (ref, context.namespace, context.now.date())
+        plan = self._plans.get(key)
+        if plan is None:
+            rules = applicable(self.ruleset, ref, context)
+            need = needs(self.ruleset, ref, context, rules=rules)
+            if self._extra != NO_NEEDS and not registry_refused(
+                self.ruleset, ref, context, rules=rules
+            ):
+                need = need | self._extra
+            plan = (rules, need)
+            if len(self._plans) >= PLAN_CACHE_ENTRIES:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def decide(self, items: Sequence[Item], *, deadline: Deadline) -> list[ImageDecision]:
         """One decision per item, in order; each distinct reference is resolved once."""
         now = self._now()
+        plans = [self._plan(item.reference, Context(now, item.namespace)) for item in items]
         wanted: dict[Reference, Needs] = {}
-        for item in items:
-            context = Context(now=now, namespace=item.namespace)
-            need = needs(self.ruleset, item.reference, context)
-            if self._extra != NO_NEEDS and not registry_refused(
-                self.ruleset, item.reference, context
-            ):
-                need = need | self._extra
+        for item, (_, need) in zip(items, plans, strict=True):
             wanted[item.reference] = wanted.get(item.reference, NO_NEEDS) | need
         refs = list(wanted)
         facts = self.resolver.resolve([(r, wanted[r]) for r in refs], deadline=deadline)
@@ -75,6 +103,7 @@ class Service:
                 item.reference,
                 by_ref[item.reference],
                 Context(now=now, namespace=item.namespace),
+                rules=rules,
             )
-            for item in items
+            for item, (rules, _) in zip(items, plans, strict=True)
         ]

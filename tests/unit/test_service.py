@@ -1,0 +1,99 @@
+"""The one pipeline: needs → resolve (once per distinct reference) → evaluate; its plan memo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from policy import loader
+from policy.deadline import Deadline
+from policy.facts import ImageFacts, Needs
+from policy.reference import Reference, parse
+from policy.service import Item, Service
+
+RULES = """
+apiVersion: image-policy/v1
+kind: RuleSet
+defaults: {unmatched: allow}
+rules:
+  - id: prod-pinned
+    match: {images: ["**"], namespaces: ["prod"]}
+    require: {digest: true}
+  - id: layers
+    match: {images: ["ghcr.io/**"]}
+    require: {maxLayers: 5}
+  - id: corp-only
+    match: {images: ["evil.example/**"]}
+    require: {registries: ["ghcr.io"]}
+exceptions:
+  - rules: [prod-pinned]
+    images: ["docker.io/library/nginx"]
+    namespaces: ["prod"]
+    reason: migration
+    expires: 2026-06-30
+"""
+
+
+class Recorder:
+    """A resolver that records what it is asked and knows nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[Reference, Needs]]] = []
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        self.calls.append(list(items))
+        return [ImageFacts(digest=ref.digest) for ref, _ in items]
+
+
+def service(now: list[datetime], **options: object) -> tuple[Service, Recorder]:
+    recorder = Recorder()
+    return (
+        Service(loader.load_rules_text(RULES), recorder, now=lambda: now[0], **options),  # type: ignore[arg-type]
+        recorder,
+    )
+
+
+def test_namespaces_are_judged_apart_in_one_call_and_across_calls() -> None:
+    svc, _ = service([datetime(2026, 1, 1, tzinfo=UTC)])
+    items = [Item(parse("redis:7"), "prod"), Item(parse("redis:7"), "dev")]
+    for _ in range(2):  # the second time from the plan memo
+        prod, dev = svc.decide(items, deadline=Deadline(1))
+        assert [v.rule for v in prod.violations] == ["prod-pinned"]
+        assert dev.violations == ()
+
+
+def test_each_distinct_reference_is_resolved_once_with_merged_needs() -> None:
+    svc, recorder = service([datetime(2026, 1, 1, tzinfo=UTC)])
+    ghcr = parse("ghcr.io/a/b:1")
+    svc.decide(
+        [Item(ghcr, "prod"), Item(ghcr, "dev"), Item(parse("redis:7"), "dev")],
+        deadline=Deadline(1),
+    )
+    [call] = recorder.calls
+    assert [ref for ref, _ in call] == [ghcr, parse("redis:7")]
+    assert call[0][1].manifest and not call[1][1].registry
+
+
+def test_extra_needs_are_added_unless_the_registry_is_refused() -> None:
+    svc, recorder = service([datetime(2026, 1, 1, tzinfo=UTC)], extra_needs=Needs(digest=True))
+    svc.decide(
+        [Item(parse("redis:7"), "dev"), Item(parse("evil.example/x:1"), "dev")],
+        deadline=Deadline(1),
+    )
+    [(_, redis), (_, evil)] = recorder.calls[0]
+    assert redis.digest
+    assert not evil.registry  # never contacted, not even to pin
+
+
+def test_the_plan_memo_follows_the_date_for_exception_expiry() -> None:
+    now = [datetime(2026, 6, 30, 23, 0, tzinfo=UTC)]
+    svc, _ = service(now)
+    item = [Item(parse("nginx"), "prod")]
+    [before] = svc.decide(item, deadline=Deadline(1))
+    assert before.violations == () and before.warnings == ()
+    now[0] = datetime(2026, 7, 1, 0, 30, tzinfo=UTC)
+    [after] = svc.decide(item, deadline=Deadline(1))
+    assert [v.rule for v in after.violations] == ["prod-pinned"]
+    assert after.warnings and "expired on 2026-06-30" in after.warnings[0]
