@@ -107,8 +107,9 @@ class DiskCache:
 
     def get_tag(
         self, registry: str, repository: str, tag: str, *, max_age: float
-    ) -> tuple[str, str, int | None] | None:
-        """`(digest, media type, size)` learned less than `max_age` seconds ago, or None."""
+    ) -> tuple[str, str, int | None, float] | None:
+        """`(digest, media type, size, age in seconds)` learned less than `max_age` seconds
+        ago, or None."""
         document = self._get_json(self._keyed("tags", f"{registry}/{repository}:{tag}"), max_age)
         if document is None:
             return None
@@ -121,7 +122,8 @@ class DiskCache:
             return None
         if not media.is_digest(digest):
             return None
-        return digest, media_type, size if isinstance(size, int) else None
+        age = self._now() - float(document["at"])  # type: ignore[arg-type]
+        return digest, media_type, size if isinstance(size, int) else None, age
 
     def put_tag(
         self,

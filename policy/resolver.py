@@ -46,6 +46,7 @@ from policy.settings import Settings
 T = TypeVar("T")
 
 NEGATIVE_TTL = 30.0
+ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
 
 
 class TierSource(Protocol):
@@ -62,6 +63,8 @@ class TierSource(Protocol):
 
 @dataclass(frozen=True)
 class ResolverStats:
+    facts_hits: int
+    facts_misses: int
     tag_hits: int
     tag_misses: int
     manifest_hits: int
@@ -118,7 +121,11 @@ class RegistryResolver:
         self._parts = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve-part")
         self._lock = threading.Lock()
         self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
-        self._counts |= {"config_hits": 0, "config_misses": 0}
+        self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
+        # Whole answers by (reference, needs), for requests that find everything cached.
+        self._answers: TTLCache[tuple[Reference, Needs], ImageFacts] = TTLCache(
+            ttl=tag_ttl, max_entries=ANSWER_ENTRIES, **ttl_kwargs
+        )
 
     # --- public -------------------------------------------------------------------------
 
@@ -126,22 +133,21 @@ class RegistryResolver:
         self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
     ) -> list[ImageFacts]:
         """Facts for each item, resolved in parallel; never raises for registry trouble."""
-        if len(items) == 1:
-            ref, needs = items[0]
-            return [
-                self._bounded(
-                    self._images.submit(self.resolve_one, ref, needs, deadline),
-                    ref,
-                    needs,
-                    deadline,
-                )
-            ]
-        futures = [
-            self._images.submit(self.resolve_one, ref, needs, deadline) for ref, needs in items
-        ]
+        # Fully known answers are served in the calling thread; only misses go to the pool.
+        known = [self._answers.get(item) for item in items]
+        self._count_many(
+            facts_hits=sum(k is not None for k in known), facts_misses=known.count(None)
+        )
+        futures = {
+            i: self._images.submit(self.resolve_one, ref, needs, deadline)
+            for i, (ref, needs) in enumerate(items)
+            if known[i] is None
+        }
         return [
-            self._bounded(future, ref, needs, deadline)
-            for future, (ref, needs) in zip(futures, items, strict=True)
+            answer
+            if (answer := known[i]) is not None
+            else self._bounded(futures[i], ref, needs, deadline)
+            for i, (ref, needs) in enumerate(items)
         ]
 
     def resolve_one(self, ref: Reference, needs: Needs, deadline: Deadline) -> ImageFacts:
@@ -159,10 +165,10 @@ class RegistryResolver:
         media_type: str | None = None
         index: bool | None = None
         platforms: tuple[PlatformFacts, ...] = ()
+        valid_for = self._tag_ttl  # how long the answer may be reused without asking again
         try:
             if digest is None:
-                assert ref.tag is not None or ref.digest is None
-                head = self._head(ref, deadline)
+                head, valid_for = self._head(ref, deadline)
                 digest, media_type = head.digest, head.media_type
             if needs.platforms or needs.manifest or needs.config:
                 document = self._manifest(ref.registry, ref.repository, digest, deadline)
@@ -172,7 +178,7 @@ class RegistryResolver:
         except _Failed as failed:
             for fact in _facts_after(failed.fact):
                 errors.setdefault(fact, _describe(failed.error))
-        return ImageFacts(
+        facts = ImageFacts(
             digest=digest,
             media_type=media_type,
             index=index,
@@ -181,6 +187,11 @@ class RegistryResolver:
             platforms=platforms,
             errors=MappingProxyType(errors),
         )
+        if not errors and valid_for > 0:
+            # Reused only while the tag answer it rests on is fresh: a tag is still
+            # revalidated every `tag_ttl`. Failures are never reused from here.
+            self._answers.put((ref, needs), facts, ttl=valid_for)
+        return facts
 
     def rate_limit(self, registry: str) -> RateLimit | None:
         return self.client.rate_limit(registry)
@@ -214,6 +225,11 @@ class RegistryResolver:
         with self._lock:
             self._counts[name] += 1
 
+    def _count_many(self, **increments: int) -> None:
+        with self._lock:
+            for name, n in increments.items():
+                self._counts[name] += n
+
     def _coalesced(self, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
         result = self._coalescer.do(key, fn, timeout=deadline.remaining())
         return result  # type: ignore[return-value]
@@ -233,13 +249,14 @@ class RegistryResolver:
             errors["tier"] = _describe(exc)
             return None, None
 
-    def _head(self, ref: Reference, deadline: Deadline) -> ManifestHead:
+    def _head(self, ref: Reference, deadline: Deadline) -> tuple[ManifestHead, float]:
+        """The tag's digest, and for how many more seconds that answer is fresh."""
         tag = ref.tag or "latest"
         key = ("tag", ref.registry, ref.repository, tag)
-        cached = self._tags.get(key)
+        cached = self._tags.get_entry(key)
         if cached is not None:
             self._count("tag_hits")
-            return cached
+            return cached[0], self._tag_ttl - cached[1]
 
         def fetch() -> ManifestHead:
             again = self._tags.get(key)
@@ -254,8 +271,9 @@ class RegistryResolver:
                 else None
             )
             if stored is not None:
-                head = ManifestHead(*stored)
-                self._tags.put(key, head)
+                digest, media_type, size, age = stored
+                head = ManifestHead(digest, media_type, size)
+                self._tags.put(key, head, ttl=self._tag_ttl - age)  # fresh as long as on disk
                 return head
             self._count("tag_misses")
             try:
@@ -272,7 +290,9 @@ class RegistryResolver:
                 )
             return head
 
-        return self._step("digest", key, fetch, deadline)
+        head = self._step("digest", key, fetch, deadline)
+        entry = self._tags.get_entry(key)
+        return head, (self._tag_ttl - entry[1]) if entry is not None else 0.0
 
     def _manifest(
         self, registry: str, repository: str, digest: str, deadline: Deadline

@@ -246,7 +246,7 @@ class _ResolverCollector:
             "Resolver cache lookups by cache and result",
             labels=["cache", "result"],
         )
-        for cache in ("tag", "manifest", "config"):
+        for cache in ("facts", "tag", "manifest", "config"):
             lookups.add_metric([cache, "hit"], getattr(stats, f"{cache}_hits"))
             lookups.add_metric([cache, "miss"], getattr(stats, f"{cache}_misses"))
         yield lookups

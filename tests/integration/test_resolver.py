@@ -302,3 +302,31 @@ def test_service_judges_live_facts(
     assert [v.message for v in single.violations] == [
         f"{counting_proxy.host}/oci/app:single has 2 layers; rule few-layers allows at most 1"
     ]
+
+
+def test_whole_answers_are_reused_only_while_their_tag_is_fresh(
+    resolver: RegistryResolver, counting_proxy: CountingProxy, clock: FakeClock
+) -> None:
+    reference = ref(counting_proxy, "oci/app", "multi")
+    resolve(resolver, reference, Needs(digest=True))  # the tag answer, learned at t0
+    clock.now += 200
+    first = resolve(resolver, reference, AMD64_MANIFEST)  # rests on that 200 s old answer
+    clock.now += 50
+    assert resolve(resolver, reference, AMD64_MANIFEST) is first  # reused, in this thread
+    stats = resolver.stats()
+    assert (stats.facts_hits, stats.facts_misses) == (1, 2)
+    # At t0 + 301 the tag answer is stale, and so is every answer resting on it.
+    clock.now += 51
+    counting_proxy.reset()
+    again = resolve(resolver, reference, AMD64_MANIFEST)
+    assert again == first and again is not first
+    assert heads_gets(counting_proxy) == (1, 0)
+
+
+def test_failed_answers_are_not_reused(
+    resolver: RegistryResolver, counting_proxy: CountingProxy
+) -> None:
+    reference = ref(counting_proxy, "docker/app", "nope")
+    assert resolve(resolver, reference, Needs(digest=True)).errors
+    assert resolve(resolver, reference, Needs(digest=True)).errors
+    assert resolver.stats().facts_hits == 0

@@ -56,9 +56,12 @@ def test_tags_expire_with_the_wall_clock(tmp_path: Path) -> None:
         digest,
         "application/vnd.oci.image.manifest.v1+json",
         12,
+        0.0,
     )
+    clock.now += 100
+    assert cache.get_tag("r.io", "a/b", "1", max_age=300)[3] == 100  # type: ignore[index]
     assert cache.get_tag("r.io", "a/b", "2", max_age=300) is None
-    clock.now += 300
+    clock.now += 200
     assert cache.get_tag("r.io", "a/b", "1", max_age=300) is None
     clock.now -= 400  # written in the future: the clock moved back; do not trust it
     assert cache.get_tag("r.io", "a/b", "1", max_age=300) is None
