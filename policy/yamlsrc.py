@@ -85,11 +85,15 @@ def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: st
                     ConfigError("YAML merge keys (<<) are not supported", location=key_loc)
                 )
                 continue
-            key_value = (
-                _constructor.construct_object(key_node, deep=True)
-                if isinstance(key_node, yaml.ScalarNode)
-                else None
-            )
+            try:
+                key_value = (
+                    _constructor.construct_object(key_node, deep=True)
+                    if isinstance(key_node, yaml.ScalarNode)
+                    else None
+                )
+            except (yaml.YAMLError, ValueError, OverflowError):
+                # A key PyYAML cannot construct (`=:`, `2027-02-30:`) is no plain scalar here.
+                key_value = None
             if not isinstance(key_value, str | int | float | bool) or key_value is None:
                 errors.append(
                     ConfigError("mapping keys must be plain scalars", location=key_loc, path=path)
