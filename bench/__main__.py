@@ -9,15 +9,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cli_scale, coalesce, cold, common, evaluator, memory
+from bench import cli_scale, coalesce, cold, common, evaluator, memory, soak, webhook
 from bench.env import Unavailable
 
 BENCHMARKS: dict[str, Callable[[], common.Result]] = {
+    "webhook": webhook.run,
     "cold": cold.run,
     "coalesce": coalesce.run,
     "memory": memory.run,
     "cli_scale": cli_scale.run,
     "evaluator": evaluator.run,
+    "soak": soak.run,
 }
 
 
