@@ -48,6 +48,9 @@ class CheckSpec:
     judge: Callable[[object, Subject], list[str]]
     schema: Mapping[str, Any]
     doc: str
+    # For a check whose answer depends on the clock: the next moment, after `subject.now`, at
+    # which `judge` could answer differently for the same facts (None: not before tomorrow).
+    changes_at: Callable[[object, Subject], datetime | None] | None = None
 
 
 # --- reference checks ---------------------------------------------------------------------------
@@ -225,6 +228,22 @@ def _judge_max_age(setting: object, s: Subject) -> list[str]:
     return out
 
 
+def _max_age_changes_at(setting: object, s: Subject) -> datetime | None:
+    """When an image turns too old, or (already too old) its age in days, shown in the
+    message, next grows."""
+    assert isinstance(setting, float)
+    now = s.now if s.now.tzinfo else s.now.replace(tzinfo=UTC)
+    limit = timedelta(seconds=setting)
+    moments = []
+    for p in s.platforms:
+        if p.created is None:
+            continue
+        created = p.created if p.created.tzinfo else p.created.replace(tzinfo=UTC)
+        age = now - created
+        moments.append(created + limit if age <= limit else created + timedelta(age.days + 1))
+    return min((m for m in moments if m > now), default=None)
+
+
 def _parse_labels(reader: Reader, node: Node, path: str) -> object | None:
     """`{label: regex}`; a null value means "present, any value"; a list of names also works."""
     out: dict[str, re.Pattern[str] | None] = {}
@@ -350,6 +369,7 @@ CHECKS: dict[str, CheckSpec] = {
             _judge_max_age,
             {"type": ["string", "number"], "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d|w))+$"},
             "Oldest allowed build time, from the config's `created` (`90d`, `12h`).",
+            changes_at=_max_age_changes_at,
         ),
         CheckSpec(
             "labels",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
 from policy import checks, patterns
 from policy.facts import NO_NEEDS, ImageFacts, Needs, PlatformFacts
@@ -247,6 +247,36 @@ def _judge_rule(
             text = f"{rule.message} ({message})" if rule.message else message
             out.append(Violation(rule.id, check.name, action, text))
     return out
+
+
+def stable_until(
+    ruleset: RuleSet,
+    ref: Reference,
+    facts: ImageFacts,
+    context: Context,
+    *,
+    rules: Applicable | None = None,
+) -> datetime:
+    """Until when `evaluate_image` gives the same decision for these same facts: the end of the
+    day (rules and exceptions apply by date), or earlier when a clock-dependent check (maxAge)
+    would change its answer. Callers may reuse a decision until then."""
+    rules = rules if rules is not None else applicable(ruleset, ref, context)
+    now = context.now if context.now.tzinfo else context.now.replace(tzinfo=UTC)
+    until = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo)
+    for rule in rules.rules:
+        selected: tuple[PlatformFacts, ...] | None = None
+        for check in rule.checks:
+            spec = checks.CHECKS[check.name]
+            if spec.changes_at is None:
+                continue
+            if selected is None:
+                selected = _select(facts, _platform_selection(rule, ruleset))
+            moment = spec.changes_at(
+                check.setting, checks.Subject(ref, facts, selected, rule.id, now)
+            )
+            if moment is not None and moment < until:
+                until = moment
+    return until
 
 
 def evaluate_image(

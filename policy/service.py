@@ -19,6 +19,7 @@ from policy.evaluate import (
     evaluate_image,
     needs,
     registry_refused,
+    stable_until,
 )
 from policy.facts import NO_NEEDS, ImageFacts, Needs
 from policy.reference import Reference
@@ -68,6 +69,9 @@ class Service:
         self._now = now
         self._extra = extra_needs
         self._plans: dict[PlanKey, tuple[Applicable, Needs]] = {}
+        self._decisions: dict[
+            tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
+        ] = {}
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -90,20 +94,34 @@ class Service:
     def decide(self, items: Sequence[Item], *, deadline: Deadline) -> list[ImageDecision]:
         """One decision per item, in order; each distinct reference is resolved once."""
         now = self._now()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
         plans = [self._plan(item.reference, Context(now, item.namespace)) for item in items]
         wanted: dict[Reference, Needs] = {}
         for item, (_, need) in zip(items, plans, strict=True):
-            wanted[item.reference] = wanted.get(item.reference, NO_NEEDS) | need
+            known = wanted.get(item.reference)
+            wanted[item.reference] = need if known is None else known | need
         refs = list(wanted)
         facts = self.resolver.resolve([(r, wanted[r]) for r in refs], deadline=deadline)
         by_ref = dict(zip(refs, facts, strict=True))
         return [
-            evaluate_image(
-                self.ruleset,
-                item.reference,
-                by_ref[item.reference],
-                Context(now=now, namespace=item.namespace),
-                rules=rules,
-            )
+            self._judge(item, by_ref[item.reference], rules, now)
             for item, (rules, _) in zip(items, plans, strict=True)
         ]
+
+    def _judge(
+        self, item: Item, facts: ImageFacts, rules: Applicable, now: datetime
+    ) -> ImageDecision:
+        """`evaluate_image`, reusing an earlier decision for the very same facts object (the
+        resolver hands out one object per cached answer) until it could change."""
+        key = (item.reference, item.namespace)
+        memo = self._decisions.get(key)
+        if memo is not None and memo[0] is facts and now < memo[1]:
+            return memo[2]
+        context = Context(now=now, namespace=item.namespace)
+        decision = evaluate_image(self.ruleset, item.reference, facts, context, rules=rules)
+        until = stable_until(self.ruleset, item.reference, facts, context, rules=rules)
+        if len(self._decisions) >= PLAN_CACHE_ENTRIES:
+            self._decisions.clear()
+        self._decisions[key] = (facts, until, decision)
+        return decision

@@ -97,3 +97,53 @@ def test_the_plan_memo_follows_the_date_for_exception_expiry() -> None:
     [after] = svc.decide(item, deadline=Deadline(1))
     assert [v.rule for v in after.violations] == ["prod-pinned"]
     assert after.warnings and "expired on 2026-06-30" in after.warnings[0]
+
+
+AGE_RULES = """
+apiVersion: image-policy/v1
+kind: RuleSet
+rules:
+  - id: fresh
+    match: {images: ["**"]}
+    require: {maxAge: 30d}
+"""
+
+
+class Fixed:
+    """A resolver handing out one facts object, as the registry resolver does when cached."""
+
+    def __init__(self, facts: ImageFacts) -> None:
+        self.facts = facts
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        return [self.facts for _ in items]
+
+
+def test_a_reused_decision_changes_exactly_when_an_age_check_would() -> None:
+    from datetime import timedelta
+
+    from policy.facts import PlatformFacts
+
+    created = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    facts = ImageFacts(
+        digest="sha256:" + "a" * 64,
+        index=False,
+        platforms=(PlatformFacts("linux/amd64", layers=1, created=created, config_known=True),),
+    )
+    now = [created + timedelta(days=29)]
+    svc = Service(loader.load_rules_text(AGE_RULES), Fixed(facts), now=lambda: now[0])
+    item = [Item(parse("ghcr.io/a/b:1"), "x")]
+    [first] = svc.decide(item, deadline=Deadline(1))
+    assert first.allowed
+    now[0] += timedelta(hours=1)
+    [again] = svc.decide(item, deadline=Deadline(1))
+    assert again is first  # the same facts, nothing could have changed: reused
+    now[0] = created + timedelta(days=30, seconds=1)
+    [old] = svc.decide(item, deadline=Deadline(1))
+    assert not old.allowed
+    assert "was built 30 days ago" in old.violations[0].message
+    now[0] = created + timedelta(days=31, seconds=1)
+    [older] = svc.decide(item, deadline=Deadline(1))
+    assert "was built 31 days ago" in older.violations[0].message  # the message stays true

@@ -686,6 +686,7 @@ def test_one_json_log_line_per_decision_without_credentials(
 ) -> None:
     with caplog.at_level(logging.INFO, logger=web.LOGGER):
         respond(client, review(pod("nginx:1.25", "quay.io/evil/miner:1"), namespace="shop"))
+        client.application.extensions["image_policy_log"].flush()  # written by its own thread
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == web.LOGGER]
     assert len(lines) == 1
     line = lines[0]
@@ -793,3 +794,27 @@ def test_settings_reload(tmp_path: Path, resolver: FakeResolver) -> None:
 def test_create_app_needs_rules() -> None:
     with pytest.raises(web.PolicyError, match="IMAGE_POLICY_RULES"):
         web.create_app(Settings(), env={})
+
+
+def test_decision_log_lines_keep_their_order_across_threads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    decisions = web.DecisionLog(logging.getLogger("policy.web.test-order"))
+    with caplog.at_level(logging.INFO, logger="policy.web.test-order"):
+
+        def burst(name: str) -> None:
+            for i in range(200):
+                decisions.log(logging.INFO, "decision", thread=name, n=i)
+
+        threads = [threading.Thread(target=burst, args=(str(t),)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        decisions.flush()
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    assert len(lines) == 800
+    for name in map(str, range(4)):
+        assert [line["n"] for line in lines if line["thread"] == name] == list(range(200))
