@@ -25,7 +25,7 @@ import requests
 import requests.adapters
 
 from policy import tiers as tiers_mod
-from policy.cache import Coalescer, SizedLRU, TTLCache, memory_estimate
+from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
@@ -102,20 +102,20 @@ class RegistryResolver:
         self._disk = disk
         self._tag_ttl = tag_ttl
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
-        ttl_kwargs = {"clock": clock} if clock is not None else {}
+        # One byte budget, `cache_max_bytes`, split between every cache, each entry charged
+        # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
+        # manifests 1/2, configs 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16.
+        budget = max(16, cache_max_bytes)
         self._tags: TTLCache[Hashable, ManifestHead] = TTLCache(
-            ttl=tag_ttl, max_entries=100_000, **ttl_kwargs
+            ttl=tag_ttl, max_entries=100_000, max_bytes=budget // 8, clock=clock
         )
         self._missing: TTLCache[Hashable, RegistryError] = TTLCache(
-            ttl=negative_ttl, max_entries=10_000, **ttl_kwargs
+            ttl=negative_ttl, max_entries=10_000, max_bytes=budget // 16, clock=clock
         )
-        # One byte budget, shared by manifests and configs (configs are usually smaller).
         self._manifests: SizedLRU[Hashable, media.Index | media.ImageManifest] = SizedLRU(
-            max(1, cache_max_bytes * 3 // 4)
+            budget // 2
         )
-        self._configs: SizedLRU[Hashable, media.ImageConfig] = SizedLRU(
-            max(1, cache_max_bytes // 4)
-        )
+        self._configs: SizedLRU[Hashable, media.ImageConfig] = SizedLRU(budget // 4)
         self._coalescer: Coalescer[Hashable, object] = Coalescer()
         self._images = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve")
         self._parts = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve-part")
@@ -124,7 +124,7 @@ class RegistryResolver:
         self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
         # Whole answers by (reference, needs), for requests that find everything cached.
         self._answers: TTLCache[tuple[Reference, Needs], ImageFacts] = TTLCache(
-            ttl=tag_ttl, max_entries=ANSWER_ENTRIES, **ttl_kwargs
+            ttl=tag_ttl, max_entries=ANSWER_ENTRIES, max_bytes=budget // 16, clock=clock
         )
 
     # --- public -------------------------------------------------------------------------
@@ -190,7 +190,9 @@ class RegistryResolver:
         if not errors and valid_for > 0:
             # Reused only while the tag answer it rests on is fresh: a tag is still
             # revalidated every `tag_ttl`. Failures are never reused from here.
-            self._answers.put((ref, needs), facts, ttl=valid_for)
+            self._answers.put(
+                (ref, needs), facts, ttl=valid_for, size=entry_size((ref, needs), facts)
+            )
         return facts
 
     def rate_limit(self, registry: str) -> RateLimit | None:
@@ -264,7 +266,9 @@ class RegistryResolver:
                 return again
             missing = self._missing.get(key)
             if missing is not None:
-                raise missing
+                raise ManifestNotFound(
+                    str(missing), registry=missing.registry, reference=missing.reference
+                )
             stored = (
                 self._disk.get_tag(ref.registry, ref.repository, tag, max_age=self._tag_ttl)
                 if self._disk is not None
@@ -273,7 +277,8 @@ class RegistryResolver:
             if stored is not None:
                 digest, media_type, size, age = stored
                 head = ManifestHead(digest, media_type, size)
-                self._tags.put(key, head, ttl=self._tag_ttl - age)  # fresh as long as on disk
+                # fresh as long as on disk
+                self._tags.put(key, head, ttl=self._tag_ttl - age, size=entry_size(key, head))
                 return head
             self._count("tag_misses")
             try:
@@ -281,9 +286,9 @@ class RegistryResolver:
                     ref.registry, ref.repository, tag, deadline=deadline
                 )
             except ManifestNotFound as exc:
-                self._missing.put(key, exc)
+                self._remember_missing(key, exc)
                 raise
-            self._tags.put(key, head)
+            self._tags.put(key, head, size=entry_size(key, head))
             if self._disk is not None:
                 self._disk.put_tag(
                     ref.registry, ref.repository, tag, head.digest, head.media_type, head.size
@@ -309,18 +314,20 @@ class RegistryResolver:
                 return again
             missing = self._missing.get(key)
             if missing is not None:
-                raise missing
+                raise ManifestNotFound(
+                    str(missing), registry=missing.registry, reference=missing.reference
+                )
             stored = self._stored_manifest(digest)
             if stored is not None:
-                self._manifests.put(key, stored[0], stored[1])
-                return stored[0]
+                self._manifests.put(key, stored, entry_size(key, stored))
+                return stored
             self._count("manifest_misses")
             try:
                 manifest = self.client.get_manifest(registry, repository, digest, deadline=deadline)
             except ManifestNotFound as exc:
-                self._missing.put(key, exc)
+                self._remember_missing(key, exc)
                 raise
-            self._manifests.put(key, manifest.document, len(manifest.body) + 512)
+            self._manifests.put(key, manifest.document, entry_size(key, manifest.document))
             if self._disk is not None:
                 self._disk.put_manifest(digest, manifest.body, manifest.media_type)
             return manifest.document
@@ -357,13 +364,18 @@ class RegistryResolver:
             except RegistryError as exc:
                 exc.registry = exc.registry or registry
                 raise
-            self._configs.put(key, config, memory_estimate(config))
+            self._configs.put(key, config, entry_size(key, config))
             return config
 
         return self._step("config", key, fetch, deadline)
 
-    def _stored_manifest(self, digest: str) -> tuple[media.Index | media.ImageManifest, int] | None:
-        """A manifest from the disk cache (verified by digest on read), with its size."""
+    def _remember_missing(self, key: Hashable, exc: ManifestNotFound) -> None:
+        """Cache a 404 briefly, without its traceback (whose frames would stay alive)."""
+        exc = exc.with_traceback(None)
+        self._missing.put(key, exc, size=entry_size(key, exc))
+
+    def _stored_manifest(self, digest: str) -> media.Index | media.ImageManifest | None:
+        """A manifest from the disk cache (verified by digest on read)."""
         stored = self._disk.get_manifest(digest) if self._disk is not None else None
         if stored is None:
             return None
@@ -374,7 +386,7 @@ class RegistryResolver:
             )
         except RegistryError:
             return None
-        return document, len(body) + 512
+        return document
 
     def _step(self, fact: str, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
         try:

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import datetime
+import gc
+import hashlib
+import json
 import random
+import sys
 import threading
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import pytest
 
 from policy import cache
+from policy.errors import ManifestNotFound
+from policy.facts import ImageFacts, PlatformFacts
+from policy.registry import media
+from policy.registry.client import ManifestHead
 
 WAIT = 5.0  # upper bound on any wait for another thread; tests finish far sooner
 
@@ -91,6 +103,228 @@ def test_memory_estimate_counts_shared_objects_once_and_survives_cycles() -> Non
     assert cache.memory_estimate(loop) >= 10_000
 
 
+@contextmanager
+def traced() -> Iterator[list[int]]:
+    """Measure the bytes allocated and still alive across the block (tracemalloc), into [0]."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = [0]
+        yield result
+        gc.collect()
+        result[0] = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def _hex(n: int, salt: str = "") -> str:
+    return hashlib.sha256(f"{salt}/{n}".encode()).hexdigest()
+
+
+def _manifest_body(n: int) -> bytes:
+    layer = "application/vnd.oci.image.layer.v1.tar+gzip"
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media.OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": f"sha256:{_hex(n, 'c')}",
+                "size": 1200 + n,
+            },
+            "layers": [
+                {"mediaType": layer, "digest": f"sha256:{_hex(n, str(i))}", "size": 10**6 + n}
+                for i in range(4)
+            ],
+        }
+    ).encode()
+
+
+def _index_body(n: int) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": media.OCI_MANIFEST,
+                    "digest": f"sha256:{_hex(n, arch)}",
+                    "size": 900 + n,
+                    "platform": {"os": "linux", "architecture": arch},
+                    "annotations": {"org.opencontainers.image.ref.name": f"v{n}-{arch}"},
+                }
+                for arch in ("amd64", "arm64", "s390x")
+            ],
+        }
+    ).encode()
+
+
+def _config_body(n: int) -> bytes:
+    return json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": f"2024-05-01T12:{n % 60:02d}:00Z",
+            "config": {
+                "User": f"{1000 + n}",
+                "Labels": {
+                    "org.opencontainers.image.source": f"https://git.example/app{n}",
+                    "org.opencontainers.image.revision": _hex(n, "r")[:40],
+                    "maintainer": f"team-{n}@example.com",
+                },
+            },
+        }
+    ).encode()
+
+
+def _facts(n: int) -> ImageFacts:
+    labels = json.loads(json.dumps({"a": f"label {n}", "b": f"other {n}"}))
+    return ImageFacts(
+        digest=f"sha256:{_hex(n)}",
+        media_type=str(media.OCI_INDEX.encode().decode()),
+        index=True,
+        platforms=tuple(
+            PlatformFacts(
+                platform=f"linux/{arch}",
+                digest=f"sha256:{_hex(n, arch)}",
+                layers=4 + n % 3,
+                size=10**6 + n,
+                user=f"{n}",
+                created=datetime.datetime(2024, 1, 1, 0, 0, n % 60, tzinfo=datetime.UTC),
+                labels=MappingProxyType(labels),
+                config_known=True,
+            )
+            for arch in ("amd64", "arm64")
+        ),
+        errors=MappingProxyType({}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Slotted:
+    name: str
+    size: int
+    parts: tuple[str, ...]
+
+
+class Plain:
+    """An ordinary class: attributes live in CPython's per-instance (inline) storage."""
+
+    def __init__(self, n: int) -> None:
+        self.name = f"plain-{n}"
+        self.size = 10**9 + n
+        self.tags = [f"t{n}", f"u{n}"]
+
+
+def _manifest(n: int) -> object:
+    return media.parse_manifest(_manifest_body(n), None)
+
+
+def _index(n: int) -> object:
+    return media.parse_manifest(_index_body(n), None)
+
+
+def _config(n: int) -> object:
+    return media.parse_config(_config_body(n))
+
+
+# Each maker builds the n-th of many distinct values (what a cache holds: no two share data).
+ESTIMATED: dict[str, Callable[[int], object]] = {
+    "image-manifest": _manifest,
+    "index": _index,
+    "config": _config,
+    "image-facts": _facts,
+    "manifest-head": lambda n: ManifestHead(f"sha256:{_hex(n)}", f"type/{n}", 10**6 + n),
+    "slotted-dataclass": lambda n: Slotted(f"s{n}", 10**9 + n, (f"a{n}", f"b{n}")),
+    "plain-object": Plain,
+    "exception": lambda n: ManifestNotFound(f"no manifest {n}", registry=f"r{n}"),
+    "dict-of-lists": lambda n: {f"k{n}-{i}": [f"v{n}-{i}", 10**9 + i] for i in range(5)},
+}
+
+
+@pytest.mark.parametrize("make", ESTIMATED.values(), ids=ESTIMATED.keys())
+def test_memory_estimate_tracks_what_python_allocates(make: Callable[[int], object]) -> None:
+    """The estimate is within ±30% of the memory tracemalloc sees the value keep alive."""
+    count = 400
+    with traced() as allocated:
+        values = [make(n) for n in range(count)]
+    measured = (allocated[0] - sys.getsizeof(values)) / count
+    estimated = sum(cache.memory_estimate(v) for v in values) / count
+    assert 0.7 * measured <= estimated <= 1.3 * measured, (measured, estimated)
+
+
+def test_memory_estimate_does_not_grow_what_it_measures() -> None:
+    """Sizing never materializes an instance `__dict__` (CPython stores attributes inline)."""
+    values = [_manifest(n) for n in range(200)] + [Plain(n) for n in range(200)]
+    first = [cache.memory_estimate(v) for v in values]
+    with traced() as allocated:
+        again = [cache.memory_estimate(v) for v in values]
+    assert again == first
+    # only the list of results and its ints (a materialized __dict__ would cost 100+ bytes each)
+    assert allocated[0] < sys.getsizeof(again) + 32 * len(again) + 1024
+
+
+@pytest.mark.parametrize(
+    "shared",
+    [None, True, 7, (), "", datetime.UTC, Plain, len, json, lambda: 0],
+    ids=[
+        "None",
+        "bool",
+        "small-int",
+        "empty-tuple",
+        "empty-str",
+        "utc",
+        "class",
+        "builtin",
+        "module",
+        "function",
+    ],
+)
+def test_memory_estimate_does_not_charge_objects_the_whole_program_shares(shared: object) -> None:
+    assert cache.memory_estimate([shared]) == cache.memory_estimate([])
+
+
+def test_entry_size_counts_key_and_value_once_plus_overhead() -> None:
+    key = ("manifest", "registry.example", "app", f"sha256:{_hex(1)}")
+    value = _manifest(1)
+    size = cache.entry_size(key, value)
+    assert size == cache.memory_estimate((key, value)) + cache.ENTRY_OVERHEAD
+    assert size > cache.memory_estimate(value) + cache.memory_estimate(key[3])
+    assert cache.entry_size(key, key) < cache.memory_estimate(key) * 2 + cache.ENTRY_OVERHEAD
+
+
+def _filled_lru(count: int) -> cache.SizedLRU[tuple[str, str], object]:
+    c: cache.SizedLRU[tuple[str, str], object] = cache.SizedLRU(10**12)
+    for n in range(count):
+        key = ("config", f"sha256:{_hex(n)}")
+        value = _config(n)
+        c.put(key, value, cache.entry_size(key, value))
+    return c
+
+
+def _filled_ttl(count: int) -> cache.TTLCache[tuple[str, str], object]:
+    c: cache.TTLCache[tuple[str, str], object] = cache.TTLCache(
+        max_entries=10**6, max_bytes=10**12, clock=FakeClock()
+    )
+    for n in range(count):
+        key = ("tag", f"v{n}.{n * 7}")
+        value = ManifestHead(f"sha256:{_hex(n)}", f"type/{n}", 10**6 + n)
+        c.put(key, value, size=cache.entry_size(key, value))
+    return c
+
+
+@pytest.mark.parametrize("fill", [_filled_lru, _filled_ttl], ids=["SizedLRU", "TTLCache"])
+def test_charged_bytes_bound_what_a_whole_cache_really_holds(
+    fill: Callable[[int], cache.SizedLRU[tuple[str, str], object]],
+) -> None:
+    """Charging `entry_size`, the cache's `bytes` covers its real memory (within 30% over)."""
+    with traced() as allocated:
+        c = fill(3_000)
+    charged = c.bytes
+    assert allocated[0] <= charged <= 1.3 * allocated[0], (allocated[0], charged)
+
+
 # --- SizedLRU ---------------------------------------------------------------------------------
 
 
@@ -167,8 +401,18 @@ def test_lru_put_reports_whether_cached_and_explicit_size_overrides_sizeof() -> 
         (lambda: lru(10).put("a", b""), "at least 1 byte"),  # len(b"") == 0
         (lambda: cache.TTLCache[str, int](ttl=0), "ttl"),
         (lambda: cache.TTLCache[str, int](max_entries=0), "max_entries"),
+        (lambda: cache.TTLCache[str, int](max_bytes=0), "max_bytes"),
+        (lambda: cache.TTLCache[str, int](max_bytes=10).put("a", 1, size=0), "at least 1 byte"),
     ],
-    ids=["lru-zero-bound", "lru-zero-size", "lru-zero-sizeof", "ttl-zero", "ttl-zero-entries"],
+    ids=[
+        "lru-zero-bound",
+        "lru-zero-size",
+        "lru-zero-sizeof",
+        "ttl-zero",
+        "ttl-zero-entries",
+        "ttl-zero-bytes",
+        "ttl-zero-size",
+    ],
 )
 def test_bad_arguments_are_rejected(make: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -320,6 +564,98 @@ def test_ttl_stats() -> None:
     clock.advance(10.0)
     assert c.get("a") is None
     assert c.stats == cache.CacheStats(hits=1, misses=2, expired=1, entries=0)
+
+
+def ttl_bytes(max_bytes: int, clock: FakeClock) -> cache.TTLCache[str, bytes]:
+    return cache.TTLCache(ttl=100.0, max_entries=5, max_bytes=max_bytes, sizeof=len, clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("ops", "expected_keys", "expected_bytes"),
+    [
+        # fills to the byte bound exactly: nothing evicted
+        ([("put", "a", 4), ("put", "b", 3), ("put", "c", 3)], ["a", "b", "c"], 10),
+        # one byte over: the least recently used goes
+        ([("put", "a", 4), ("put", "b", 3), ("put", "c", 4)], ["b", "c"], 7),
+        # a get refreshes recency, so "b" is evicted instead
+        ([("put", "a", 4), ("put", "b", 3), ("get", "a", 0), ("put", "c", 4)], ["a", "c"], 8),
+        # a large item evicts several
+        ([("put", "a", 3), ("put", "b", 3), ("put", "c", 3), ("put", "d", 9)], ["d"], 9),
+        # an oversize item is not cached and evicts nothing
+        ([("put", "a", 4), ("put", "big", 11)], ["a"], 4),
+        # an oversize update drops the stale old value and frees its bytes
+        ([("put", "a", 4), ("put", "b", 3), ("put", "a", 11)], ["b"], 3),
+        # updating a key replaces its size
+        ([("put", "a", 4), ("put", "b", 4), ("put", "a", 2), ("put", "c", 4)], ["a", "b", "c"], 10),
+        # the entry-count bound (5) still applies to tiny entries
+        ([("put", k, 1) for k in "abcdef"], list("bcdef"), 5),
+        # expiry frees the bytes of entries found expired by a get
+        ([("put", "a", 4), ("tick", "", 0), ("get", "a", 0), ("put", "b", 3)], ["b"], 3),
+        # an insert over the bound drops expired entries first
+        ([("put", "a", 6), ("tick", "", 0), ("put", "b", 6)], ["b"], 6),
+        # invalidate, purge and a zero-ttl put all free bytes
+        ([("put", "a", 4), ("put", "b", 3), ("invalidate", "a", 0)], ["b"], 3),
+        ([("put", "a", 4), ("tick", "", 0), ("put", "b", 3), ("purge", "", 0)], ["b"], 3),
+        ([("put", "a", 4), ("put", "b", 3), ("put0", "a", 4)], ["b"], 3),
+    ],
+    ids=[
+        "exact-fit",
+        "evict-lru",
+        "get-refreshes",
+        "evict-many",
+        "oversize-skipped",
+        "oversize-update-drops-old",
+        "update-resizes",
+        "entry-bound",
+        "expired-get-frees",
+        "expired-evicted-first",
+        "invalidate-frees",
+        "purge-frees",
+        "zero-ttl-frees",
+    ],
+)
+def test_ttl_byte_bound(
+    ops: list[tuple[str, str, int]], expected_keys: list[str], expected_bytes: int
+) -> None:
+    clock = FakeClock()
+    c = ttl_bytes(10, clock)
+    for op, key, size in ops:
+        if op == "put":
+            c.put(key, b"x" * size)
+        elif op == "put0":
+            assert c.put(key, b"x" * size, ttl=0) is False
+        elif op == "get":
+            c.get(key)
+        elif op == "tick":
+            clock.advance(100.0)
+        elif op == "invalidate":
+            c.invalidate(key)
+        else:
+            c.purge()
+        assert c.bytes <= 10
+    assert sorted(k for k in "abcdefg" if c.get(k) is not None) == expected_keys
+    assert c.bytes == expected_bytes == c.stats.bytes
+
+
+def test_ttl_without_max_bytes_does_not_size_entries() -> None:
+    sized: list[object] = []
+
+    def sizeof(value: object) -> int:
+        sized.append(value)
+        return 1
+
+    c: cache.TTLCache[str, str] = cache.TTLCache(sizeof=sizeof, clock=FakeClock())
+    assert c.put("a", "value", size=10**9) is True
+    assert (c.get("a"), c.bytes, c.max_bytes, sized) == ("value", 0, None, [])
+
+
+def test_ttl_explicit_size_overrides_sizeof_and_clear_frees_bytes() -> None:
+    c = ttl_bytes(10, FakeClock())
+    assert c.put("a", b"x" * 100, size=2) is True
+    assert c.put("b", b"", size=11) is False
+    assert c.bytes == 2
+    c.clear()
+    assert (len(c), c.bytes) == (0, 0)
 
 
 # --- Coalescer --------------------------------------------------------------------------------
@@ -559,6 +895,42 @@ def test_ttl_concurrent_put_get_keeps_entry_bound() -> None:
     run_threads([threading.Thread(target=worker, args=(s,)) for s in range(8)])
     assert violations == []
     assert len(c) <= 64
+
+
+def test_ttl_concurrent_put_get_keeps_byte_bound() -> None:
+    """8 threads putting, getting, expiring: the byte bound always holds and the books balance."""
+    clock = FakeClock()
+    max_bytes = 3_000
+    c: cache.TTLCache[int, bytes] = cache.TTLCache(
+        ttl=50.0, max_entries=1_000, max_bytes=max_bytes, sizeof=len, clock=clock
+    )
+    start = threading.Barrier(8, timeout=WAIT)
+    violations: list[str] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        start.wait()
+        for i in range(1_250):
+            key = rng.randrange(300)
+            if rng.random() < 0.5:
+                c.put(key, b"x" * (1 + key % 200), ttl=rng.choice([None, 1.0, 10.0]))
+            elif rng.random() < 0.1:
+                c.invalidate(key)
+            else:
+                value = c.get(key)
+                if value is not None and len(value) != 1 + key % 200:
+                    violations.append(f"{key}: wrong value")
+            if seed == 0 and i % 100 == 0:
+                clock.advance(3.0)
+            if c.bytes > max_bytes:
+                violations.append("over the bound")
+
+    run_threads([threading.Thread(target=worker, args=(s,)) for s in range(8)])
+    assert violations == []
+    c.purge()
+    live = [k for k in range(300) if c.get(k) is not None]
+    assert sum(1 + k % 200 for k in live) == c.bytes <= max_bytes
+    assert c.stats.evictions > 0
 
 
 def test_coalescer_concurrent_keys_stress() -> None:
