@@ -34,6 +34,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 
+from policy.cache import Coalescer
 from policy.errors import RateLimited, RegistryAuthError, RegistryUnavailable
 from policy.registry.credentials import Credential, CredentialStore
 
@@ -633,8 +634,11 @@ class Authenticator:
     """Answers registry 401s and caches what it learned, per registry and scope.
 
     Thread-safe. Bearer tokens are cached per (registry, realm, service, scope) until their
-    expiry minus `EXPIRY_MARGIN`, measured with the injected `clock`. Basic credentials are
-    remembered per (registry, host) once the host has asked for them. A value that the
+    expiry minus `EXPIRY_MARGIN`, measured with the injected `clock`; concurrent fetches of
+    one key share a single request. The Bearer challenge's realm and service are remembered
+    per (registry, host) once seen, so `header(..., timeout=)` fetches the token for a new
+    scope before the request rather than after its 401. Basic credentials are remembered per
+    (registry, host) once the host has asked for them. A value that the
     registry rejects is invalidated and fetched once more; a rejected replacement raises
     RegistryAuthError instead of looping. Token realms are checked by `realm_refusal` with
     `trusted_realms` before any request is sent. `trusted_realms` is either one list for every
@@ -661,15 +665,27 @@ class Authenticator:
         else:
             self._trusted_all = tuple(trusted_realms)
         self._lock = threading.Lock()
-        self._stripes = tuple(threading.Lock() for _ in range(32))
+        self._fetches: Coalescer[_TokenKey, _Issued] = Coalescer()
         self._modes: dict[_HostKey, _BearerMode | _Issued] = {}
         self._tokens: OrderedDict[_TokenKey, _Issued] = OrderedDict()
         self._local = threading.local()
 
     # -- the interface the client uses ------------------------------------------------------
 
-    def header(self, registry: str, host: str, scope: str) -> str | None:
-        """A cached Authorization header value for registry+scope (still valid), or None."""
+    def header(
+        self, registry: str, host: str, scope: str, *, timeout: float | None = None
+    ) -> str | None:
+        """The Authorization value to send to registry+host for `scope`, or None.
+
+        Without `timeout` only what is cached (and still valid) is handed out. With `timeout`,
+        once the host is known to answer with a Bearer challenge (its realm, already checked,
+        and service are remembered per registry and host), a token for a scope not yet cached
+        (or expired) is fetched proactively, before the request, instead of after its 401:
+        through the same token cache, concurrent fetches of one (realm, service, scope) shared,
+        waiting and fetching bounded by `timeout`. Basic credentials and a configured registry
+        token are handed out for every scope once the host asked for them. Raises what
+        `challenge` raises when a proactive fetch fails.
+        """
         issued: _Issued | None = None
         with self._lock:
             mode = self._modes.get((registry, host))
@@ -680,6 +696,12 @@ class Authenticator:
                 entry = self._tokens.get(key)
                 if entry is not None and entry.expires_at > self._clock():
                     issued = entry
+        if issued is None and timeout is not None and isinstance(mode, _BearerMode) and scope:
+            credential = self._credentials.lookup(registry, host)
+            if credential is None or not credential.registry_token:
+                issued = self._bearer_token(
+                    registry, mode, scope, (), credential, None, "", timeout=timeout
+                )
         self._remember_sent((registry, host, scope), issued)
         return issued.header if issued is not None else None
 
@@ -769,28 +791,58 @@ class Authenticator:
         error = chosen.params.get("error", "")
         if credential is not None and credential.registry_token:
             return self._answer_static(registry, host, scope, credential, sent, error)
-        key: _TokenKey = (registry, realm, service, scope)
+        mode = _BearerMode(realm, service)
         with self._lock:
-            self._modes[(registry, host)] = _BearerMode(realm, service)
-        with self._stripes[hash(key) % len(self._stripes)]:
+            self._modes[(registry, host)] = mode
+        fallback = tuple(chosen.params.get("scope", "").split())
+        return self._bearer_token(
+            registry, mode, scope, fallback, credential, sent, error, timeout=timeout
+        )
+
+    def _bearer_token(
+        self,
+        registry: str,
+        mode: _BearerMode,
+        scope: str,
+        fallback_scopes: Sequence[str],
+        credential: Credential | None,
+        sent: _Issued | None,
+        error: str,
+        *,
+        timeout: float,
+    ) -> _Issued:
+        """A valid token for the scope from the cache, or fetched (concurrent fetches shared).
+
+        `sent` is the value last sent for this scope (None when nothing was sent, as for a
+        proactive fetch): if it is the cached token, the registry rejected it, so it is dropped
+        and fetched once more; a rejected replacement raises RegistryAuthError.
+        """
+        key: _TokenKey = (registry, mode.realm, mode.service, scope)
+        with self._lock:
+            current = self._tokens.get(key)
+            if current is not None and current is sent:
+                del self._tokens[key]
+                current = None
+        if current is not None and current.expires_at > self._clock():
+            return current  # fetched meanwhile by another thread, or not yet tried
+        if sent is not None and sent.replaces_rejected:
+            who = f"user {credential.username!r}" if credential else "anonymous access"
+            reason = f" ({error})" if error else ""
+            raise RegistryAuthError(
+                f"registry {registry} rejected a freshly issued token for {scope or 'access'}"
+                f"{reason}; {who} may lack access",
+                registry=registry,
+            )
+        replaces_rejected = sent is not None and sent.kind == "bearer"
+
+        def fetch() -> _Issued:
             with self._lock:
-                current = self._tokens.get(key)
-                if current is not None and current is sent:
-                    del self._tokens[key]
-                    current = None
-            if current is not None and current.expires_at > self._clock():
-                return current  # fetched meanwhile by another thread, or not yet tried
-            replaces_rejected = sent is not None and sent.kind == "bearer"
-            if sent is not None and sent.replaces_rejected:
-                who = f"user {credential.username!r}" if credential else "anonymous access"
-                reason = f" ({error})" if error else ""
-                raise RegistryAuthError(
-                    f"registry {registry} rejected a freshly issued token for {scope or 'access'}"
-                    f"{reason}; {who} may lack access",
-                    registry=registry,
-                )
-            scopes = scope.split() or chosen.params.get("scope", "").split()
-            request = build_token_request(realm, service, scopes, credential)
+                latest = self._tokens.get(key)
+            if latest is not None and latest is not sent and latest.expires_at > self._clock():
+                return latest  # stored by a fetch that finished just before this one started
+            request = build_token_request(
+                mode.realm, mode.service, scope.split() or fallback_scopes, credential
+            )
             started = self._clock()
             answer = self._fetch(request, registry, credential, timeout=timeout)
             lifetime = max(answer.expires_in - EXPIRY_MARGIN, 0.0)
@@ -800,6 +852,16 @@ class Authenticator:
             with self._lock:
                 self._store(key, issued)
             return issued
+
+        try:
+            return self._fetches.do(key, fetch, timeout=timeout)
+        except TimeoutError:
+            realm_host = urlsplit(mode.realm).hostname or "?"
+            raise RegistryUnavailable(
+                f"token realm {realm_host} for {registry} timed out "
+                "(waiting for a token another request is fetching)",
+                registry=registry,
+            ) from None
 
     def _answer_static(
         self,

@@ -4,6 +4,12 @@ Every body is read streamed under a size cap and the caller's deadline, and chec
 against its digest. Mirrors are tried before the upstream, 401 challenges are answered
 through an `AuthProvider`, redirects are followed by hand so `Authorization` never leaves
 the registry's host. The client does not cache: it makes exactly the requests asked of it.
+
+Authentication costs as few requests as the protocol allows: once a host's challenge is known,
+the `AuthProvider` fetches credentials for a new scope before the request (no 401), and while
+nothing is known yet about a host, only one request discovers it (a 401 tells the challenge,
+any other answer that the host is open); concurrent requests to that host wait for that first
+answer, bounded by their deadline, rather than each collecting its own 401.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ MiB = 1024 * 1024
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_UPSTREAM = "https://registry-1.docker.io"
 MAX_REDIRECTS = 5
+MAX_FIRST_CONTACTS = 4096
+"""Hosts whose first contact is remembered, beyond which settled ones are forgotten."""
 ERROR_BODY_BYTES = 64 * 1024
 CHUNK_BYTES = 64 * 1024
 BACKOFF_SECONDS = 0.2
@@ -61,8 +69,16 @@ _TAG = re.compile(r"\w[\w.-]{0,127}")
 class AuthProvider(Protocol):
     """What the client needs from an authenticator (policy.registry.auth.Authenticator)."""
 
-    def header(self, registry: str, host: str, scope: str) -> str | None:
-        """A cached `Authorization` value for that host and scope, or None."""
+    def header(
+        self, registry: str, host: str, scope: str, *, timeout: float | None = None
+    ) -> str | None:
+        """The `Authorization` value to send to that host for that scope, or None.
+
+        Without `timeout`, only a cached value. With it (the client always passes one), the
+        provider may fetch a value before the request, in at most `timeout` seconds, when it
+        already knows how the host authenticates (e.g. a token for a new scope from a known
+        Bearer realm), sparing the 401 round trip.
+        """
         ...
 
     def challenge(
@@ -172,6 +188,26 @@ class _Answer:
     foreign: str | None = None  # the other host that answered, after a cross-host redirect
 
 
+class _FirstContact:
+    """The first request to a host whose authentication is not known yet, and what it met.
+
+    `done` is set once its first answer (or failure) is in; `challenge` then holds that
+    answer's `WWW-Authenticate` if it was a 401, so the requests that waited (and any later
+    one the provider has no value for) can answer it for their own scope without a 401 of
+    their own.
+    """
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.challenge: str | None = None
+
+    def settle(self, answer: _Answer | None) -> None:
+        """Record the first answer (None: the request failed) and release the waiters."""
+        if answer is not None and answer.status == 401 and answer.foreign is None:
+            self.challenge = answer.headers.get("WWW-Authenticate") or None
+        self.done.set()
+
+
 class _Fallback(Exception):
     """A mirror failed in a way that lets the next endpoint try."""
 
@@ -209,6 +245,7 @@ class RegistryClient:
         self._wall_clock = wall_clock
         self._on_request = on_request
         self._rate_limits: dict[str, RateLimit] = {}
+        self._first_contacts: dict[tuple[str, str], _FirstContact] = {}
         self._lock = threading.Lock()
 
     # --- public API --------------------------------------------------------------------
@@ -450,10 +487,11 @@ class RegistryClient:
         # A mirror is another party: it gets only the credentials configured for its own
         # host, never the upstream registry's (the authenticator looks up by both names).
         auth_name = endpoint.host if endpoint.mirror else registry
-        authorization = self._auth.header(auth_name, endpoint.host, scope) if self._auth else None
+        authorization, leading = self._authorization(auth_name, endpoint.host, scope, deadline)
         challenged = False
         while True:
             secrets = _secrets(authorization)
+            answer: _Answer | None = None
             try:
                 answer = self._follow(
                     endpoint,
@@ -472,6 +510,10 @@ class RegistryClient:
                     attempt += 1
                     continue
                 raise
+            finally:
+                if leading is not None:
+                    leading.settle(answer)
+                    leading = None
             status = answer.status
             if status == 200:
                 return answer
@@ -555,6 +597,52 @@ class RegistryClient:
                 registry=registry,
                 reference=ref,
             )
+
+    def _authorization(
+        self, auth_name: str, host: str, scope: str, deadline: Deadline
+    ) -> tuple[str | None, _FirstContact | None]:
+        """What to send first to `host` for `scope`, and the first contact this request leads.
+
+        The provider's value (cached, or fetched now from a known challenge) when it has one.
+        Otherwise, while nothing is known yet about the host, one request goes first (it is
+        returned as leader, and must `settle` its gate with its first answer); the others wait
+        for that answer, bounded by the deadline, then answer the challenge it met (if any)
+        for their own scope before sending anything. A challenge they cannot answer (it may
+        hold for the first request's repository only) leaves them to send without credentials
+        and answer their own 401, as without the gate.
+        """
+        if self._auth is None:
+            return None, None
+        timeout = deadline.timeout(self._request_timeout)
+        authorization = self._auth.header(auth_name, host, scope, timeout=timeout)
+        if authorization is not None:
+            return authorization, None
+        key = (auth_name, host)
+        with self._lock:
+            gate = self._first_contacts.get(key)
+            if gate is None:
+                if len(self._first_contacts) >= MAX_FIRST_CONTACTS:
+                    for settled in [k for k, g in self._first_contacts.items() if g.done.is_set()]:
+                        del self._first_contacts[settled]
+                gate = self._first_contacts[key] = _FirstContact()
+                return None, gate
+        if not gate.done.is_set():
+            gate.done.wait(min(deadline.remaining(), threading.TIMEOUT_MAX))
+        if gate.challenge is None:
+            return None, None
+        try:
+            authorization = self._auth.challenge(
+                auth_name,
+                host,
+                gate.challenge,
+                scope,
+                timeout=deadline.timeout(self._request_timeout),
+            )
+        except RegistryAuthError:
+            # The challenge was met by another request, maybe for another repository only:
+            # this one asks without credentials and answers its own 401, if one comes.
+            return None, None
+        return authorization, None
 
     def _backoff(self, attempt: int, deadline: Deadline) -> bool:
         """Sleep before retry `attempt + 1` if the pause leaves time to try; say whether."""

@@ -39,7 +39,9 @@ class StaticAuthenticator:
         self.value = value
         self.challenged: list[str] = []
 
-    def header(self, registry: str, host: str, scope: str) -> str | None:
+    def header(
+        self, registry: str, host: str, scope: str, *, timeout: float | None = None
+    ) -> str | None:
         return self.value
 
     def challenge(

@@ -243,7 +243,9 @@ class BasicAuthenticator:
         self._known: set[tuple[str, str]] = set()
         self.challenges = 0
 
-    def header(self, registry: str, host: str, scope: str) -> str | None:
+    def header(
+        self, registry: str, host: str, scope: str, *, timeout: float | None = None
+    ) -> str | None:
         return self._value if (registry, host) in self._known else None
 
     def challenge(
