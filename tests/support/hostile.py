@@ -14,10 +14,11 @@ import functools
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 
+from tests.support.httpserver import LoopbackServer
 from tests.support.images import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -170,7 +171,7 @@ class HostileServer:
         self.close()
 
 
-class _QuietServer(ThreadingHTTPServer):
+class _QuietServer(LoopbackServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:

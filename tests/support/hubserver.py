@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.httpserver import LoopbackServer
 
 MISSING = object()  # a badge value that leaves the `badge` key out of the result
 
@@ -66,7 +68,7 @@ def search_result(repository: str, badge: object) -> dict[str, Any]:
     return result
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(LoopbackServer):
     daemon_threads = True
 
     def handle_error(self, request: object, client_address: object) -> None:

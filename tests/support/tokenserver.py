@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from tests.support.httpserver import LoopbackServer
+
 Reply = tuple[int, dict[str, str], bytes]
 
 
@@ -129,7 +131,7 @@ class TokenServer:
 
     def start(self) -> TokenServer:
         """Listen on an ephemeral loopback port, serving from a daemon thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server = LoopbackServer(("127.0.0.1", 0), _handler_for(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
