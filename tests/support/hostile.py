@@ -15,10 +15,9 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 
-from tests.support.httpserver import LoopbackServer
+from tests.support.httpserver import LoopbackServer, ServedInThread
 from tests.support.images import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -119,7 +118,7 @@ class Seen:
     authorization: str | None
 
 
-class HostileServer:
+class HostileServer(ServedInThread):
     """A misbehaving registry on `bind` (127.0.0.1 by default), `foreign` its other host."""
 
     def __init__(self, bind: str = "127.0.0.1", *, foreign: HostileServer | None = None) -> None:
@@ -128,12 +127,8 @@ class HostileServer:
         self.hits: Counter[str] = Counter()
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = _QuietServer((bind, 0), _handler(self))
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        self.host = f"{bind}:{self._server.server_address[1]}"
+        port = self._serve(_handler(self), bind=bind, server_class=_QuietServer)
+        self.host = f"{bind}:{port}"
         self.url = f"http://{self.host}"
 
     def authorizations(self) -> list[str]:
@@ -155,25 +150,10 @@ class HostileServer:
 
     def close(self) -> None:
         self.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> HostileServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
 
 class _QuietServer(LoopbackServer):
-    daemon_threads = True
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hanging up mid-body is the point of several scenarios: stay quiet."""
 

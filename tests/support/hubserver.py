@@ -23,11 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.httpserver import LoopbackServer
+from tests.support.httpserver import LoopbackServer, ServedInThread
 
 MISSING = object()  # a badge value that leaves the `badge` key out of the result
 
@@ -69,13 +68,11 @@ def search_result(repository: str, badge: object) -> dict[str, Any]:
 
 
 class _Server(LoopbackServer):
-    daemon_threads = True
-
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that gave up (timeout tests) is expected: stay quiet."""
 
 
-class HubServer:
+class HubServer(ServedInThread):
     """The fake Docker Hub API on 127.0.0.1 (see the module docstring)."""
 
     def __init__(self, *, hang: float = 5.0) -> None:
@@ -88,12 +85,7 @@ class HubServer:
         self._release = threading.Event()
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self._serve(self._handler(), server_class=_Server)}"
 
     # --- what tests read --------------------------------------------------------------------
 
@@ -122,19 +114,7 @@ class HubServer:
 
     def close(self) -> None:
         self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> HubServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().close()
 
     # --- answers ----------------------------------------------------------------------------
 

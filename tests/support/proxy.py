@@ -7,10 +7,9 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from urllib.parse import urlsplit
 
-from tests.support.httpserver import LoopbackServer
+from tests.support.httpserver import ServedInThread
 
 HOP_BY_HOP = frozenset(
     {
@@ -26,7 +25,7 @@ HOP_BY_HOP = frozenset(
 )
 
 
-class CountingProxy:
+class CountingProxy(ServedInThread):
     """Forward every request to `upstream` (an http:// base URL), counting it first.
 
     `latency` seconds are slept before forwarding each request. The `Host` header is
@@ -42,12 +41,7 @@ class CountingProxy:
         self.latency = latency
         self._counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self.host = f"127.0.0.1:{self._serve(self._handler())}"
         self.url = f"http://{self.host}"
 
     def counts(self) -> dict[tuple[str, str], int]:
@@ -62,22 +56,6 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> CountingProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _record(self, method: str, path: str) -> None:
         with self._lock:
