@@ -99,6 +99,7 @@ class RegistryResolver:
         disk: DiskCache | None = None,
     ) -> None:
         self.client = client
+        self._closed = False
         self._disk = disk
         self._tag_ttl = tag_ttl
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
@@ -203,7 +204,12 @@ class RegistryResolver:
             counts = dict(self._counts)
         return ResolverStats(coalesced=self._coalescer.stats.shared, **counts)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
+        self._closed = True
         self._images.shutdown(wait=False, cancel_futures=True)
         self._parts.shutdown(wait=False, cancel_futures=True)
 

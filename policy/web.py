@@ -225,8 +225,20 @@ class PolicyHolder:
                     self._on_reload("rules", "error", rules_error)
         if (settings, resolver, ruleset) != (current.settings, current.resolver, current.ruleset):
             self._policy = self._assemble(settings, resolver, ruleset, rules_error, settings_error)
+            if resolver is not current.resolver:
+                _retire(current.resolver, after=current.settings.decision_timeout + 1)
         elif (rules_error, settings_error) != (current.rules_error, current.settings_error):
             self._policy = replace(current, rules_error=rules_error, settings_error=settings_error)
+
+
+def _retire(resolver: Resolver, *, after: float) -> None:
+    """Close a replaced resolver's thread pools once reviews already using it are done (their
+    deadline has passed), instead of leaking them at every settings change."""
+    close = getattr(resolver, "close", None)
+    if callable(close):
+        timer = threading.Timer(after, close)
+        timer.daemon = True
+        timer.start()
 
 
 # --- metrics -------------------------------------------------------------------------------

@@ -818,3 +818,26 @@ def test_decision_log_lines_keep_their_order_across_threads(
     assert len(lines) == 800
     for name in map(str, range(4)):
         assert [line["n"] for line in lines if line["thread"] == name] == list(range(200))
+
+
+def test_a_replaced_resolver_is_closed_after_the_reviews_using_it(tmp_path: Path) -> None:
+    import time as time_mod
+
+    config = tmp_path / "settings.yaml"
+    config.write_text("timeouts: {decision: 100ms}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    env = {"IMAGE_POLICY_CONFIG": str(config), "IMAGE_POLICY_RULES": str(rules)}
+    app = web.create_app(env=env, clock=clock)
+    holder = app.extensions["image_policy"]
+    old = holder.policy.resolver
+    config.write_text("timeouts: {decision: 100ms}\ncache: {tagTTL: 1m}\n")
+    clock.now += 2
+    new = holder.policy.resolver
+    assert new is not old
+    assert not old.closed  # reviews that started with it may still be running
+    deadline = time_mod.monotonic() + 5
+    while not old.closed and time_mod.monotonic() < deadline:
+        time_mod.sleep(0.05)
+    assert old.closed and not new.closed
