@@ -440,34 +440,28 @@ class RegistryClient:
         """Try each mirror then the upstream; return the first 200 answer."""
         ref = _display(registry, repository, reference)
         scope = f"repository:{repository}:pull"
+
+        def fetch(endpoint: _Endpoint) -> _Answer:
+            return self._fetch_from(
+                endpoint,
+                registry,
+                ref,
+                scope,
+                method,
+                path,
+                deadline=deadline,
+                max_bytes=max_bytes,
+                kind=kind,
+            )
+
         *mirrors, upstream = self._endpoints(registry)
         for mirror in mirrors:
             try:
-                return self._fetch_from(
-                    mirror,
-                    registry,
-                    ref,
-                    scope,
-                    method,
-                    path,
-                    deadline=deadline,
-                    max_bytes=max_bytes,
-                    kind=kind,
-                )
+                return fetch(mirror)
             except _Fallback as fallback:
                 if deadline.expired:
                     raise fallback.error from None
-        return self._fetch_from(
-            upstream,
-            registry,
-            ref,
-            scope,
-            method,
-            path,
-            deadline=deadline,
-            max_bytes=max_bytes,
-            kind=kind,
-        )
+        return fetch(upstream)
 
     def _fetch_from(
         self,
