@@ -261,13 +261,34 @@ class Webhook:
                 s.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
+
+
+def spawn_serve(args: Sequence[str], *, cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m policy serve ARGS` from this checkout, output to `log_path`, settings only
+    from ARGS (never from the environment)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("IMAGE_POLICY_CONFIG", None)
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "policy", "serve", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL after 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def start_webhook(
@@ -299,40 +320,30 @@ def start_webhook(
         client_args = ["--client-ca", str(client_ca)]
     port = free_port()
     log_path = directory / "webhook.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("IMAGE_POLICY_CONFIG", None)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "policy",
-                "serve",
-                "--rules",
-                str(directory / "rules"),
-                "--config",
-                str(directory / "settings.yaml"),
-                "--tls-cert",
-                str(directory / "tls.crt"),
-                "--tls-key",
-                str(directory / "tls.key"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--threads",
-                str(threads),
-                *client_args,
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=directory,
-            env=env,
-        )
+    process = spawn_serve(
+        [
+            "--rules",
+            str(directory / "rules"),
+            "--config",
+            str(directory / "settings.yaml"),
+            "--tls-cert",
+            str(directory / "tls.crt"),
+            "--tls-key",
+            str(directory / "tls.key"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            *client_args,
+            *extra,
+        ],
+        cwd=directory,
+        log_path=log_path,
+    )
     hook = Webhook(f"https://127.0.0.1:{port}", ca, directory, process, log_path, client_cert)
     try:
         _wait_ready(hook)

@@ -5,11 +5,9 @@ First against a bare `ssl` server, then against `image-policy serve` (gunicorn) 
 from __future__ import annotations
 
 import io
-import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ import pytest
 
 from policy import certs
 from policy.cli import main
+from tests.e2e.conftest import spawn_serve, stop_process
 from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,40 +167,25 @@ def served(made: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Se
     (directory / "settings.yaml").write_text("{}\n")
     port = free_port()
     log = directory / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("IMAGE_POLICY_CONFIG", None)
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "policy",
-                "serve",
-                f"--rules={ROOT / 'rules' / 'default.yaml'}",
-                f"--config={directory / 'settings.yaml'}",
-                f"--tls-cert={made / 'tls.crt'}",
-                f"--tls-key={made / 'tls.key'}",
-                "--host=127.0.0.1",
-                f"--port={port}",
-                "--threads=4",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=directory,
-            env=env,
-        )
+    process = spawn_serve(
+        [
+            f"--rules={ROOT / 'rules' / 'default.yaml'}",
+            f"--config={directory / 'settings.yaml'}",
+            f"--tls-cert={made / 'tls.crt'}",
+            f"--tls-key={made / 'tls.key'}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            "--threads=4",
+        ],
+        cwd=directory,
+        log_path=log,
+    )
     running = _Served(port, process, log)
     try:
         _wait_listening(running)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _wait_listening(running: _Served, seconds: float = 15.0) -> None:
