@@ -178,7 +178,7 @@ class RegistryResolver:
                 platforms = self._platforms(ref, document, digest, needs, deadline, errors)
         except _Failed as failed:
             for fact in _facts_after(failed.fact):
-                errors.setdefault(fact, _describe(failed.error))
+                errors.setdefault(fact, str(failed.error))
         facts = ImageFacts(
             digest=digest,
             media_type=media_type,
@@ -222,7 +222,7 @@ class RegistryResolver:
             return future.result(timeout=deadline.remaining())
         except FutureTimeout:
             reason = f"no answer from {ref.registry} within the decision deadline"
-            facts = [f for f in ("digest", "platforms", "manifest", "config") if _wanted(needs, f)]
+            facts = [f for f in _FACT_ORDER if getattr(needs, f)]
             if needs.tier:
                 facts.append("tier")
             return ImageFacts(
@@ -254,7 +254,7 @@ class RegistryResolver:
         try:
             return self._tiers.tier(ref, deadline=deadline)
         except RegistryError as exc:
-            errors["tier"] = _describe(exc)
+            errors["tier"] = str(exc)
             return None, None
 
     def _head(self, ref: Reference, deadline: Deadline) -> tuple[ManifestHead, float]:
@@ -445,7 +445,7 @@ class RegistryResolver:
                 )
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             except _Failed as failed:
-                errors.setdefault(failed.fact, _describe(failed.error))
+                errors.setdefault(failed.fact, str(failed.error))
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             out.append(found)
         return tuple(out)
@@ -488,7 +488,7 @@ class RegistryResolver:
             try:
                 config = self._config(ref.registry, ref.repository, manifest.config, deadline)
             except _Failed as failed:
-                errors.setdefault("config", _describe(failed.error))
+                errors.setdefault("config", str(failed.error))
         if platform is None and config is not None and config.os and config.architecture:
             platform = f"{config.os}/{config.architecture}"
             if config.variant:
@@ -511,14 +511,6 @@ _FACT_ORDER = ("digest", "platforms", "manifest", "config")
 def _facts_after(fact: str) -> tuple[str, ...]:
     """A failed step leaves that fact and every later one unknown."""
     return _FACT_ORDER[_FACT_ORDER.index(fact) :] if fact in _FACT_ORDER else (fact,)
-
-
-def _wanted(needs: Needs, fact: str) -> bool:
-    return bool(getattr(needs, fact))
-
-
-def _describe(error: RegistryError) -> str:
-    return str(error)
 
 
 def build(
