@@ -820,6 +820,42 @@ def test_decision_log_lines_keep_their_order_across_threads(
         assert [line["n"] for line in lines if line["thread"] == name] == list(range(200))
 
 
+def test_decision_log_writes_in_batches_not_per_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A request only appends to a buffer; the writer wakes on its interval or a full batch."""
+    import time as time_mod
+
+    decisions = web.DecisionLog(logging.getLogger("policy.web.test-batch"), interval=60, batch=5)
+    with caplog.at_level(logging.INFO, logger="policy.web.test-batch"):
+        for i in range(4):
+            decisions.log(logging.INFO, "decision", n=i)
+        time_mod.sleep(0.2)
+        assert caplog.records == []  # below the batch size: waiting for the interval
+        decisions.log(logging.INFO, "decision", n=4)  # the fifth line wakes the writer
+        end = time_mod.monotonic() + 5
+        while len(caplog.records) < 5 and time_mod.monotonic() < end:
+            time_mod.sleep(0.01)
+        assert [json.loads(r.getMessage())["n"] for r in caplog.records] == [0, 1, 2, 3, 4]
+        decisions.log(logging.INFO, "decision", n=5)
+        decisions.flush()
+        assert json.loads(caplog.records[-1].getMessage()) == {"event": "decision", "n": 5}
+
+
+def test_decision_log_survives_a_line_it_cannot_encode(caplog: pytest.LogCaptureFixture) -> None:
+    class Loop(dict[str, object]):
+        pass
+
+    loop = Loop()
+    loop["self"] = loop  # circular: json.dumps raises ValueError
+    decisions = web.DecisionLog(logging.getLogger("policy.web.test-bad"))
+    with caplog.at_level(logging.INFO):
+        decisions.log(logging.INFO, "decision", bad=loop)
+        decisions.log(logging.INFO, "decision", n=1)
+        decisions.flush()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "cannot write a decision log line" in messages
+    assert json.loads(messages[-1]) == {"event": "decision", "n": 1}
+
+
 def test_a_replaced_resolver_is_closed_after_the_reviews_using_it(tmp_path: Path) -> None:
     import time as time_mod
 
