@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import requests
 import requests.adapters
@@ -136,9 +136,10 @@ class RegistryResolver:
         """Facts for each item, resolved in parallel; never raises for registry trouble."""
         # Fully known answers are served in the calling thread; only misses go to the pool.
         known = [self._answers.get(item) for item in items]
-        self._count_many(
-            facts_hits=sum(k is not None for k in known), facts_misses=known.count(None)
-        )
+        misses = known.count(None)
+        self._count_many(facts_hits=len(known) - misses, facts_misses=misses)
+        if not misses:
+            return cast(list[ImageFacts], known)  # no None left
         futures = {
             i: self._images.submit(self.resolve_one, ref, needs, deadline)
             for i, (ref, needs) in enumerate(items)

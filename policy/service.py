@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
 
 from policy.deadline import Deadline
@@ -72,6 +72,7 @@ class Service:
         self._decisions: dict[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
         ] = {}
+        self._batches: dict[tuple[Item, ...], _Batch] = {}
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -92,36 +93,86 @@ class Service:
         return plan
 
     def decide(self, items: Sequence[Item], *, deadline: Deadline) -> list[ImageDecision]:
-        """One decision per item, in order; each distinct reference is resolved once."""
+        """One decision per item, in order; each distinct reference is resolved once.
+
+        The facts are asked of the resolver every time (it decides whether its answers are
+        still fresh). When it hands back the very same facts objects as for the last call with
+        these items, and no decision could have changed since (`stable_until`), the earlier
+        decisions are returned as they are: a review of an unchanged workload costs one
+        resolver lookup per image and no evaluation.
+        """
         now = self._now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
+        key = tuple(items)
+        batch = self._batches.get(key)
+        if batch is None or now >= batch.until:
+            batch = self._batch(items, now)
+        facts = self.resolver.resolve(batch.wanted, deadline=deadline)
+        if batch.facts is not None and all(
+            new is old for new, old in zip(facts, batch.facts, strict=True)
+        ):
+            return list(batch.decisions)
+        by_ref = dict(zip(batch.refs, facts, strict=True))
+        judged = [
+            self._judge(item, by_ref[item.reference], rules, now)
+            for item, rules in zip(items, batch.rules, strict=True)
+        ]
+        until = min((u for _, u in judged), default=batch.until)
+        if len(self._batches) >= PLAN_CACHE_ENTRIES:
+            self._batches.clear()
+        self._batches[key] = _Batch(
+            refs=batch.refs,
+            wanted=batch.wanted,
+            rules=batch.rules,
+            until=min(until, batch.until),
+            facts=tuple(facts),
+            decisions=tuple(d for d, _ in judged),
+        )
+        return [d for d, _ in judged]
+
+    def _batch(self, items: Sequence[Item], now: datetime) -> _Batch:
+        """The plans of `items` (no facts yet): valid to the end of the day."""
         plans = [self._plan(item.reference, Context(now, item.namespace)) for item in items]
         wanted: dict[Reference, Needs] = {}
         for item, (_, need) in zip(items, plans, strict=True):
             known = wanted.get(item.reference)
             wanted[item.reference] = need if known is None else known | need
-        refs = list(wanted)
-        facts = self.resolver.resolve([(r, wanted[r]) for r in refs], deadline=deadline)
-        by_ref = dict(zip(refs, facts, strict=True))
-        return [
-            self._judge(item, by_ref[item.reference], rules, now)
-            for item, (rules, _) in zip(items, plans, strict=True)
-        ]
+        refs = tuple(wanted)
+        return _Batch(
+            refs=refs,
+            wanted=tuple((r, wanted[r]) for r in refs),
+            rules=tuple(rules for rules, _ in plans),
+            until=datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo),
+        )
 
     def _judge(
         self, item: Item, facts: ImageFacts, rules: Applicable, now: datetime
-    ) -> ImageDecision:
-        """`evaluate_image`, reusing an earlier decision for the very same facts object (the
-        resolver hands out one object per cached answer) until it could change."""
+    ) -> tuple[ImageDecision, datetime]:
+        """`evaluate_image` and until when its decision holds, reusing an earlier decision for
+        the very same facts object (the resolver hands out one object per cached answer)."""
         key = (item.reference, item.namespace)
         memo = self._decisions.get(key)
         if memo is not None and memo[0] is facts and now < memo[1]:
-            return memo[2]
+            return memo[2], memo[1]
         context = Context(now=now, namespace=item.namespace)
         decision = evaluate_image(self.ruleset, item.reference, facts, context, rules=rules)
         until = stable_until(self.ruleset, item.reference, facts, context, rules=rules)
         if len(self._decisions) >= PLAN_CACHE_ENTRIES:
             self._decisions.clear()
         self._decisions[key] = (facts, until, decision)
-        return decision
+        return decision, until
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What `Service.decide` remembers of one list of items: the distinct references, the facts
+    each needs, the rules applying to each item, and — once decided — the facts the decisions
+    were made with, the decisions, and until when they hold."""
+
+    refs: tuple[Reference, ...]
+    wanted: tuple[tuple[Reference, Needs], ...]
+    rules: tuple[Applicable, ...]
+    until: datetime
+    facts: tuple[ImageFacts, ...] | None = None
+    decisions: tuple[ImageDecision, ...] = ()

@@ -418,7 +418,7 @@ class DecisionLog:
                 continue
             level, event, fields = item
             try:
-                line = json.dumps({"event": event, **fields}, default=str)
+                line = json.dumps({"event": event, **fields}, default=_log_value)
                 # `handle` with a record made here: what `Logger.log` does, minus its frame walk
                 # to find the caller (which would name this thread's loop anyway).
                 logger.handle(
@@ -426,6 +426,14 @@ class DecisionLog:
                 )
             except Exception:  # a broken handler must not kill the writer
                 logging.getLogger(LOGGER).exception("cannot write a decision log line")
+
+
+def _log_value(value: object) -> object:
+    """JSON for what a decision log line holds besides JSON types: findings as their dicts
+    (built in the writer thread, not the request's), anything else as its text."""
+    if isinstance(value, Finding):
+        return _finding_log(value)
+    return str(value)
 
 
 def _ensure_handler(logger: logging.Logger) -> None:
@@ -572,7 +580,9 @@ def create_app(
     app.extensions["image_policy_log"] = decisions
 
     def read_json() -> object:
-        if request.mimetype != "application/json":
+        # what `request.mimetype` gives, without parsing the header's parameters
+        mimetype = request.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        if mimetype != "application/json":
             shown = request.content_type or "none"
             raise ReviewError(f"Content-Type is {shown}; expected application/json")
         return admission.load_json(request.get_data(cache=False))
@@ -672,7 +682,7 @@ def create_app(
             started,
             admission.review_envelope(review, response),
             allowed=allowed,
-            images=[_finding_log(f) for f in findings],
+            images=tuple(findings),  # made into dicts by the log's writer thread
             unchanged=[s.image for s in planned.unchanged],
             patched=[op["path"] for op in patch],
             **fields,
@@ -724,7 +734,7 @@ def create_app(
         subject = f"a pod in namespace {review.namespace}" if review.namespace else "the pod"
         status = admission.image_review_status(findings, subject=subject)
         count_images("imagereview", findings)
-        fields["images"] = [_finding_log(f) for f in findings]
+        fields["images"] = tuple(findings)
         return answer(
             "imagereview",
             "allowed" if status["allowed"] else "denied",

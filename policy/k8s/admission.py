@@ -167,11 +167,11 @@ def load_json(body: bytes) -> object:
         raise ReviewError(
             f"request body is not UTF-8 text ({exc.reason} at byte {exc.start})"
         ) from None
-    if not text.strip():
-        raise ReviewError("request body is empty; expected a JSON object")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
+        if not text.strip():
+            raise ReviewError("request body is empty; expected a JSON object") from None
         raise ReviewError(
             f"request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
@@ -183,6 +183,9 @@ def load_json(body: bytes) -> object:
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _kind_name(value: object) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
+
 from policy import loader
 from policy.deadline import Deadline
-from policy.facts import ImageFacts, Needs
+from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference, parse
 from policy.service import Item, Service
 
@@ -147,3 +149,57 @@ def test_a_reused_decision_changes_exactly_when_an_age_check_would() -> None:
     now[0] = created + timedelta(days=31, seconds=1)
     [older] = svc.decide(item, deadline=Deadline(1))
     assert "was built 31 days ago" in older.violations[0].message  # the message stays true
+
+
+def layers(n: int) -> PlatformFacts:
+    return PlatformFacts("linux/amd64", layers=n)
+
+
+class Table:
+    """A resolver answering from a table of facts objects (the same object until replaced),
+    like the registry resolver's answer cache."""
+
+    def __init__(self, facts: dict[Reference, ImageFacts]) -> None:
+        self.facts = facts
+        self.calls = 0
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        self.calls += 1
+        return [self.facts[ref] for ref, _ in items]
+
+
+def test_an_unchanged_review_reuses_its_decisions_and_a_changed_fact_is_judged_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from policy import service as service_mod
+
+    evaluated: list[Reference] = []
+    real = service_mod.evaluate_image
+
+    def counting(*args: object, **kwargs: object) -> object:
+        evaluated.append(args[1])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_mod, "evaluate_image", counting)
+    web, tools = parse("ghcr.io/shop/web:1"), parse("ghcr.io/shop/tools:1")
+    few = ImageFacts(digest="sha256:" + "a" * 64, index=False, platforms=(layers(2),))
+    table = Table({web: few, tools: few})
+    now = [datetime(2026, 3, 1, tzinfo=UTC)]
+    svc = Service(loader.load_rules_text(RULES), table, now=lambda: now[0])
+    items = [Item(web, "shop"), Item(tools, "shop")]
+    first = svc.decide(items, deadline=Deadline(1))
+    assert [d.allowed for d in first] == [True, True] and len(evaluated) == 2
+    again = svc.decide(items, deadline=Deadline(1))
+    assert again == first and all(a is b for a, b in zip(again, first, strict=True))
+    assert len(evaluated) == 2 and table.calls == 2  # facts asked again, nothing re-judged
+    # the resolver hands out a new answer for one image (its tag moved): only it is re-judged
+    table.facts[web] = ImageFacts(digest="sha256:" + "b" * 64, index=False, platforms=(layers(9),))
+    changed = svc.decide(items, deadline=Deadline(1))
+    assert [d.allowed for d in changed] == [False, True]
+    assert evaluated[2:] == [web]
+    assert changed[1] is first[1]
+    # the next day, the plans are made again (exceptions expire by date), decisions still hold
+    now[0] = datetime(2026, 3, 2, tzinfo=UTC)
+    assert [d.allowed for d in svc.decide(items, deadline=Deadline(1))] == [False, True]

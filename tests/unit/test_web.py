@@ -682,12 +682,17 @@ def test_each_app_has_its_own_metrics(resolver: FakeResolver) -> None:
 
 
 def test_one_json_log_line_per_decision_without_credentials(
-    client: FlaskClient, caplog: pytest.LogCaptureFixture
+    resolver: FakeResolver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger=web.LOGGER):
+    # A logger of its own: other tests' apps write their batched lines on their own schedule.
+    logger = logging.getLogger(f"{web.LOGGER}.one-line")
+    client = web.create_app(
+        Settings(), rules=loader.load_rules_text(RULES), resolver=resolver, logger=logger
+    ).test_client()
+    with caplog.at_level(logging.INFO, logger=logger.name):
         respond(client, review(pod("nginx:1.25", "quay.io/evil/miner:1"), namespace="shop"))
         client.application.extensions["image_policy_log"].flush()  # written by its own thread
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == web.LOGGER]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == logger.name]
     assert len(lines) == 1
     line = lines[0]
     assert line["event"] == "decision"
@@ -814,7 +819,7 @@ def test_decision_log_lines_keep_their_order_across_threads(
         for t in threads:
             t.join()
         decisions.flush()
-    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("test-order")]
     assert len(lines) == 800
     for name in map(str, range(4)):
         assert [line["n"] for line in lines if line["thread"] == name] == list(range(200))
@@ -825,19 +830,23 @@ def test_decision_log_writes_in_batches_not_per_line(caplog: pytest.LogCaptureFi
     import time as time_mod
 
     decisions = web.DecisionLog(logging.getLogger("policy.web.test-batch"), interval=60, batch=5)
+
+    def mine() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name.endswith("test-batch")]
+
     with caplog.at_level(logging.INFO, logger="policy.web.test-batch"):
         for i in range(4):
             decisions.log(logging.INFO, "decision", n=i)
         time_mod.sleep(0.2)
-        assert caplog.records == []  # below the batch size: waiting for the interval
+        assert mine() == []  # below the batch size: waiting for the interval
         decisions.log(logging.INFO, "decision", n=4)  # the fifth line wakes the writer
         end = time_mod.monotonic() + 5
-        while len(caplog.records) < 5 and time_mod.monotonic() < end:
+        while len(mine()) < 5 and time_mod.monotonic() < end:
             time_mod.sleep(0.01)
-        assert [json.loads(r.getMessage())["n"] for r in caplog.records] == [0, 1, 2, 3, 4]
+        assert [json.loads(r.getMessage())["n"] for r in mine()] == [0, 1, 2, 3, 4]
         decisions.log(logging.INFO, "decision", n=5)
         decisions.flush()
-        assert json.loads(caplog.records[-1].getMessage()) == {"event": "decision", "n": 5}
+        assert json.loads(mine()[-1].getMessage()) == {"event": "decision", "n": 5}
 
 
 def test_decision_log_survives_a_line_it_cannot_encode(caplog: pytest.LogCaptureFixture) -> None:
@@ -851,9 +860,10 @@ def test_decision_log_survives_a_line_it_cannot_encode(caplog: pytest.LogCapture
         decisions.log(logging.INFO, "decision", bad=loop)
         decisions.log(logging.INFO, "decision", n=1)
         decisions.flush()
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records if r.name == web.LOGGER]
     assert "cannot write a decision log line" in messages
-    assert json.loads(messages[-1]) == {"event": "decision", "n": 1}
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("test-bad")]
+    assert [json.loads(line) for line in lines] == [{"event": "decision", "n": 1}]
 
 
 def test_a_replaced_resolver_is_closed_after_the_reviews_using_it(tmp_path: Path) -> None:
