@@ -26,6 +26,7 @@ import requests.adapters
 from bench import common
 from policy import resolver as resolver_mod
 from policy.registry.client import RequestEvent
+from policy.registry.session import new_session
 from policy.resolver import RegistryResolver
 from policy.settings import Settings
 from tests.support import images
@@ -72,9 +73,7 @@ class _Resolvers:
     def resolver(self, settings: Settings | None = None, **kwargs: Any) -> RegistryResolver:
         """A cold resolver wired by `policy.resolver.build` (the real Authenticator), recording
         every registry request it makes into `events`."""
-        session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64)
-        session.mount("http://", adapter)
+        session = new_session()  # the session the shipped resolver uses
         self.sessions.append(session)
         return resolver_mod.build(
             settings or self.settings(), session=session, on_request=self.events.append, **kwargs

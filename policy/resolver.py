@@ -41,6 +41,7 @@ from policy.registry.client import (
     RequestEvent,
 )
 from policy.registry.credentials import Credential, CredentialStore, default_docker_config
+from policy.registry.session import new_session
 from policy.settings import Settings
 
 T = TypeVar("T")
@@ -525,7 +526,7 @@ def build(
 ) -> RegistryResolver:
     """A resolver wired from the settings file: credentials, auth, mirrors, CAs, caches, and
     the tier source (catalog, offline rule, Docker Hub) sharing the same session."""
-    session = session or _session()
+    session = session or new_session()
     explicit = {
         name: Credential(username=r.auth.username, password=r.auth.password)
         for name, r in settings.registries.items()
@@ -557,12 +558,3 @@ def build(
         disk=disk,
         max_workers=max_workers,
     )
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.headers["User-Agent"] = "image-policy/0.1"
-    return session
