@@ -27,7 +27,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -409,23 +409,76 @@ class DecisionLog:
             self._write()
 
     def _write(self) -> None:
-        logger = self.logger
         pending = self._pending
+        lines: list[tuple[int, str]] = []
         while pending:
             item = pending.popleft()
             if isinstance(item, threading.Event):
+                self._emit(lines)
+                lines = []
                 item.set()
                 continue
             level, event, fields = item
             try:
-                line = json.dumps({"event": event, **fields}, default=_log_value)
-                # `handle` with a record made here: what `Logger.log` does, minus its frame walk
-                # to find the caller (which would name this thread's loop anyway).
+                lines.append((level, json.dumps({"event": event, **fields}, default=_log_value)))
+            except (TypeError, ValueError):  # not encodable (a bug): say so, keep writing
+                logging.getLogger(LOGGER).exception("cannot write a decision log line")
+        self._emit(lines)
+
+    def _emit(self, lines: Sequence[tuple[int, str]]) -> None:
+        if not lines:
+            return
+        logger = self.logger
+        plain = _plain_handler(logger)
+        if plain is not None:
+            # Only our own "%(message)s" handler would see them: one write for the batch.
+            plain.write_lines(line for level, line in lines if logger.isEnabledFor(level))
+            return
+        for level, line in lines:
+            # `handle` with a record made here: what `Logger.log` does, minus its frame walk to
+            # find the caller (which would name this thread's loop anyway).
+            try:
                 logger.handle(
                     logger.makeRecord(logger.name, level, "(decision log)", 0, line, (), None)
                 )
             except Exception:  # a broken handler must not kill the writer
                 logging.getLogger(LOGGER).exception("cannot write a decision log line")
+
+
+class _LinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `create_app` installs when nothing configured logging: each message on a
+    line of its own, as is. `write_lines` writes a whole batch in one call."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        text = "".join(line + self.terminator for line in lines)
+        if not text:
+            return
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            try:
+                self.stream.write(text)
+                self.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": text}))
+
+
+def _plain_handler(logger: logging.Logger) -> _LinesHandler | None:
+    """`logger`'s one handler when it is our own lines handler and no other handler or filter
+    (on the logger or an ancestor it propagates to) would see a record; else None."""
+    if logger.filters or len(logger.handlers) != 1:
+        return None
+    handler = logger.handlers[0]
+    if not isinstance(handler, _LinesHandler) or handler.filters:
+        return None
+    parent = logger.parent if logger.propagate else None
+    while parent is not None:
+        if parent.handlers:
+            return None
+        parent = parent.parent if parent.propagate else None
+    return handler
 
 
 def _log_value(value: object) -> object:
@@ -439,9 +492,7 @@ def _log_value(value: object) -> object:
 def _ensure_handler(logger: logging.Logger) -> None:
     """Make decision lines visible when nothing configured logging (bare gunicorn)."""
     if not logger.hasHandlers():
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+        logger.addHandler(_LinesHandler())
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 

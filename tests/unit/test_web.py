@@ -887,3 +887,43 @@ def test_a_replaced_resolver_is_closed_after_the_reviews_using_it(tmp_path: Path
     while not old.closed and time_mod.monotonic() < deadline:
         time_mod.sleep(0.05)
     assert old.closed and not new.closed
+
+
+def test_the_apps_own_handler_gets_each_batch_in_one_write() -> None:
+    import io
+
+    writes: list[str] = []
+
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+    logger = logging.getLogger("policy.web.test-direct")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = web._LinesHandler()
+    handler.setStream(Stream())
+    logger.addHandler(handler)
+    try:
+        decisions = web.DecisionLog(logger, interval=60)
+        for i in range(3):
+            decisions.log(logging.INFO, "decision", n=i)
+        decisions.log(logging.DEBUG, "decision", n="not at this level")
+        decisions.flush()
+        assert len(writes) == 1
+        assert [json.loads(line) for line in writes[0].splitlines()] == [
+            {"event": "decision", "n": i} for i in range(3)
+        ]
+        # a filter somewhere means records, one per line, as logging would make them
+        seen: list[str] = []
+        logger.addFilter(lambda record: seen.append(record.getMessage()) or True)
+        decisions.log(logging.INFO, "decision", n=3)
+        decisions.log(logging.INFO, "decision", n=4)
+        decisions.flush()
+        assert [json.loads(m)["n"] for m in seen] == [3, 4]
+        assert len(writes) == 3 and json.loads(writes[2]) == {"event": "decision", "n": 4}
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+        logger.propagate = True
