@@ -9,11 +9,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cli_scale, coalesce, cold, common, evaluator, memory, soak, webhook
+from bench import cli_scale, coalesce, cold, common, evaluator, instructions, memory, soak, webhook
 from bench.env import Unavailable
 
 BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "webhook": webhook.run,
+    "instructions": instructions.run,
     "cold": cold.run,
     "coalesce": coalesce.run,
     "memory": memory.run,

@@ -150,7 +150,7 @@ def registry_env(seed: Seeder, *, token_auth: bool, latency: float) -> Iterator[
             )
             auth = tokens.auth_config()
             auth["token"]["realm"] = f"{token_proxy.url}/token"
-        running = start_registry(root / "served", auth=auth)
+        running = start_registry(root / "served", auth=auth, log_level="warn")
         stack.callback(running.stop)
         common.pin(running.process.pid, common.SERVER_CPU)
         proxy = stack.enter_context(Proxy(running.url, latency=latency))

@@ -65,6 +65,8 @@ LOG_INTERVAL = 0.1
 """Seconds between writes of the decision log (lines wait at most this long)."""
 LOG_BATCH = 1000
 """Lines waiting that wake the decision log writer before its interval is up."""
+FRAGMENT_ENTRIES = 4096
+"""Encoded findings the decision log remembers (cleared when full)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0)
 
 
@@ -376,6 +378,8 @@ class DecisionLog:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid = 0
+        # JSON of findings by (image, where, decision); only the writer thread uses it
+        self._fragments: dict[tuple[str, str, int], tuple[object, str]] = {}
         atexit.register(self.flush)
 
     def log(self, level: int, event: str, **fields: object) -> None:
@@ -420,10 +424,38 @@ class DecisionLog:
                 continue
             level, event, fields = item
             try:
-                lines.append((level, json.dumps({"event": event, **fields}, default=_log_value)))
+                lines.append((level, self._line(event, fields)))
             except (TypeError, ValueError):  # not encodable (a bug): say so, keep writing
                 logging.getLogger(LOGGER).exception("cannot write a decision log line")
         self._emit(lines)
+
+    def _line(self, event: str, fields: dict[str, object]) -> str:
+        """The JSON line; findings under `images` are encoded once per decision object (the
+        service hands out the same decision while nothing changed) and spliced in."""
+        images = fields.get("images")
+        if not isinstance(images, tuple):
+            return json.dumps({"event": event, **fields}, default=str)
+        document: dict[str, object] = {"event": event}
+        document.update((k, v) for k, v in fields.items() if k != "images")
+        document["images"] = None  # the last key: its `null}` is replaced by the findings
+        text = json.dumps(document, default=str)
+        parts = ",".join(self._finding_json(f) for f in images)
+        return f"{text[: -len('null}')]}[{parts}]}}"
+
+    def _finding_json(self, finding: object) -> str:
+        if not isinstance(finding, Finding) or finding.decision is None:
+            return json.dumps(
+                _finding_log(finding) if isinstance(finding, Finding) else finding, default=str
+            )
+        key = (finding.image, finding.where, id(finding.decision))
+        known = self._fragments.get(key)
+        if known is not None and known[0] is finding.decision:
+            return known[1]
+        text = json.dumps(_finding_log(finding), default=str)
+        if len(self._fragments) >= FRAGMENT_ENTRIES:
+            self._fragments.clear()
+        self._fragments[key] = (finding.decision, text)  # holding the decision keeps its id
+        return text
 
     def _emit(self, lines: Sequence[tuple[int, str]]) -> None:
         if not lines:
@@ -479,14 +511,6 @@ def _plain_handler(logger: logging.Logger) -> _LinesHandler | None:
             return None
         parent = parent.parent if parent.propagate else None
     return handler
-
-
-def _log_value(value: object) -> object:
-    """JSON for what a decision log line holds besides JSON types: findings as their dicts
-    (built in the writer thread, not the request's), anything else as its text."""
-    if isinstance(value, Finding):
-        return _finding_log(value)
-    return str(value)
 
 
 def _ensure_handler(logger: logging.Logger) -> None:

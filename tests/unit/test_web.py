@@ -927,3 +927,33 @@ def test_the_apps_own_handler_gets_each_batch_in_one_write() -> None:
         logger.removeHandler(handler)
         logger.filters.clear()
         logger.propagate = True
+
+
+def test_log_lines_hold_each_finding_even_when_its_encoding_is_reused(
+    resolver: FakeResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = logging.getLogger(f"{web.LOGGER}.reused")
+    app = web.create_app(
+        Settings(exclude_namespaces=("kube-system",)),
+        rules=loader.load_rules_text(RULES),
+        resolver=resolver,
+        logger=logger,
+    )
+    client = app.test_client()
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        for _ in range(2):  # the second review reuses the decisions, and their encoding
+            respond(client, review(pod("nginx:1.25", "quay.io/evil/miner:1"), namespace="shop"))
+        post(client, "/imagereview", image_review("nginx:1.25", "bad image!"))
+        post(client, "/imagereview", image_review("nginx:1.25", namespace="kube-system"))
+        app.extensions["image_policy_log"].flush()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == logger.name]
+    assert len(lines) == 4
+    assert lines[0]["images"] == lines[1]["images"]
+    assert [(i["image"], i["allowed"]) for i in lines[1]["images"]] == [
+        ("nginx:1.25", True),
+        ("quay.io/evil/miner:1", False),
+    ]
+    assert lines[1]["uid"] and lines[1]["namespace"] == "shop"  # the other fields are intact
+    assert [i["image"] for i in lines[2]["images"]] == ["nginx:1.25", "bad image!"]
+    assert lines[2]["images"][1]["violations"][0]["rule"] == "(reference)"
+    assert lines[3]["images"] == ["nginx:1.25"] and lines[3]["outcome"] == "excluded"

@@ -1,0 +1,174 @@
+"""Benchmark 1b — what one warm review costs in CPU instructions, without the machine's noise.
+
+Benchmark 1 compares requests per second, which on this shared 2-core machine move by ±15%
+from run to run. Instructions do not: `valgrind --tool=callgrind` counts those executed, the
+same for the same code, inputs and interpreter whatever else the machine does.
+
+Each configuration runs in its own interpreter under callgrind with instrumentation off; the
+worker builds the app in-process (the real webhook app over the real registry, every fact
+cached by warm-up reviews, or the trivial app), makes WARMUP requests, turns instrumentation on
+with `callgrind_control -i on`, makes MEASURED direct WSGI calls with the benchmark's
+AdmissionReview (the Deployment with 3 containers), and turns it off. Every thread of the
+process is counted, so the decision log's writer thread is included. gunicorn and TLS are not:
+they cost both apps the same per request and are measured by benchmark 1.
+
+    python -m bench instructions
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import common
+from bench import webhook as webhook_bench
+
+WARMUP = 300
+MEASURED = 200
+CONFIGS = (
+    ("trivial", "trivial Flask app (the ceiling of benchmark 1)"),
+    ("webhook", "webhook, as shipped"),
+    ("webhook-nolog", "webhook, decision log off (INFO disabled)"),
+)
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _call(app: WsgiApp, body: bytes) -> bytes:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/validate",
+        "SERVER_NAME": "image-policy",
+        "SERVER_PORT": "8443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "https",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    status: list[str] = []
+    out = app(environ, lambda s, headers, exc_info=None: status.append(s))
+    data = b"".join(out)
+    close = getattr(out, "close", None)
+    if close is not None:
+        close()
+    if not status or not status[0].startswith("200"):
+        raise RuntimeError(f"review answered {status}: {data[:300]!r}")
+    return data
+
+
+def worker(config: str) -> None:
+    """Run inside callgrind: build the app, warm up, count MEASURED requests."""
+    from bench import trivial_app
+    from policy import settings as settings_mod
+    from policy import web
+    from tests.support.registry import start_registry
+
+    directory = Path(tempfile.mkdtemp(prefix="bench-instr-"))
+    registry = start_registry(directory / "registry")
+    try:
+        webhook_bench.seed(registry.url)
+        refs = [f"{registry.host}/{repository}:1.0" for repository, _ in webhook_bench.IMAGES]
+        body = json.dumps(webhook_bench.deployment_review(refs)).encode()
+        (directory / "rules.yaml").write_text(webhook_bench.RULES.format(host=registry.host))
+        (directory / "settings.yaml").write_text(webhook_bench.SETTINGS)
+        # decision lines go where gunicorn's would: the app's own stderr handler
+        sys.stderr = (directory / "stderr.log").open("w")
+        if config == "webhook-nolog":
+            logging.getLogger(web.LOGGER).setLevel(logging.WARNING)
+        app: WsgiApp
+        if config == "trivial":
+            app = trivial_app.create_app()
+        else:
+            settings = settings_mod.load_settings(directory / "settings.yaml")
+            app = web.create_app(settings, rules=[str(directory / "rules.yaml")])
+            answer = json.loads(_call(app, body))
+            if answer["response"]["allowed"] is not True:
+                raise RuntimeError(f"the benchmark review was not allowed: {answer}")
+        for _ in range(WARMUP):
+            _call(app, body)
+        pid = str(os.getpid())
+        subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+        for _ in range(MEASURED):
+            _call(app, body)
+        subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+    finally:
+        registry.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _count(config: str, directory: Path) -> int:
+    out = directory / f"{config}.callgrind"
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            "-m",
+            "bench.instructions",
+            config,
+        ],
+        cwd=common.ROOT,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {out}")
+
+
+def run() -> common.Result:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise RuntimeError("benchmark 1b needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
+        per_request = {name: _count(name, Path(tmp)) / MEASURED for name, _ in CONFIGS}
+    base = per_request["trivial"]
+    rows = tuple(
+        (label, round(per_request[name]), round(per_request[name] / base, 2))
+        for name, label in CONFIGS
+    )
+    table = common.Table(
+        f"CPU instructions per warm review, in process (callgrind, {MEASURED} requests after "
+        f"{WARMUP})",
+        ("app", "instructions / request", "× trivial"),
+        rows,
+    )
+    notes = (
+        "direct WSGI calls with the benchmark 1 review; gunicorn and TLS excluded (the same "
+        "for both apps); every thread counted (the decision log's writer included)",
+    )
+    return common.Result(
+        "instructions",
+        "1b. Instructions per warm review",
+        (table,),
+        (),
+        notes,
+        {"per_request": per_request},
+    )
+
+
+def main(argv: Sequence[str]) -> None:
+    (config,) = argv
+    worker(config)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
