@@ -22,7 +22,7 @@ from typing import Literal, NotRequired, TypedDict
 from policy.errors import ReviewError
 from policy.evaluate import ImageDecision
 from policy.k8s import workloads
-from policy.k8s.workloads import ImageSite, Problem
+from policy.k8s.workloads import MAPPING, ImageSite, Problem
 
 API_V1 = "admission.k8s.io/v1"
 API_V1BETA1 = "admission.k8s.io/v1beta1"
@@ -239,13 +239,13 @@ def _mapping(value: object, path: str, *, required: bool = False) -> Mapping[str
         if required:
             raise ReviewError(f"{path} is missing; expected an object")
         return None
-    if not isinstance(value, Mapping):
+    if not isinstance(value, MAPPING):
         raise ReviewError(f"{path} must be an object, got {_kind_name(value)}")
     return value
 
 
 def _envelope(document: object, kinds: str) -> Mapping[str, object]:
-    if not isinstance(document, Mapping):
+    if not isinstance(document, MAPPING):
         raise ReviewError(
             f"expected a JSON object with apiVersion, kind and {kinds}, got {_kind_name(document)}"
         )

@@ -21,6 +21,10 @@ from typing import Any, Literal, TypeGuard
 FieldPath = tuple[str | int, ...]
 """Keys (mapping) and indexes (list) from an object's root down to one value."""
 
+MAPPING = (dict, Mapping)
+"""`isinstance` classes of a JSON or YAML object: `dict` first (an exact type check) saves the
+slower ABC check for the documents that are all dicts."""
+
 SiteField = Literal["container", "initContainer", "ephemeralContainer", "volume"]
 
 _POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
@@ -132,7 +136,7 @@ def extract(obj: Mapping[str, object], *, kind: str | None = None) -> Extraction
     for key in spec_path:
         child = current.get(key, _ABSENT)
         walked = (*walked, key)
-        if not isinstance(child, Mapping):
+        if not isinstance(child, MAPPING):
             return Extraction(problems=(_expected(walked, "a mapping", child),))
         current = child
     return extract_pod_spec(current, walked)
@@ -149,7 +153,7 @@ def extract_pod_spec(spec: object, prefix: FieldPath = ()) -> Extraction:
     Sites come in this order: containers, initContainers, ephemeralContainers, then image
     volumes, each list in its own order. Absent or null lists are empty, not problems.
     """
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, MAPPING):
         return Extraction(problems=(_expected(prefix, "a mapping", spec),))
     sites: list[ImageSite] = []
     problems: list[Problem] = []
@@ -165,7 +169,7 @@ def extract_pod_spec(spec: object, prefix: FieldPath = ()) -> Extraction:
         source = volume.get("image", _ABSENT)
         if source is _ABSENT or source is None:
             continue  # not an image volume
-        if not isinstance(source, Mapping):
+        if not isinstance(source, MAPPING):
             problems.append(_expected((*path, "image"), "a mapping", source))
             continue
         ref_path = (*path, "image", "reference")
@@ -194,7 +198,7 @@ def _entries(
         problems.append(_expected(path, "a list", items))
         return
     for index, item in enumerate(items):
-        if isinstance(item, Mapping):
+        if isinstance(item, MAPPING):
             yield (*path, index), item
         else:
             problems.append(_expected((*path, index), "a mapping", item))
@@ -234,6 +238,6 @@ def describe(value: object) -> str:
         return text if len(text) <= 60 else text[:56] + '..."'
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, Mapping):
+    if isinstance(value, MAPPING):
         return "a mapping"
     return f"a {type(value).__name__}"
