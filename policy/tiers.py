@@ -40,6 +40,7 @@ from policy.errors import RateLimited, RegistryError, RegistryUnavailable
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
+from policy.registry.session import new_session
 from policy.settings import Settings
 
 SOURCE_CATALOG: Final = "catalog"
@@ -448,9 +449,10 @@ def from_settings(
     disk: DiskCache | None = None,
 ) -> Tiers:
     """The tier source a settings file describes: its catalog, then Docker Hub at
-    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new Session if none)."""
+    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession` if
+    none)."""
     hub = HubTiers(
-        session if session is not None else requests.Session(),
+        session if session is not None else new_session(),
         api=settings.docker_hub_api,
         ttl=settings.tier_ttl,
         request_timeout=settings.request_timeout,
