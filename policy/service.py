@@ -72,7 +72,7 @@ class Service:
         self._decisions: dict[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
         ] = {}
-        self._batches: dict[tuple[Item, ...], _Batch] = {}
+        self._batches: dict[tuple[tuple[Reference, str | None], ...], _Batch] = {}
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -104,7 +104,8 @@ class Service:
         now = self._now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
-        key = tuple(items)
+        # (reference, namespace) pairs: tuples hash and compare in C (Item's own are Python)
+        key = tuple([(item.reference, item.namespace) for item in items])
         batch = self._batches.get(key)
         if batch is None or now >= batch.until:
             batch = self._batch(items, now)
