@@ -19,15 +19,22 @@ whatever N is, since every image can be resolved in parallel.
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from bench import common
 from bench.env import RemoteEnv, push_small_image
 from policy.deadline import Deadline
 from policy.loader import load_rules_text
 from policy.reference import parse
+from policy.registry.media import ACCEPT
+from policy.registry.session import new_session
 from policy.service import Item, Service
+from tests.support.registry import start_registry
 
 LATENCY = 0.05
 SIZES = (1, 3, 10)
@@ -66,8 +73,18 @@ def minimum(images: int, repositories: int) -> int:
     return 3 * images + repositories + 1
 
 
-def _decide(env: RemoteEnv, refs: list[str]) -> tuple[float, Counter[str]]:
-    """One cold decision over `refs`: its wall time and the requests it made."""
+@dataclass(frozen=True)
+class Measured:
+    """One cold decision: wall time, CPU used on each side, and the requests it made."""
+
+    seconds: float
+    client_cpu: float  # this process, all threads (the load CPU)
+    server_cpu: float  # registry + proxies + token server (the server CPU)
+    counts: Counter[str]
+
+
+def _decide(env: RemoteEnv, refs: list[str]) -> Measured:
+    """One cold decision over `refs`."""
     ruleset = load_rules_text(RULES)
     env.reset()
     resolver = env.resolver()
@@ -75,14 +92,36 @@ def _decide(env: RemoteEnv, refs: list[str]) -> tuple[float, Counter[str]]:
         service = Service(ruleset, resolver)
         items = [Item(parse(r)) for r in refs]
         decisions: list[object] = []
+        server_before, client_before = env.server_cpu_seconds(), time.process_time()
         seconds = common.timed(
             lambda: decisions.extend(service.decide(items, deadline=Deadline(30.0)))
         )
+        client_cpu = time.process_time() - client_before
+        server_cpu = env.server_cpu_seconds() - server_before
     finally:
         env.close(resolver)
     for decision in decisions:
         assert getattr(decision, "allowed", False), f"unexpected denial: {decision}"
-    return seconds, env.counts()
+    return Measured(seconds, client_cpu, server_cpu, env.counts())
+
+
+def registry_cpu_per_request(requests_made: int = 300) -> float:
+    """CPU seconds the registry alone spends per manifest HEAD by tag (no auth, no proxy,
+    keep-alive, sequential): what each request of a decision costs the server CPU at least."""
+    with tempfile.TemporaryDirectory(prefix="bench-regcpu-") as tmp:
+        registry = start_registry(Path(tmp), log_level="warn")
+        try:
+            push_small_image(registry.url, "cpu/probe", "1.0", seed="cpu/probe")
+            url = f"{registry.url}/v2/cpu/probe/manifests/1.0"
+            with new_session() as session:
+                for _ in range(10):
+                    session.head(url, headers={"Accept": ACCEPT}, timeout=10).close()
+                before = common.cpu_seconds(registry.process.pid)
+                for _ in range(requests_made):
+                    session.head(url, headers={"Accept": ACCEPT}, timeout=10).close()
+                return (common.cpu_seconds(registry.process.pid) - before) / requests_made
+        finally:
+            registry.stop()
 
 
 def run() -> common.Result:
@@ -96,12 +135,16 @@ def run() -> common.Result:
             refs_all = [f"{env.host}/{r}:{t}" for r, t in (layout(i) for i in range(max(SIZES)))]
             _decide(env, refs_all[:1])  # warm-up: imports, thread pools, registry file cache
             times: dict[int, list[float]] = {n: [] for n in SIZES}
+            client: dict[int, list[float]] = {n: [] for n in SIZES}
+            server: dict[int, list[float]] = {n: [] for n in SIZES}
             counts: dict[int, Counter[str]] = {}
             for _ in range(ROUNDS):
                 for n in SIZES:  # interleaved, so drift affects every size alike
-                    seconds, seen = _decide(env, refs_all[:n])
-                    times[n].append(seconds)
-                    counts[n] = seen
+                    measured = _decide(env, refs_all[:n])
+                    times[n].append(measured.seconds)
+                    client[n].append(measured.client_cpu)
+                    server[n].append(measured.server_cpu)
+                    counts[n] = measured.counts
             base = common.median(times[1])
             for n in SIZES:
                 seen = counts[n]
@@ -116,6 +159,8 @@ def run() -> common.Result:
                         min(times[n]) * 1000,
                         max(times[n]) * 1000,
                         common.median(times[n]) / base,
+                        common.median(client[n]) * 1000,
+                        common.median(server[n]) * 1000,
                         seen["HEAD manifest"],
                         seen["GET manifest"],
                         seen["GET blob"],
@@ -125,7 +170,12 @@ def run() -> common.Result:
                         floor,
                     )
                 )
-                data[f"{label}/{n}"] = {"seconds": times[n], "requests": dict(seen)}
+                data[f"{label}/{n}"] = {
+                    "seconds": times[n],
+                    "client_cpu": client[n],
+                    "server_cpu": server[n],
+                    "requests": dict(seen),
+                }
             ratio = common.median(times[10]) / base
             targets.append(
                 common.Target(f"{label}: time(10) / time(1)", round(ratio, 3), TARGET_RATIO)
@@ -134,6 +184,16 @@ def run() -> common.Result:
             floor = minimum(10, len({layout(i)[0] for i in range(10)}))
             made = sum(v for k, v in seen.items() if k != "401")
             targets.append(common.Target(f"{label}: requests for 10 images", made, floor))
+    per_request = registry_cpu_per_request()
+    data["registry_cpu_per_request"] = per_request
+    notes.append(
+        "client CPU = this process (all threads, load CPU); server CPU = registry + proxies + "
+        "token server (server CPU); medians per decision (server CPU read from /proc, in 10 ms "
+        "clock ticks). The "
+        "registry alone, 300 sequential "
+        f"HEADs by tag (no auth, no proxy, keep-alive): {per_request * 1000:.2f} ms of CPU per "
+        "request"
+    )
     notes.append(
         f"proxy latency {LATENCY * 1000:.0f} ms per request (registry and token realm); "
         f"ideal critical path 5 round trips = {5 * LATENCY * 1000:.0f} ms for any N; "
@@ -152,6 +212,8 @@ def run() -> common.Result:
             "min ms",
             "max ms",
             "× time(1)",
+            "client CPU ms",
+            "server CPU ms",
             "HEAD",
             "GET manifest",
             "GET blob",

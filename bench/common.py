@@ -64,6 +64,33 @@ def vm_rss_bytes(pid: int | str = "self") -> int:
     raise RuntimeError("no VmRSS in /proc status")
 
 
+def cpu_seconds(pid: int | str = "self", *, children: bool = False) -> float:
+    """User + system CPU time a process has used (from /proc/<pid>/stat), in seconds; with
+    `children`, plus that of its live child processes (a server process and the registry it
+    started)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [str(pid)]
+    if children:
+        parent = str(os.getpid() if pid == "self" else pid)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if stat[stat.rindex(")") + 2 :].split()[1] == parent:
+                    pids.append(entry.name)
+    total = 0
+    for one in pids:
+        try:
+            stat = Path(f"/proc/{one}/stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 # --- pinning -----------------------------------------------------------------------------------
 
 

@@ -213,6 +213,11 @@ class RemoteEnv(_Resolvers):
         out["401"] += sum(1 for e in self.events if e.status == 401)
         return out
 
+    def server_cpu_seconds(self) -> float:
+        """CPU time used so far by the server process (proxies, token server) and the registry
+        it started — everything on the server CPU."""
+        return common.cpu_seconds(self._process.pid, children=True)
+
     def stop(self) -> None:
         self._ask("stop")
         self._process.join(10)
