@@ -425,7 +425,7 @@ class DecisionLog:
             level, event, fields = item
             try:
                 lines.append((level, self._line(event, fields)))
-            except (TypeError, ValueError):  # not encodable (a bug): say so, keep writing
+            except Exception:  # not encodable (a bug): say so, and keep the writer alive
                 logging.getLogger(LOGGER).exception("cannot write a decision log line")
         self._emit(lines)
 
