@@ -31,6 +31,7 @@ from typing import Any
 
 from bench import common
 from bench import webhook as webhook_bench
+from bench.env import Unavailable
 
 WARMUP = 300
 MEASURED = 200
@@ -137,7 +138,7 @@ def _count(config: str, directory: Path) -> int:
 
 def run() -> common.Result:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise RuntimeError("benchmark 1b needs valgrind (apt-get install valgrind)")
+        raise Unavailable("benchmark 1b needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         per_request = {name: _count(name, Path(tmp)) / MEASURED for name, _ in CONFIGS}
     base = per_request["trivial"]
