@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -84,6 +85,11 @@ class _Failed(Exception):
         super().__init__(str(error))
 
 
+TAG_MEMORY = 24 * 3600.0
+"""Seconds a tag's answer is remembered after it went stale, so that asking again takes a
+HEAD (not a GET: the manifest it named is likely still cached)."""
+
+
 class RegistryResolver:
     """Fetches facts for images from their registries, caching and coalescing."""
 
@@ -108,7 +114,9 @@ class RegistryResolver:
         # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
         # manifests 1/2, configs 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16.
         budget = max(16, cache_max_bytes)
-        self._tags: TTLCache[Hashable, ManifestHead] = TTLCache(
+        self._clock = clock if clock is not None else time.monotonic
+        # tag → (answer, when learned): fresh for `tag_ttl`, remembered for TAG_MEMORY
+        self._tags: TTLCache[Hashable, tuple[ManifestHead, float]] = TTLCache(
             ttl=tag_ttl, max_entries=100_000, max_bytes=budget // 8, clock=clock
         )
         self._missing: TTLCache[Hashable, RegistryError] = TTLCache(
@@ -171,7 +179,9 @@ class RegistryResolver:
         valid_for = self._tag_ttl  # how long the answer may be reused without asking again
         try:
             if digest is None:
-                head, valid_for = self._head(ref, deadline)
+                head, valid_for = self._head(
+                    ref, deadline, document=needs.platforms or needs.manifest or needs.config
+                )
                 digest, media_type = head.digest, head.media_type
             if needs.platforms or needs.manifest or needs.config:
                 document = self._manifest(ref.registry, ref.repository, digest, deadline)
@@ -259,44 +269,54 @@ class RegistryResolver:
             errors["tier"] = str(exc)
             return None, None
 
-    def _head(self, ref: Reference, deadline: Deadline) -> tuple[ManifestHead, float]:
-        """The tag's digest, and for how many more seconds that answer is fresh."""
+    def _head(
+        self, ref: Reference, deadline: Deadline, *, document: bool = False
+    ) -> tuple[ManifestHead, float]:
+        """The tag's digest, and for how many more seconds that answer is fresh.
+
+        A tag asked about before (its answer in memory or on disk, however old) is revalidated
+        with a HEAD, which Docker Hub does not count as a pull, and the manifest it names is
+        usually cached already. A tag never seen, when the caller will want its manifest
+        (`document`), is read with one GET by tag instead: the digest comes with the body, one
+        request and one round trip fewer than HEAD + GET by digest, and one pull either way.
+        """
         tag = ref.tag or "latest"
         key = ("tag", ref.registry, ref.repository, tag)
-        cached = self._tags.get_entry(key)
-        if cached is not None:
+        cached = self._tags.get(key)
+        if cached is not None and (left := self._fresh_for(cached)) > 0:
             self._count("tag_hits")
-            return cached[0], self._tag_ttl - cached[1]
+            return cached[0], left
 
         def fetch() -> ManifestHead:
             again = self._tags.get(key)
-            if again is not None:
-                return again
+            if again is not None and self._fresh_for(again) > 0:
+                return again[0]
             missing = self._missing.get(key)
             if missing is not None:
                 raise ManifestNotFound(
                     str(missing), registry=missing.registry, reference=missing.reference
                 )
             stored = (
-                self._disk.get_tag(ref.registry, ref.repository, tag, max_age=self._tag_ttl)
+                self._disk.get_tag(ref.registry, ref.repository, tag, max_age=TAG_MEMORY)
                 if self._disk is not None
                 else None
             )
-            if stored is not None:
+            if stored is not None and stored[3] < self._tag_ttl:
                 digest, media_type, size, age = stored
-                head = ManifestHead(digest, media_type, size)
-                # fresh as long as on disk
-                self._tags.put(key, head, ttl=self._tag_ttl - age, size=entry_size(key, head))
-                return head
+                self._remember_tag(key, ManifestHead(digest, media_type, size), age)
+                return ManifestHead(digest, media_type, size)
             self._count("tag_misses")
             try:
-                head = self.client.head_manifest(
-                    ref.registry, ref.repository, tag, deadline=deadline
-                )
+                if document and again is None and stored is None:
+                    head = self._get_by_tag(ref, tag, deadline)
+                else:
+                    head = self.client.head_manifest(
+                        ref.registry, ref.repository, tag, deadline=deadline
+                    )
             except ManifestNotFound as exc:
                 self._remember_missing(key, exc)
                 raise
-            self._tags.put(key, head, size=entry_size(key, head))
+            self._remember_tag(key, head, 0.0)
             if self._disk is not None:
                 self._disk.put_tag(
                     ref.registry, ref.repository, tag, head.digest, head.media_type, head.size
@@ -304,8 +324,31 @@ class RegistryResolver:
             return head
 
         head = self._step("digest", key, fetch, deadline)
-        entry = self._tags.get_entry(key)
-        return head, (self._tag_ttl - entry[1]) if entry is not None else 0.0
+        entry = self._tags.get(key)
+        return head, self._fresh_for(entry) if entry is not None else 0.0
+
+    def _remember_tag(self, key: Hashable, head: ManifestHead, age: float) -> None:
+        """Keep a tag's answer, learned `age` seconds ago, for TAG_MEMORY: fresh for `tag_ttl`,
+        then still telling that the tag was asked about (so it is revalidated by HEAD)."""
+        value = (head, self._clock() - age)
+        self._tags.put(
+            key, value, ttl=max(TAG_MEMORY, self._tag_ttl) - age, size=entry_size(key, value)
+        )
+
+    def _fresh_for(self, entry: tuple[ManifestHead, float]) -> float:
+        """Seconds a remembered tag answer stays fresh (≤ 0: revalidate)."""
+        return self._tag_ttl - (self._clock() - entry[1])
+
+    def _get_by_tag(self, ref: Reference, tag: str, deadline: Deadline) -> ManifestHead:
+        """GET a never-seen tag's manifest; cache the document by its digest (as `_manifest`
+        would) and answer what a HEAD would have."""
+        self._count("manifest_misses")
+        manifest = self.client.get_manifest(ref.registry, ref.repository, tag, deadline=deadline)
+        key = ("manifest", ref.registry, ref.repository, manifest.digest)
+        self._manifests.put(key, manifest.document, entry_size(key, manifest.document))
+        if self._disk is not None:
+            self._disk.put_manifest(manifest.digest, manifest.body, manifest.media_type)
+        return ManifestHead(manifest.digest, manifest.media_type, len(manifest.body))
 
     def _manifest(
         self, registry: str, repository: str, digest: str, deadline: Deadline

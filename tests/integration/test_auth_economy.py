@@ -1,8 +1,9 @@
 """Authentication costs the protocol's minimum number of requests, against the real registry.
 
-N images in R repositories behind Bearer token auth cost 3N + R + 1 requests (registry and
-token realm together): per image HEAD + GET manifest + GET config, one token per repository
-scope, and one 401 per registry to learn the realm. The registry's requests are counted by a
+N images in R repositories behind Bearer token auth cost 2N + R + 1 requests (registry and
+token realm together): per image GET manifest by tag + GET config (what the resolver asks of a
+tag it has never seen), one token per repository scope, and one 401 per registry to learn the
+realm. The registry's requests are counted by a
 proxy in front of it, the token realm's by the token server's own records, and the 401s from
 the client's request events.
 """
@@ -160,12 +161,9 @@ def counted(registries: Registries) -> Iterator[CountedFactory]:
 
 
 def resolve(counted: Counted, repository: str, tag: str) -> None:
-    """What a rule reading layers and the user costs: HEAD by tag, GET by digest, GET config."""
+    """What a rule reading layers and the user costs for a new tag: GET by tag, GET config."""
     deadline = Deadline(20.0)
-    head = counted.client.head_manifest(counted.host, repository, tag, deadline=deadline)
-    manifest = counted.client.get_manifest(
-        counted.host, repository, head.digest, deadline=deadline, expected_digest=head.digest
-    )
+    manifest = counted.client.get_manifest(counted.host, repository, tag, deadline=deadline)
     assert isinstance(manifest.document, media.ImageManifest)
     counted.client.get_config(counted.host, repository, manifest.document.config, deadline=deadline)
 
@@ -203,7 +201,7 @@ def layout(repositories: int) -> list[tuple[str, str]]:
 def test_token_auth_costs_the_protocol_minimum(
     registries: Registries, counted: CountedFactory, repositories: int, concurrent: bool
 ) -> None:
-    """N images in R repositories cost exactly 3N + R + 1 requests, of which one 401."""
+    """N images in R repositories cost exactly 2N + R + 1 requests, of which one 401."""
     target = counted(registries.token)
     refs = layout(repositories)
     jobs = [lambda r=r, t=t: resolve(target, r, t) for r, t in refs]
@@ -214,13 +212,13 @@ def test_token_auth_costs_the_protocol_minimum(
             job()
     n = len(refs)
     counts = target.proxy.counts()
-    heads = sum(v for (method, path), v in counts.items() if method == "HEAD")
-    assert heads == n + 1  # the first one answered 401, then asked again with a token
+    by_tag = sum(v for (method, path), v in counts.items() if "/manifests/" in path)
+    assert by_tag == n + 1  # the first one answered 401, then asked again with a token
     assert target.unauthorized() == 1
     assert sorted(s for r in target.token_requests() for s in r.scopes) == sorted(
         {scope_of(r) for r, _ in refs}
     )
-    assert target.total() == 3 * n + repositories + 1
+    assert target.total() == 2 * n + repositories + 1
 
 
 def test_concurrent_first_contact_meets_one_401(
@@ -259,8 +257,8 @@ def test_open_registry_sees_no_extra_requests(
         for job in jobs:
             job()
     counts = target.proxy.counts()
-    assert sum(v for (method, _), v in counts.items() if method == "HEAD") == IMAGES
-    assert target.proxy.total() == 3 * IMAGES
+    assert sum(v for (_, path), v in counts.items() if "/manifests/" in path) == IMAGES
+    assert target.proxy.total() == 2 * IMAGES
     assert target.unauthorized() == 0
 
 
@@ -273,13 +271,13 @@ def test_rejected_cached_token_is_refetched_once(
     resolve(target, first, "1.0")  # learns the realm
     registries.rejections.pending[scope_of(second)] = 1
     before_tokens = len(target.token_requests())
-    before_heads = target.proxy.counts().get(("HEAD", f"/v2/{second}/manifests/1.0"), 0)
+    before_gets = target.proxy.counts().get(("GET", f"/v2/{second}/manifests/1.0"), 0)
     resolve(target, second, "1.0")
     assert [r.scopes for r in target.token_requests()[before_tokens:]] == [
         [scope_of(second)],  # fetched before the request, then rejected by the registry
         [scope_of(second)],  # the one refetch
     ]
-    assert target.proxy.counts()[("HEAD", f"/v2/{second}/manifests/1.0")] - before_heads == 2
+    assert target.proxy.counts()[("GET", f"/v2/{second}/manifests/1.0")] - before_gets == 2
     assert target.unauthorized() == 2  # first contact, and the rejected token
 
 

@@ -81,9 +81,9 @@ def test_index_reads_only_selected_platforms_and_no_config(
     amd = [p for p in facts.platforms if p.layers is not None]
     assert [p.platform for p in amd] == ["linux/amd64"]
     assert amd[0].layers == 2 and amd[0].size == 1000
-    # HEAD the tag, GET the index by digest, GET the one amd64 manifest; no config blob.
+    # GET the index by tag (a tag never seen: no HEAD), GET the one amd64 manifest; no config.
     counts = counting_proxy.counts()
-    assert heads_gets(counting_proxy) == (1, 2)
+    assert heads_gets(counting_proxy) == (0, 2)
     assert all("/blobs/" not in path for _, path in counts)
     # The attestation entries are listed as such, never fetched.
     assert sum(1 for p in facts.platforms if p.platform == "unknown/unknown") == 2
@@ -99,7 +99,7 @@ def test_config_needs_fetch_one_blob_per_selected_platform(
     assert all(p.config_known and p.user == "1000" for p in images)
     blob_gets = [path for (m, path) in counting_proxy.counts() if "/blobs/" in path]
     assert len(blob_gets) == 2
-    assert heads_gets(counting_proxy) == (1, 5)  # index + 2 manifests + 2 configs
+    assert heads_gets(counting_proxy) == (0, 5)  # index by tag + 2 manifests + 2 configs
 
 
 def test_second_resolve_inside_ttl_makes_no_request(
@@ -108,7 +108,7 @@ def test_second_resolve_inside_ttl_makes_no_request(
     reference = ref(counting_proxy, "docker/app", "single")
     first = resolve(resolver, reference, ALL)
     assert first.errors == {}
-    assert heads_gets(counting_proxy) == (1, 2)  # HEAD, manifest, config
+    assert heads_gets(counting_proxy) == (0, 2)  # manifest by tag, config
     counting_proxy.reset()
     clock.now += 299
     second = resolve(resolver, reference, ALL)
@@ -142,6 +142,23 @@ def test_reference_only_needs_make_no_request(
     assert counting_proxy.total() == 0
 
 
+def test_a_tag_asked_about_before_is_revalidated_by_head_even_long_after(
+    resolver: RegistryResolver, counting_proxy: CountingProxy, clock: FakeClock
+) -> None:
+    reference = ref(counting_proxy, "oci/app", "single")
+    first = resolve(resolver, reference, AMD64_MANIFEST)
+    assert first.errors == {} and heads_gets(counting_proxy) == (0, 1)  # GET by tag
+    for hours in (1, 20):  # stale, but remembered: HEAD, and the manifest is still cached
+        counting_proxy.reset()
+        clock.now += hours * 3600
+        assert resolve(resolver, reference, AMD64_MANIFEST).digest == first.digest
+        assert heads_gets(counting_proxy) == (1, 0)
+    counting_proxy.reset()
+    clock.now += 25 * 3600  # forgotten after TAG_MEMORY: read like a new tag
+    assert resolve(resolver, reference, AMD64_MANIFEST).digest == first.digest
+    assert heads_gets(counting_proxy) == (0, 1)
+
+
 def test_digest_only_needs_one_head(
     resolver: RegistryResolver, counting_proxy: CountingProxy, registry: SeededRegistry
 ) -> None:
@@ -150,7 +167,7 @@ def test_digest_only_needs_one_head(
     assert heads_gets(counting_proxy) == (1, 0)
 
 
-def test_twenty_concurrent_resolves_make_one_head_and_one_get(
+def test_twenty_concurrent_resolves_make_one_get(
     resolver: RegistryResolver, counting_proxy: CountingProxy
 ) -> None:
     counting_proxy.latency = 0.05  # keep the first request in flight while the others arrive
@@ -173,7 +190,7 @@ def test_twenty_concurrent_resolves_make_one_head_and_one_get(
         t.join(timeout=10)
     assert len(results) == 20
     assert all(r == results[0] and r.errors == {} for r in results)
-    assert heads_gets(counting_proxy) == (1, 1)
+    assert heads_gets(counting_proxy) == (0, 1)  # one GET by tag, shared by all twenty
 
 
 def test_missing_tag_is_negatively_cached(
@@ -183,12 +200,12 @@ def test_missing_tag_is_negatively_cached(
     facts = resolve(resolver, reference, AMD64_MANIFEST)
     assert "manifest unknown" in facts.errors["digest"] or "not found" in facts.errors["digest"]
     assert set(facts.errors) == {"digest", "platforms", "manifest", "config"}
-    assert heads_gets(counting_proxy) == (1, 0)
+    assert heads_gets(counting_proxy) == (0, 1)
     resolve(resolver, reference, AMD64_MANIFEST)
-    assert heads_gets(counting_proxy) == (1, 0)
+    assert heads_gets(counting_proxy) == (0, 1)
     clock.now += 31
     resolve(resolver, reference, AMD64_MANIFEST)
-    assert heads_gets(counting_proxy) == (2, 0)
+    assert heads_gets(counting_proxy) == (0, 2)
 
 
 def test_images_of_one_decision_resolve_in_parallel(
