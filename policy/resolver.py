@@ -341,8 +341,8 @@ class RegistryResolver:
 
     def _get_by_tag(self, ref: Reference, tag: str, deadline: Deadline) -> ManifestHead:
         """GET a never-seen tag's manifest; cache the document by its digest (as `_manifest`
-        would) and answer what a HEAD would have."""
-        self._count("manifest_misses")
+        would) and answer what a HEAD would have. Counted as the tag miss it is; reading the
+        document back by digest then counts as the manifest cache hit it is."""
         manifest = self.client.get_manifest(ref.registry, ref.repository, tag, deadline=deadline)
         key = ("manifest", ref.registry, ref.repository, manifest.digest)
         self._manifests.put(key, manifest.document, entry_size(key, manifest.document))

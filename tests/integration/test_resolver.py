@@ -347,3 +347,14 @@ def test_failed_answers_are_not_reused(
     assert resolve(resolver, reference, Needs(digest=True)).errors
     assert resolve(resolver, reference, Needs(digest=True)).errors
     assert resolver.stats().facts_hits == 0
+
+
+def test_a_new_tag_read_by_get_counts_one_tag_miss_and_no_manifest_miss(
+    resolver: RegistryResolver, counting_proxy: CountingProxy
+) -> None:
+    facts = resolve(resolver, ref(counting_proxy, "oci/app", "single"), AMD64_MANIFEST)
+    assert facts.errors == {}
+    stats = resolver.stats()
+    assert (stats.tag_misses, stats.tag_hits) == (1, 0)
+    assert (stats.manifest_misses, stats.manifest_hits) == (0, 1)  # stored by the GET by tag
+    assert heads_gets(counting_proxy) == (0, 1)
