@@ -23,7 +23,6 @@ from types import MappingProxyType
 from typing import Protocol, TypeVar, cast
 
 import requests
-import requests.adapters
 
 from policy import tiers as tiers_mod
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
@@ -115,6 +114,7 @@ class RegistryResolver:
         # manifests 1/2, configs 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16.
         budget = max(16, cache_max_bytes)
         self._clock = clock if clock is not None else time.monotonic
+        self._tag_memory = max(TAG_MEMORY, tag_ttl)  # a tag is remembered at least while fresh
         # tag → (answer, when learned): fresh for `tag_ttl`, remembered for TAG_MEMORY
         self._tags: TTLCache[Hashable, tuple[ManifestHead, float]] = TTLCache(
             ttl=tag_ttl, max_entries=100_000, max_bytes=budget // 8, clock=clock
@@ -178,12 +178,11 @@ class RegistryResolver:
         platforms: tuple[PlatformFacts, ...] = ()
         valid_for = self._tag_ttl  # how long the answer may be reused without asking again
         try:
+            wants_document = needs.platforms or needs.manifest or needs.config
             if digest is None:
-                head, valid_for = self._head(
-                    ref, deadline, document=needs.platforms or needs.manifest or needs.config
-                )
+                head, valid_for = self._head(ref, deadline, document=wants_document)
                 digest, media_type = head.digest, head.media_type
-            if needs.platforms or needs.manifest or needs.config:
+            if wants_document:
                 document = self._manifest(ref.registry, ref.repository, digest, deadline)
                 media_type = document.media_type
                 index = isinstance(document, media.Index)
@@ -297,14 +296,15 @@ class RegistryResolver:
                     str(missing), registry=missing.registry, reference=missing.reference
                 )
             stored = (
-                self._disk.get_tag(ref.registry, ref.repository, tag, max_age=TAG_MEMORY)
+                self._disk.get_tag(ref.registry, ref.repository, tag, max_age=self._tag_memory)
                 if self._disk is not None
                 else None
             )
             if stored is not None and stored[3] < self._tag_ttl:
                 digest, media_type, size, age = stored
-                self._remember_tag(key, ManifestHead(digest, media_type, size), age)
-                return ManifestHead(digest, media_type, size)
+                head = ManifestHead(digest, media_type, size)
+                self._remember_tag(key, head, age)
+                return head
             self._count("tag_misses")
             try:
                 if document and again is None and stored is None:
@@ -331,9 +331,7 @@ class RegistryResolver:
         """Keep a tag's answer, learned `age` seconds ago, for TAG_MEMORY: fresh for `tag_ttl`,
         then still telling that the tag was asked about (so it is revalidated by HEAD)."""
         value = (head, self._clock() - age)
-        self._tags.put(
-            key, value, ttl=max(TAG_MEMORY, self._tag_ttl) - age, size=entry_size(key, value)
-        )
+        self._tags.put(key, value, ttl=self._tag_memory - age, size=entry_size(key, value))
 
     def _fresh_for(self, entry: tuple[ManifestHead, float]) -> float:
         """Seconds a remembered tag answer stays fresh (≤ 0: revalidate)."""

@@ -97,3 +97,33 @@ def test_tags_are_revalidated_by_head_after_the_ttl(
     now[0] += 2
     run()
     assert by_method(counting_proxy) == {"HEAD": 1}
+
+
+def test_a_tag_ttl_over_a_day_is_honoured_from_disk(
+    counting_proxy: CountingProxy, tmp_path: Path
+) -> None:
+    """The tags the resolver remembers past their freshness (a day) never cut a longer TTL."""
+    now = [1_700_000_000.0]
+    needs = Needs(digest=True, manifest=True, select=("*",))
+    reference = Reference(counting_proxy.host, "oci/app", "single")
+
+    def run() -> None:
+        session = requests.Session()
+        resolver = RegistryResolver(
+            RegistryClient(session, authenticator=None),
+            tag_ttl=48 * 3600,
+            disk=DiskCache(tmp_path, wall_clock=lambda: now[0]),
+        )
+        try:
+            [facts] = resolver.resolve([(reference, needs)], deadline=Deadline(10))
+            assert facts.errors == {}
+        finally:
+            resolver.close()
+            session.close()
+
+    run()
+    assert by_method(counting_proxy) == {"GET": 1}
+    counting_proxy.reset()
+    now[0] += 30 * 3600  # older than a day, still inside the 48 h TTL: no request
+    run()
+    assert counting_proxy.total() == 0
