@@ -249,6 +249,12 @@ def _judge_rule(
     return out
 
 
+def end_of_day(now: datetime) -> datetime:
+    """Midnight after `now`, in its time zone: until then the applicable rules and exceptions,
+    which go by date, stay the same."""
+    return datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo)
+
+
 def stable_until(
     ruleset: RuleSet,
     ref: Reference,
@@ -262,7 +268,7 @@ def stable_until(
     would change its answer. Callers may reuse a decision until then."""
     rules = rules if rules is not None else applicable(ruleset, ref, context)
     now = context.now if context.now.tzinfo else context.now.replace(tzinfo=UTC)
-    until = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo)
+    until = end_of_day(now)
     for rule in rules.rules:
         selected: tuple[PlatformFacts, ...] | None = None
         for check in rule.checks:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Protocol
 
 from policy.deadline import Deadline
@@ -16,6 +16,7 @@ from policy.evaluate import (
     Context,
     ImageDecision,
     applicable,
+    end_of_day,
     evaluate_image,
     needs,
     registry_refused,
@@ -119,14 +120,13 @@ class Service:
             self._judge(item, by_ref[item.reference], rules, now)
             for item, rules in zip(items, batch.rules, strict=True)
         ]
-        until = min((u for _, u in judged), default=batch.until)
         if len(self._batches) >= PLAN_CACHE_ENTRIES:
             self._batches.clear()
         self._batches[key] = _Batch(
             refs=batch.refs,
             wanted=batch.wanted,
             rules=batch.rules,
-            until=min(until, batch.until),
+            until=min([batch.until, *(u for _, u in judged)]),
             facts=tuple(facts),
             decisions=tuple(d for d, _ in judged),
         )
@@ -144,7 +144,7 @@ class Service:
             refs=refs,
             wanted=tuple((r, wanted[r]) for r in refs),
             rules=tuple(rules for rules, _ in plans),
-            until=datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=now.tzinfo),
+            until=end_of_day(now),
         )
 
     def _judge(
