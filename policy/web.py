@@ -432,7 +432,7 @@ class DecisionLog:
     def _line(self, event: str, fields: dict[str, object]) -> str:
         """The JSON line; findings under `images` are encoded once per decision object (the
         service hands out the same decision while nothing changed) and spliced in."""
-        images = fields.get("images")
+        images = fields.get("images")  # findings, or image texts when nothing was judged
         if not isinstance(images, tuple):
             return json.dumps({"event": event, **fields}, default=str)
         document: dict[str, object] = {"event": event}
@@ -442,11 +442,9 @@ class DecisionLog:
         parts = ",".join(self._finding_json(f) for f in images)
         return f"{text[: -len('null}')]}[{parts}]}}"
 
-    def _finding_json(self, finding: object) -> str:
-        if not isinstance(finding, Finding) or finding.decision is None:
-            return json.dumps(
-                _finding_log(finding) if isinstance(finding, Finding) else finding, default=str
-            )
+    def _finding_json(self, finding: Finding) -> str:
+        if finding.decision is None:  # an invalid reference: nothing to reuse
+            return json.dumps(_finding_log(finding), default=str)
         key = (finding.image, finding.where, id(finding.decision))
         known = self._fragments.get(key)
         if known is not None and known[0] is finding.decision:

@@ -16,7 +16,6 @@ and the settings file only.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +33,6 @@ class RegistrySession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False
-        self._lock = threading.Lock()
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
         self.ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
 
@@ -57,8 +55,7 @@ class RegistrySession(requests.Session):
         if found is None:
             # what requests does per request with trust_env on (no_proxy=None: from the env)
             found = requests.utils.get_environ_proxies(url, no_proxy=None)
-            with self._lock:
-                self._proxies[key] = found
+            self._proxies[key] = found  # racing threads store the same answer
         return found
 
 
