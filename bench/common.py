@@ -64,31 +64,36 @@ def vm_rss_bytes(pid: int | str = "self") -> int:
     raise RuntimeError("no VmRSS in /proc status")
 
 
-def cpu_seconds(pid: int | str = "self", *, children: bool = False) -> float:
+def child_pids(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (gunicorn's workers, a server's registry)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command name (in parentheses) may hold spaces: split after its closing paren
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return sorted(out)
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
     """User + system CPU time a process has used (from /proc/<pid>/stat), in seconds; with
     `children`, plus that of its live child processes (a server process and the registry it
     started)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    pids = [str(pid)]
-    if children:
-        parent = str(os.getpid() if pid == "self" else pid)
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if stat[stat.rindex(")") + 2 :].split()[1] == parent:
-                    pids.append(entry.name)
     total = 0
-    for one in pids:
+    for one in [pid, *(child_pids(pid) if children else [])]:
         try:
             stat = Path(f"/proc/{one}/stat").read_text()
         except OSError:
             continue  # exited meanwhile
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --- pinning -----------------------------------------------------------------------------------

@@ -164,23 +164,6 @@ def deployment_review(refs: Sequence[str]) -> dict[str, Any]:
 # --- gunicorn --------------------------------------------------------------------------------
 
 
-def child_pids(pid: int) -> list[int]:
-    """Live processes whose parent is `pid` (gunicorn's workers, for its arbiter)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name (in parentheses) may hold spaces: split after its closing paren
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return sorted(out)
-
-
 @dataclass
 class Gunicorn:
     """A gunicorn arbiter started with the shipped config file."""
@@ -198,7 +181,7 @@ class Gunicorn:
         return s
 
     def workers(self) -> list[int]:
-        return child_pids(self.process.pid)
+        return common.child_pids(self.process.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
