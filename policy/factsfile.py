@@ -178,6 +178,29 @@ def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
     )
 
 
+def facts_by_reference(reader: Reader, node: Node, path: str) -> dict[str, ImageFacts]:
+    """`{images: {reference: facts}}` at `path` (a facts file's root, or a rule test case's
+    `facts`), by normalized reference string; problems go to `reader`."""
+    fields = reader.mapping(node, path, allowed=("images",), required=("images",)) or {}
+    images = fields.get("images")
+    out: dict[str, ImageFacts] = {}
+    if images is None:
+        return out
+    images_path = join(path, "images")
+    if not isinstance(images.value, dict):
+        reader.expected(images, images_path, "a mapping of image references to facts")
+        return out
+    for key, child in images.value.items():
+        item_path = join(images_path, key)
+        try:
+            ref = reference.parse(key)
+        except InvalidReference as exc:
+            reader.error(child, item_path, exc.problem, at_key=True)
+            continue
+        out[str(ref)] = image_facts(reader, child, item_path)
+    return out
+
+
 def parse_facts(text: str, filename: str) -> dict[str, ImageFacts]:
     """Facts by normalized reference string; raise FactsFileError listing every problem."""
     root, syntax = load(text, filename)
@@ -185,20 +208,7 @@ def parse_facts(text: str, filename: str) -> dict[str, ImageFacts]:
     reader.errors.extend(syntax)
     out: dict[str, ImageFacts] = {}
     if root is not None:
-        top = reader.mapping(root, "", allowed=("images",), required=("images",)) or {}
-        images = top.get("images")
-        if images is not None and not isinstance(images.value, dict):
-            reader.expected(images, "images", "a mapping of image references to facts")
-        elif images is not None:
-            assert isinstance(images.value, dict)
-            for key, child in images.value.items():
-                path = f"images.{key}"
-                try:
-                    ref = reference.parse(key)
-                except InvalidReference as exc:
-                    reader.error(child, path, exc.problem, at_key=True)
-                    continue
-                out[str(ref)] = image_facts(reader, child, path)
+        out = facts_by_reference(reader, root, "")
     elif not syntax:
         reader.errors.append(RuleError("empty facts file", location=Location(filename, 1, 1)))
     if reader.errors:

@@ -48,7 +48,6 @@ from policy import factsfile, reference
 from policy.deadline import Deadline
 from policy.errors import ConfigError, InputError, InvalidReference, Location
 from policy.evaluate import ImageDecision, Violation
-from policy.facts import ImageFacts
 from policy.rules import ACTIONS, Action, RuleSet
 from policy.service import Item, Service
 from policy.yamlsrc import Node, Reader, join, load
@@ -198,27 +197,6 @@ def _expected(reader: Reader, node: Node, path: str) -> tuple[ExpectedViolation,
     return tuple(out)
 
 
-def _facts(reader: Reader, node: Node, path: str) -> dict[str, ImageFacts]:
-    fields = reader.mapping(node, path, allowed=("images",), required=("images",)) or {}
-    images = fields.get("images")
-    out: dict[str, ImageFacts] = {}
-    if images is None:
-        return out
-    if not isinstance(images.value, dict):
-        reader.expected(images, join(path, "images"), "a mapping of image references to facts")
-        return out
-    for key, child in images.value.items():
-        item_path = f"{path}.images.{key}"
-        try:
-            ref = reference.parse(key)
-        except InvalidReference as exc:
-            reader.error(child, item_path, exc.problem, at_key=True)
-            continue
-        # The facts file's own parser for one image, so both files mean the same.
-        out[str(ref)] = factsfile.image_facts(reader, child, item_path)
-    return out
-
-
 def _case(
     reader: Reader,
     node: Node,
@@ -306,7 +284,8 @@ def parse_cases(text: str, filename: str, *, now: datetime) -> list[Case]:
     if "kind" in top:
         reader.choice(top["kind"], "kind", (KIND,))
     file_now = _when(reader, top["now"], "now") if "now" in top else now
-    facts = _facts(reader, top["facts"], "facts") if "facts" in top else {}
+    # the facts file's own parser, so both files mean the same
+    facts = factsfile.facts_by_reference(reader, top["facts"], "facts") if "facts" in top else {}
     resolver = factsfile.FactsResolver(facts, source=f"facts of {filename}")
     names: dict[str, Location] = {}
     if "cases" in top:
