@@ -161,14 +161,20 @@ def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | N
     return RegistryAuth(username, password)
 
 
-def _registry(reader: Reader, node: Node, path: str, base: Path) -> RegistrySettings:
-    children = reader.mapping(node, path, allowed=_REGISTRY_KEYS) or {}
-    mirrors: list[str] = []
-    if "mirrors" in children:
-        for item_path, child in reader.items(children["mirrors"], join(path, "mirrors")):
+def _urls(reader: Reader, children: Mapping[str, Node], key: str, path: str) -> list[str]:
+    """The valid URLs of list `children[key]` (none when absent); the others are errors."""
+    urls: list[str] = []
+    if key in children:
+        for item_path, child in reader.items(children[key], join(path, key)):
             url = _url(reader, child, item_path)
             if url is not None:
-                mirrors.append(url)
+                urls.append(url)
+    return urls
+
+
+def _registry(reader: Reader, node: Node, path: str, base: Path) -> RegistrySettings:
+    children = reader.mapping(node, path, allowed=_REGISTRY_KEYS) or {}
+    mirrors = _urls(reader, children, "mirrors", path)
     ca = None
     if "ca" in children:
         ca = reader.string(children["ca"], join(path, "ca"))
@@ -179,12 +185,7 @@ def _registry(reader: Reader, node: Node, path: str, base: Path) -> RegistrySett
     insecure = False
     if "insecure" in children:
         insecure = bool(reader.boolean(children["insecure"], join(path, "insecure")))
-    realms: list[str] = []
-    if "tokenRealms" in children:
-        for item_path, child in reader.items(children["tokenRealms"], join(path, "tokenRealms")):
-            url = _url(reader, child, item_path)
-            if url is not None:
-                realms.append(url)
+    realms = _urls(reader, children, "tokenRealms", path)
     auth = _auth(reader, children["auth"], join(path, "auth"), base) if "auth" in children else None
     return RegistrySettings(tuple(mirrors), ca, insecure, tuple(realms), auth)
 
