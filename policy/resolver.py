@@ -85,8 +85,9 @@ class _Failed(Exception):
 
 
 TAG_MEMORY = 24 * 3600.0
-"""Seconds a tag's answer is remembered after it went stale, so that asking again takes a
-HEAD (not a GET: the manifest it named is likely still cached)."""
+"""Seconds a tag's answer is remembered after the registry gave it (the tag TTL if longer),
+so that asking again once it is stale takes a HEAD (not a GET: the manifest it named is likely
+still cached)."""
 
 
 class RegistryResolver:
