@@ -10,7 +10,7 @@ Two steps, so the resolver fetches only what is needed:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 from policy import checks, patterns
@@ -40,19 +40,33 @@ class Violation:
 
 @dataclass(frozen=True)
 class ImageDecision:
-    """The verdict on one image: denied when any violation's action is deny."""
+    """The verdict on one image: denied when any violation's action is deny.
+
+    A decision is made once and read for every review that meets the image again (the
+    service reuses it while its facts hold), so the violations by action are sorted out once,
+    when it is made.
+    """
 
     reference: Reference
     facts: ImageFacts
     violations: tuple[Violation, ...]
     warnings: tuple[str, ...] = ()
+    _by_action: dict[str, tuple[Violation, ...]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        by_action: dict[str, tuple[Violation, ...]] = {"audit": (), "warn": (), "deny": ()}
+        for v in self.violations:
+            by_action[v.action] += (v,)
+        object.__setattr__(self, "_by_action", by_action)
 
     @property
     def allowed(self) -> bool:
-        return not any(v.action == "deny" for v in self.violations)
+        return not self._by_action["deny"]
 
     def by_action(self, action: Action) -> tuple[Violation, ...]:
-        return tuple(v for v in self.violations if v.action == action)
+        return self._by_action[action]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from policy.deadline import Deadline
 from policy.evaluate import (
@@ -36,9 +36,12 @@ class Resolver(Protocol):
     ) -> list[ImageFacts]: ...
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image to judge, in the namespace it will run in (None: unknown)."""
+class Item(NamedTuple):
+    """One image to judge, in the namespace it will run in (None: unknown).
+
+    A named tuple rather than a frozen dataclass: the webhook makes one per image of every
+    review, and a tuple is built, hashed and compared in C.
+    """
 
     reference: Reference
     namespace: str | None = None
@@ -73,7 +76,7 @@ class Service:
         self._decisions: dict[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
         ] = {}
-        self._batches: dict[tuple[tuple[Reference, str | None], ...], _Batch] = {}
+        self._batches: dict[tuple[Item, ...], _Batch] = {}
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -105,8 +108,7 @@ class Service:
         now = self._now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
-        # (reference, namespace) pairs: tuples hash and compare in C (Item's own are Python)
-        key = tuple([(item.reference, item.namespace) for item in items])
+        key = tuple(items)  # (reference, namespace) tuples: hashed and compared in C
         batch = self._batches.get(key)
         if batch is None or now >= batch.until:
             batch = self._batch(items, now)

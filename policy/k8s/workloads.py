@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, NamedTuple, TypeGuard
 
 FieldPath = tuple[str | int, ...]
 """Keys (mapping) and indexes (list) from an object's root down to one value."""
@@ -77,8 +77,9 @@ def json_pointer(path: FieldPath) -> str:
     return "".join("/" + str(step).replace("~", "~0").replace("/", "~1") for step in path)
 
 
-@dataclass(frozen=True)
-class ImageSite:
+# ImageSite and Extraction are named tuples, not frozen dataclasses: the webhook makes them for
+# every review, and a frozen dataclass sets each field through `object.__setattr__`.
+class ImageSite(NamedTuple):
     """One image string in an object: what is written, where, and in which kind of field."""
 
     image: str
@@ -104,8 +105,7 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
 
-@dataclass(frozen=True)
-class Extraction:
+class Extraction(NamedTuple):
     """The image sites of an object, and the problems that may have hidden others.
 
     A non-empty `problems` means the object may hold images that were not found (a container
