@@ -145,9 +145,11 @@ class RegistryResolver:
     ) -> list[ImageFacts]:
         """Facts for each item, resolved in parallel; never raises for registry trouble."""
         # Fully known answers are served in the calling thread; only misses go to the pool.
-        known = [self._answers.get(item) for item in items]
+        known = self._answers.get_many(items)
         misses = known.count(None)
-        self._count_many(facts_hits=len(known) - misses, facts_misses=misses)
+        with self._lock:
+            self._counts["facts_hits"] += len(known) - misses
+            self._counts["facts_misses"] += misses
         if not misses:
             return cast(list[ImageFacts], known)  # no None left
         futures = {
@@ -244,11 +246,6 @@ class RegistryResolver:
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
-
-    def _count_many(self, **increments: int) -> None:
-        with self._lock:
-            for name, n in increments.items():
-                self._counts[name] += n
 
     def _coalesced(self, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
         result = self._coalescer.do(key, fn, timeout=deadline.remaining())

@@ -951,3 +951,23 @@ def test_coalescer_concurrent_keys_stress() -> None:
     assert wrong == []
     stats = co.stats
     assert (stats.calls, stats.in_flight, stats.timeouts) == (3_200, 0, 0)
+
+
+def test_ttl_get_many_is_get_for_each_key() -> None:
+    clock = FakeClock()
+    many: cache.TTLCache[str, str] = cache.TTLCache(ttl=10.0, max_entries=3, clock=clock)
+    one: cache.TTLCache[str, str] = cache.TTLCache(ttl=10.0, max_entries=3, clock=clock)
+    for c in (many, one):
+        c.put("a", "A")
+        c.put("b", "B", ttl=5.0)
+        c.put("c", "C")
+    clock.advance(6.0)  # "b" has expired
+    keys = ["c", "b", "x", "a"]
+    assert many.get_many(keys) == [one.get(k) for k in keys] == ["C", None, None, "A"]
+    assert many.stats == one.stats  # hits, misses, the expired entry purged
+    assert many.stats.hits == 2 and many.stats.misses == 2 and many.stats.entries == 2
+    for c in (many, one):
+        c.put("d", "D")
+        c.put("e", "E")  # evicts the least recently used: "c" (read before "a")
+    assert many.get_many(["a", "c", "d", "e"]) == ["A", None, "D", "E"]
+    assert one.get("c") is None
