@@ -957,3 +957,167 @@ def test_log_lines_hold_each_finding_even_when_its_encoding_is_reused(
     assert [i["image"] for i in lines[2]["images"]] == ["nginx:1.25", "bad image!"]
     assert lines[2]["images"][1]["violations"][0]["rule"] == "(reference)"
     assert lines[3]["images"] == ["nginx:1.25"] and lines[3]["outcome"] == "excluded"
+
+
+# --- reuse of judged reviews ----------------------------------------------------------------
+
+
+class CachingResolver(FakeResolver):
+    """FakeResolver answering the same facts object for an image until `change` — as the
+    registry resolver does from its caches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: dict[tuple[Reference, Needs], ImageFacts] = {}
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        missing = [item for item in items if item not in self.known]
+        if missing:
+            # recorded in `calls`: only what was not known yet is "looked up"
+            found = super().resolve(missing, deadline=deadline)
+            self.known.update(zip(missing, found, strict=True))
+        return [self.known[item] for item in items]
+
+    def change(self, name: str, layers: int) -> None:
+        """New facts for repository `name` (a pushed tag)."""
+        for key in [k for k in self.known if k[0].name == name]:
+            platform = PlatformFacts("linux/amd64", OTHER, layers=layers, size=1000)
+            self.known[key] = ImageFacts(digest=OTHER, index=False, platforms=(platform,))
+
+
+def raw(client: FlaskClient, doc: object, path: str = "/validate") -> bytes:
+    reply = client.post(path, json=doc)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    return reply.get_data()
+
+
+def another(doc: dict[str, Any], uid: str, name: str, user: str = "bob") -> dict[str, Any]:
+    """The same review for another object, from another request."""
+    copy = json.loads(json.dumps(doc))
+    copy["request"]["uid"] = uid
+    copy["request"]["userInfo"]["username"] = user
+    copy["request"]["object"]["metadata"]["name"] = name
+    return copy
+
+
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+@pytest.mark.parametrize(
+    "images",
+    [
+        ("nginx:1.25", "redis:7", "registry.example/app:2"),  # allowed, pinned by /mutate
+        ("nginx:latest", "registry.example/big:1"),  # a warning and a denial
+        ("nginx:1.25", "Not A Reference"),  # an invalid reference
+    ],
+)
+def test_a_repeated_review_is_answered_as_a_fresh_one_would_be(
+    path: str, images: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judged = []
+    original = admission.admission_response
+
+    def counting(*args: Any, **kwargs: Any) -> admission.AdmissionResponse:
+        judged.append(args[0].uid)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(admission, "admission_response", counting)
+    reused = make_app(CachingResolver()).test_client()
+    first = review(pod(*images), namespace="shop")
+    raw(reused, first, path)
+    for n in range(3):
+        again = another(first, f"uid-{n}", name="web", user=f"user-{n}")
+        fresh = make_app(CachingResolver()).test_client()
+        assert raw(reused, again, path) == raw(fresh, again, path)
+    # the reusing app judged its first review only; each fresh app judged its one review
+    assert judged == [first["request"]["uid"], "uid-0", "uid-1", "uid-2"]
+    assert metric(reused, f'image_policy_images_total{{endpoint="{path[1:]}",verdict="allowed"}}')
+
+
+def test_a_repeated_review_is_judged_again_when_its_facts_change() -> None:
+    resolver = CachingResolver()
+    client = make_app(resolver).test_client()
+    doc = review(pod("nginx:1.25", "registry.example/app:2"))
+    assert respond(client, doc)["allowed"] is True
+    assert respond(client, doc)["allowed"] is True
+    resolver.change("registry.example/app", layers=9)  # the tag now names a fat image
+    denied = respond(client, doc)
+    assert denied["allowed"] is False
+    assert "few-layers" in denied["status"]["message"]
+    assert metric(client, 'image_policy_images_total{endpoint="validate",verdict="denied"}') == 1
+
+
+def test_a_reused_denial_names_its_own_object() -> None:
+    client = make_app(CachingResolver()).test_client()
+    doc = review(pod("registry.example/big:1"))
+    assert "Pod dev/web" in respond(client, doc)["status"]["message"]
+    reply = post(client, "/validate", another(doc, "uid-2", name="api"))["response"]
+    assert reply["allowed"] is False
+    assert "Pod dev/api:" in reply["status"]["message"]
+    assert "web" not in reply["status"]["message"]
+
+
+def test_a_reused_answer_is_logged_in_full(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger(f"{web.LOGGER}.reused")
+    app = web.create_app(
+        Settings(),
+        rules=loader.load_rules_text(RULES),
+        resolver=CachingResolver(),
+        logger=logger,
+        now=lambda: NOW,
+    )
+    client = app.test_client()
+    doc = review(pod("nginx:1.25", "registry.example/big:1"))
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        respond(client, doc)
+        post(client, "/validate", another(doc, "uid-2", name="api", user="carol"))
+        app.extensions["image_policy_log"].flush()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == logger.name]
+    assert [(line["uid"], line["name"], line["user"]) for line in lines] == [
+        ("705ab4f5-6393-11e8-b7cc-42010a800002", "web", "alice"),
+        ("uid-2", "api", "carol"),
+    ]
+    assert lines[0]["images"] == lines[1]["images"]
+    assert [i["allowed"] for i in lines[1]["images"]] == [True, False]
+    assert lines[1]["outcome"] == "denied"
+
+
+def test_the_review_metrics_expose_what_prometheus_client_would() -> None:
+    """`_ReviewTally` against prometheus_client's own Counter and Histogram, fed the same."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    observations = [
+        ("validate", "allowed", 0.0004, (("allowed", 3),)),
+        ("validate", "denied", 0.005, (("allowed", 1), ("denied", 2))),  # on a bucket bound
+        ("mutate", "allowed", 0.3, (("allowed", 1),)),
+        ("validate", "allowed", 12.0, ()),  # past the last bound: +Inf only
+        ("imagereview", "denied", 0.02, (("invalid", 1),)),
+    ]
+    ours = CollectorRegistry()
+    tally = web._ReviewTally(web.LATENCY_BUCKETS)
+    ours.register(tally)
+    theirs = CollectorRegistry()
+    reviews = Counter("image_policy_reviews", "x", ["endpoint", "outcome"], registry=theirs)
+    images = Counter("image_policy_images", "x", ["endpoint", "verdict"], registry=theirs)
+    latency = Histogram(
+        "image_policy_decision_seconds",
+        "x",
+        ["endpoint"],
+        buckets=web.LATENCY_BUCKETS,
+        registry=theirs,
+    )
+    for endpoint, outcome, seconds, verdicts in observations:
+        tally.review(endpoint, outcome, seconds, verdicts)
+        reviews.labels(endpoint, outcome).inc()
+        latency.labels(endpoint).observe(seconds)
+        for verdict, n in verdicts:
+            images.labels(endpoint, verdict).inc(n)
+    tally.count("validate", "bad_request")
+    reviews.labels("validate", "bad_request").inc()
+
+    def samples(registry: CollectorRegistry) -> set[str]:
+        text = generate_latest(registry).decode()
+        return {line for line in text.splitlines() if line and not line.startswith("#")}
+
+    expected = {line for line in samples(theirs) if "_created" not in line}
+    assert samples(ours) == expected
