@@ -5,6 +5,7 @@ Keeping it in one place means the webhook and the CLI can never disagree about a
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -113,8 +114,10 @@ class Service:
         if batch is None or now >= batch.until:
             batch = self._batch(items, now)
         facts = self.resolver.resolve(batch.wanted, deadline=deadline)
-        if batch.facts is not None and all(
-            new is old for new, old in zip(facts, batch.facts, strict=True)
+        if (
+            batch.facts is not None
+            and len(facts) == len(batch.facts)
+            and all(map(operator.is_, facts, batch.facts))
         ):
             return list(batch.decisions)
         by_ref = dict(zip(batch.refs, facts, strict=True))

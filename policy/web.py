@@ -679,6 +679,12 @@ class _Judged:
     """The JSON Pointers a mutating review's patch replaces."""
 
 
+def _tenths(value: float) -> float:
+    """A non-negative `value` rounded to tenths (half up): `round(value, 1)` without the
+    float-to-decimal conversion it makes to round exactly, which a latency does not need."""
+    return int(value * 10 + 0.5) / 10
+
+
 def _verdicts(findings: Iterable[Finding]) -> tuple[tuple[str, int], ...]:
     """How many images are allowed, denied and invalid (the non-zero counts)."""
     counts = dict.fromkeys(("allowed", "denied", "invalid"), 0)
@@ -827,7 +833,7 @@ def create_app(
         images judged."""
         elapsed = clock() - started
         metrics.tally.review(endpoint, outcome, elapsed, verdicts)
-        line = {"endpoint": endpoint, "outcome": outcome, "latencyMs": round(elapsed * 1000, 1)}
+        line = {"endpoint": endpoint, "outcome": outcome, "latencyMs": _tenths(elapsed * 1000)}
         line.update(extra)
         if fields is not None:
             line.update(fields)

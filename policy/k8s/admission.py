@@ -256,7 +256,12 @@ def _envelope(document: object, kinds: str) -> Mapping[str, object]:
 
 def parse_review(document: object) -> Request:
     """Check an AdmissionReview (v1 or v1beta1) and return its request; ReviewError says
-    precisely what is malformed (missing `request` or `uid`, wrong kind or version, ...)."""
+    precisely what is malformed (missing `request` or `uid`, wrong kind or version, ...).
+
+    Every review passes through here, so the usual case — each field a plain `str` or `dict`
+    as JSON gives them — is checked inline, and anything else goes to `_field`/`_mapping`,
+    which accept what is valid (`None` for an optional field) and word the errors.
+    """
     doc = _envelope(document, "request")
     kind = doc.get("kind")
     if kind != "AdmissionReview":
@@ -267,37 +272,70 @@ def parse_review(document: object) -> Request:
             f"apiVersion {_kind_name(api_version)} is not supported; expected "
             f"{' or '.join(ADMISSION_VERSIONS)}"
         )
-    request = _mapping(doc.get("request"), "request", required=True)
-    assert request is not None
-    uid = _field(request, "uid", "request", required=True)
+    request = doc.get("request")
+    if request.__class__ is not dict:
+        request = _mapping(request, "request", required=True)
+        assert request is not None
+    get = request.get
+    uid = get("uid")
+    if uid.__class__ is not str:
+        uid = _field(request, "uid", "request", required=True)
     if not uid:
         raise ReviewError("request.uid is empty")
-    operation = request.get("operation")
+    operation = get("operation")
     if operation not in OPERATIONS:
         raise ReviewError(
             f"request.operation is {_kind_name(operation)}; expected one of {', '.join(OPERATIONS)}"
         )
-    gvk = _mapping(request.get("kind"), "request.kind", required=True)
-    assert gvk is not None
-    kind_name = _field(gvk, "kind", "request.kind", required=True)
-    group = _field(gvk, "group", "request.kind")
-    version = _field(gvk, "version", "request.kind")
-    gvr = _mapping(request.get("resource"), "request.resource") or {}
-    resource = _field(gvr, "resource", "request.resource")
-    sub_resource = _field(request, "subResource", "request")
-    namespace = _field(request, "namespace", "request") or None
-    name = _field(request, "name", "request")
-    user_info = _mapping(request.get("userInfo"), "request.userInfo") or {}
-    user = _field(user_info, "username", "request.userInfo")
-    obj = _mapping(request.get("object"), "request.object", required=operation in _WRITES)
-    old = _mapping(request.get("oldObject"), "request.oldObject")
-    dry_run = request.get("dryRun", False)
+    gvk = get("kind")
+    if gvk.__class__ is not dict:
+        gvk = _mapping(gvk, "request.kind", required=True)
+        assert gvk is not None
+    kind_name = gvk.get("kind")
+    if kind_name.__class__ is not str:
+        kind_name = _field(gvk, "kind", "request.kind", required=True)
+    group = gvk.get("group")
+    if group.__class__ is not str:
+        group = _field(gvk, "group", "request.kind")
+    version = gvk.get("version")
+    if version.__class__ is not str:
+        version = _field(gvk, "version", "request.kind")
+    gvr = get("resource")
+    if gvr.__class__ is not dict:
+        gvr = _mapping(gvr, "request.resource") or {}
+    resource = gvr.get("resource")
+    if resource.__class__ is not str:
+        resource = _field(gvr, "resource", "request.resource")
+    sub_resource = get("subResource")
+    if sub_resource.__class__ is not str:
+        sub_resource = _field(request, "subResource", "request")
+    namespace = get("namespace")
+    if namespace.__class__ is not str:
+        namespace = _field(request, "namespace", "request")
+    name = get("name")
+    if name.__class__ is not str:
+        name = _field(request, "name", "request")
+    user_info = get("userInfo")
+    if user_info.__class__ is not dict:
+        user_info = _mapping(user_info, "request.userInfo") or {}
+    user = user_info.get("username")
+    if user.__class__ is not str:
+        user = _field(user_info, "username", "request.userInfo")
+    obj = get("object")
+    if obj.__class__ is not dict:
+        obj = _mapping(obj, "request.object", required=operation in _WRITES)
+    old = get("oldObject")
+    if old.__class__ is not dict:
+        old = _mapping(old, "request.oldObject")
+    dry_run = get("dryRun", False)
     if dry_run is None:
         dry_run = False
     if not isinstance(dry_run, bool):
         raise ReviewError(f"request.dryRun must be true or false, got {_kind_name(dry_run)}")
-    metadata = _mapping((obj or {}).get("metadata"), "request.object.metadata") or {}
-    if namespace is None:
+    metadata = (obj or {}).get("metadata")
+    if metadata.__class__ is not dict:
+        metadata = _mapping(metadata, "request.object.metadata") or {}
+    if not namespace:
         meta_ns = metadata.get("namespace")
         namespace = meta_ns if isinstance(meta_ns, str) and meta_ns else None
     if not name:
@@ -308,20 +346,20 @@ def parse_review(document: object) -> Request:
         elif isinstance(generate, str) and generate:
             name = generate + "*"
     return Request(
-        api_version=api_version,
-        uid=uid,
-        operation=operation,
-        kind=kind_name,
-        group=group,
-        version=version,
-        resource=resource,
-        sub_resource=sub_resource,
-        namespace=namespace,
-        name=name,
-        user=user,
-        obj=obj,
-        old_object=old,
-        dry_run=dry_run,
+        api_version,
+        uid,
+        operation,
+        kind_name,
+        group,
+        version,
+        resource,
+        sub_resource,
+        namespace,
+        name,
+        user,
+        obj,
+        old,
+        dry_run,
     )
 
 

@@ -132,14 +132,12 @@ def extract(obj: Mapping[str, object], *, kind: str | None = None) -> Extraction
     if spec_path is None:
         return Extraction()
     current: Mapping[Any, object] = obj
-    walked: FieldPath = ()
-    for key in spec_path:
+    for depth, key in enumerate(spec_path):
         child = current.get(key, _ABSENT)
-        walked = (*walked, key)
         if not isinstance(child, MAPPING):
-            return Extraction(problems=(_expected(walked, "a mapping", child),))
+            return Extraction(problems=(_expected(spec_path[: depth + 1], "a mapping", child),))
         current = child
-    return extract_pod_spec(current, walked)
+    return extract_pod_spec(current, spec_path)
 
 
 def image_sites(obj: Mapping[str, object]) -> list[ImageSite]:
@@ -157,14 +155,28 @@ def extract_pod_spec(spec: object, prefix: FieldPath = ()) -> Extraction:
         return Extraction(problems=(_expected(prefix, "a mapping", spec),))
     sites: list[ImageSite] = []
     problems: list[Problem] = []
+    # The container lists inline (every review walks them): no generator, no call per entry.
     for key, field in _CONTAINER_LISTS:
-        for path, container in _entries(spec, key, prefix, problems):
-            image_path = (*path, "image")
+        items = spec.get(key)
+        if items is None:
+            continue
+        path = (*prefix, key)
+        if not isinstance(items, list):
+            problems.append(_expected(path, "a list", items))
+            continue
+        for index, container in enumerate(items):
+            if not isinstance(container, MAPPING):
+                problems.append(_expected((*path, index), "a mapping", container))
+                continue
             image = container.get("image", _ABSENT)
-            if _is_image(image):
-                sites.append(ImageSite(image, image_path, field, _name(container)))
+            if isinstance(image, str) and image:
+                name = container.get("name")
+                site_name = name if isinstance(name, str) else ""
+                sites.append(ImageSite(image, (*path, index, "image"), field, site_name))
             else:
-                problems.append(_expected_image(image_path, image))
+                problems.append(_expected_image((*path, index, "image"), image))
+    if spec.get("volumes") is None:
+        return Extraction(tuple(sites), tuple(problems))
     for path, volume in _entries(spec, "volumes", prefix, problems):
         source = volume.get("image", _ABSENT)
         if source is _ABSENT or source is None:
