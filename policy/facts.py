@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import NamedTuple
 
 TIERS = ("official", "verified_publisher", "sponsored_oss", "none")
 
@@ -13,9 +14,10 @@ TIERS = ("official", "verified_publisher", "sponsored_oss", "none")
 ATTESTATION_PLATFORM = "unknown/unknown"
 
 
-@dataclass(frozen=True)
-class Needs:
+class Needs(NamedTuple):
     """The facts a decision needs about one image, so the resolver fetches only those.
+
+    A named tuple (hashed in C): with the reference, it keys the resolver's answers cache.
 
     `manifest` means per-platform image manifests (layers, size), `config` the config
     blobs (user, created, labels), `platforms` the list of platforms the image offers (for a

@@ -37,10 +37,9 @@ Where we differ from the Go code, on purpose:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policy.errors import InvalidReference
 
@@ -84,9 +83,13 @@ _GO_DIGEST_RE = re.compile("[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _LOWER_HEX_RE = re.compile("[a-f0-9]+")
 
 
-@dataclass(frozen=True)
-class Reference:
-    """A normalized image reference: `registry/repository[:tag][@digest]`."""
+class Reference(NamedTuple):
+    """A normalized image reference: `registry/repository[:tag][@digest]`.
+
+    A named tuple, not a frozen dataclass: references key the resolver's caches and the
+    service's memos, and a dataclass's `__hash__` is a Python call (a tuple's is C), which made
+    hashing them a measurable share of a warm webhook review.
+    """
 
     registry: str
     repository: str
@@ -129,7 +132,7 @@ class Reference:
         """This reference with `tag` (any digest is kept); InvalidReference if `tag` is invalid."""
         if _TAG_RE.fullmatch(tag) is None:
             raise InvalidReference(f"{self.name}:{tag}", f"invalid tag {tag!r}")
-        return dataclasses.replace(self, tag=tag)
+        return self._replace(tag=tag)
 
     def with_digest(self, digest: str) -> Reference:
         """This reference pinned to `digest` (any tag is kept).
@@ -141,7 +144,7 @@ class Reference:
         if _DIGEST_RE.fullmatch(digest) is None:
             raise InvalidReference(text, f"invalid digest format {digest!r}")
         _check_digest(text, digest)
-        return dataclasses.replace(self, digest=digest)
+        return self._replace(digest=digest)
 
 
 def split_domain(name: str) -> tuple[str, str]:
