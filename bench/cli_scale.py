@@ -1,7 +1,7 @@
 """Benchmark 5 — the CLI at scale: `image-policy check DIR` over 1,000 manifests that reference
 200 distinct images in the real registry, cold and then again with the disk cache.
 
-The registry (20 repositories × 10 tags, single-platform images) runs behind a counting proxy
+The registry (20 repositories × 10 tags, single-platform images) runs behind a counting relay
 in a server process on the server CPU; the CLI runs as a subprocess pinned to the load CPU with
 `rules/default.yaml` (which reads manifests and configs) and `--cache-dir` pointing at a fresh
 directory. The second run over the same cache must make zero manifest or config GETs (tags

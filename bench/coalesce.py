@@ -1,7 +1,7 @@
 """Benchmark 3 — coalescing: 50 concurrent decisions of one uncached image.
 
 Fifty threads call `Service.decide` at once (released by a barrier) for the same tag on a
-fresh resolver; the registry behind the counting proxy (+50 ms, token auth) must see exactly
+fresh resolver; the registry behind the counting relay (+50 ms, token auth) must see exactly
 one manifest request (a GET by tag: the tag was never seen) and one GET of the config blob
 (besides the one request answered 401 that tells the token realm), and the token realm one
 token request.

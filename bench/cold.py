@@ -1,10 +1,10 @@
 """Benchmark 2 — cold resolution: decisions for 1, 3 and 10 distinct uncached images.
 
-The real registry (token auth, tests/support/tokenserver.py) sits behind a counting proxy that
-adds 50 ms to every request; the token realm sits behind another. Each decision goes through
-`Service.decide` with a fresh resolver from `policy.resolver.build` (the real Authenticator, so
-no token is cached either). The rule set reads layers (manifest) and the user (config) of
-single-platform images referenced by tag.
+The real registry (token auth, tests/support/tokenserver.py) sits behind a counting relay
+(tests/support/relay.py) that adds 50 ms to every request; the token realm sits behind another.
+Each decision goes through `Service.decide` with a fresh resolver from `policy.resolver.build`
+(the real Authenticator, so no token is cached either). The rule set reads layers (manifest)
+and the user (config) of single-platform images referenced by tag.
 
 The minimum the protocol allows, per decision of N images in R repositories:
 - per image: GET manifest by tag (the digest comes with the body: a tag the resolver never saw

@@ -1,5 +1,5 @@
 """Loopback services for the registry benchmarks: the real distribution registry, optionally
-behind token auth, with counting proxies (adding latency) in front of it and its token realm.
+behind token auth, with counting relays (adding latency) in front of it and its token realm.
 
 Uses the integration tests' support code (tests/support), so the benchmarks run against the
 same registry and token server the tests do. The registry process is pinned to the server CPU.
@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,11 @@ from policy.registry.session import new_session
 from policy.resolver import RegistryResolver
 from policy.settings import Settings
 from tests.support import images
-from tests.support.proxy import CountingProxy
 from tests.support.registry import RunningRegistry, registry_binary, start_registry
+from tests.support.relay import LatencyRelay
 from tests.support.tokenserver import TokenServer
 
 Seeder = Callable[[str], object]
-
-
-class Proxy(CountingProxy):
-    """The tests' counting proxy, answering with Nagle's algorithm off.
-
-    BaseHTTPRequestHandler writes the status line and headers, then the body, as two small
-    segments; with Nagle on, the body waits for the client's (delayed) ACK of the headers on a
-    keep-alive connection, adding up to 40 ms to a request at random. A registry (Go sets
-    TCP_NODELAY) does not do that, so the benchmark's proxy must not either.
-    """
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        handler = super()._handler()
-        handler.disable_nagle_algorithm = True
-        return handler
 
 
 class Unavailable(RuntimeError):
@@ -92,9 +76,9 @@ class Env(_Resolvers):
 
     root: Path
     registry: RunningRegistry
-    proxy: CountingProxy
+    proxy: LatencyRelay
     tokens: TokenServer | None
-    token_proxy: CountingProxy | None
+    token_proxy: LatencyRelay | None
     events: list[RequestEvent] = field(default_factory=list)
     sessions: list[requests.Session] = field(default_factory=list)
 
@@ -129,8 +113,13 @@ class Env(_Resolvers):
 @contextmanager
 def registry_env(seed: Seeder, *, token_auth: bool, latency: float) -> Iterator[Env]:
     """Seed an open registry with `seed(url)`, then serve the same storage (with token auth if
-    asked) behind a counting proxy adding `latency` seconds to every request; the token realm
-    gets its own counting proxy with the same latency."""
+    asked) behind a counting relay adding `latency` seconds to every request; the token realm
+    gets its own relay with the same latency.
+
+    The relay (`tests.support.relay.LatencyRelay`) reads request heads and copies bytes; the
+    tests' HTTP-level `CountingProxy` spent ~3 ms of CPU per request on the core the registry
+    runs on, which a real network does not, and it showed in benchmark 2's ratio (see
+    BENCHMARKS.md). Both count the same (the integration tests run through each)."""
     if registry_binary() is None:
         raise Unavailable("docker-registry is not installed (apt-get install docker-registry)")
     with ExitStack() as stack:
@@ -146,14 +135,14 @@ def registry_env(seed: Seeder, *, token_auth: bool, latency: float) -> Iterator[
         if token_auth:
             tokens = stack.enter_context(TokenServer(root / "tokens"))
             token_proxy = stack.enter_context(
-                Proxy(f"http://127.0.0.1:{tokens.port}", latency=latency)
+                LatencyRelay(f"http://127.0.0.1:{tokens.port}", latency=latency)
             )
             auth = tokens.auth_config()
             auth["token"]["realm"] = f"{token_proxy.url}/token"
         running = start_registry(root / "served", auth=auth, log_level="warn")
         stack.callback(running.stop)
         common.pin(running.process.pid, common.SERVER_CPU)
-        proxy = stack.enter_context(Proxy(running.url, latency=latency))
+        proxy = stack.enter_context(LatencyRelay(running.url, latency=latency))
         yield Env(root, running, proxy, tokens, token_proxy)
 
 

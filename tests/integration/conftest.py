@@ -28,6 +28,7 @@ from tests.support.registry import (
     seed,
     start_registry,
 )
+from tests.support.relay import LatencyRelay
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +65,15 @@ def registry_basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BasicRe
         running.stop()
 
 
-@pytest.fixture
-def counting_proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
-    """A request-counting reverse proxy in front of `registry` (registry name: proxy.host)."""
-    with CountingProxy(registry.url) as proxy:
+@pytest.fixture(params=["http-proxy", "tcp-relay"])
+def counting_proxy(
+    request: pytest.FixtureRequest, registry: SeededRegistry
+) -> Iterator[CountingProxy | LatencyRelay]:
+    """A request-counting reverse proxy in front of `registry` (registry name: proxy.host):
+    the tests' HTTP-level proxy, and the benchmarks' TCP relay — every test counting requests
+    through it shows both count the same."""
+    kind = CountingProxy if request.param == "http-proxy" else LatencyRelay
+    with kind(registry.url) as proxy:
         yield proxy
 
 
