@@ -34,7 +34,7 @@ from bench import webhook as webhook_bench
 from bench.env import Unavailable
 
 WARMUP = 300
-MEASURED = 200
+MEASURED = 1000
 CONFIGS = (
     ("trivial", "trivial Flask app (the ceiling of benchmark 1)"),
     ("webhook", "webhook, as shipped"),
