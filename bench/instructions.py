@@ -12,6 +12,14 @@ AdmissionReview (the Deployment with 3 containers), and turns it off. Every thre
 process is counted, so the decision log's writer thread is included. gunicorn and TLS are not:
 they cost both apps the same per request and are measured by benchmark 1.
 
+The second table counts the whole gunicorn worker — TLS, gunicorn's HTTP parsing, the app,
+every thread — as shipped (`gunicorn -c deploy/gunicorn.conf.py` under callgrind), for the
+webhook and the trivial app: each server is started twice, answers 200 warm-up reviews from
+`hey -c 1` and then SPAN[0] or SPAN[1] more, and the difference between the two runs' totals,
+divided by SPAN[1] − SPAN[0], is what one more review costs (start-up and warm-up cancel out).
+Its ratio is benchmark 1's throughput ratio with the machine's noise and the kernel's share
+(about the same for both apps) taken out.
+
     python -m bench instructions
 """
 
@@ -32,6 +40,7 @@ from typing import Any
 from bench import common
 from bench import webhook as webhook_bench
 from bench.env import Unavailable
+from bench.soak import HEY
 
 WARMUP = 300
 MEASURED = 1000
@@ -40,6 +49,10 @@ CONFIGS = (
     ("webhook", "webhook, as shipped"),
     ("webhook-nolog", "webhook, decision log off (INFO disabled)"),
 )
+
+SPAN = (100, 400)
+"""Reviews after warm-up in the two whole-worker runs."""
+WORKER_WARMUP = 200
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -130,10 +143,45 @@ def _count(config: str, directory: Path) -> int:
         capture_output=True,
         timeout=600,
     )
-    for line in out.read_text().splitlines():
+    return _totals(out)
+
+
+def _worker_totals(directory: Path, reviews: int) -> dict[str, int]:
+    """Instructions the gunicorn worker of each server executed, start to exit, having answered
+    WORKER_WARMUP + `reviews` reviews."""
+    out = directory / f"worker-{reviews}.%p.callgrind"
+    wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+    workers: dict[str, list[int]] = {}
+    with webhook_bench.webhook_stack(wrapper=wrapper, ready_seconds=600) as stack:
+        assert stack.trivial is not None
+        body = stack.directory / "review.json"
+        body.write_text(json.dumps(webhook_bench.deployment_review(stack.refs)))
+        for server in (stack.webhook, stack.trivial):
+            command = [HEY, "-n", str(WORKER_WARMUP + reviews), "-c", "1", "-m", "POST"]
+            command += ["-T", "application/json", "-D", str(body), f"{server.url}/validate"]
+            done = subprocess.run(
+                common.pinned(command, common.LOAD_CPU),
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=True,
+            )
+            if f"[200]\t{WORKER_WARMUP + reviews} responses" not in done.stdout:
+                raise RuntimeError(f"{server.name} did not answer every review:\n{done.stdout}")
+            workers[server.name] = server.workers()
+        for server in (stack.webhook, stack.trivial):
+            server.stop()  # the worker exits, and callgrind writes its file
+    totals: dict[str, int] = {}
+    for name, pids in workers.items():
+        totals[name] = sum(_totals(Path(str(out).replace("%p", str(pid)))) for pid in pids)
+    return totals
+
+
+def _totals(path: Path) -> int:
+    for line in path.read_text().splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    raise RuntimeError(f"no totals in {path}")
 
 
 def run() -> common.Result:
@@ -141,6 +189,8 @@ def run() -> common.Result:
         raise Unavailable("benchmark 1b needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
         per_request = {name: _count(name, Path(tmp)) / MEASURED for name, _ in CONFIGS}
+        low, high = (_worker_totals(Path(tmp), n) for n in SPAN)
+    whole = {name: (high[name] - low[name]) / (SPAN[1] - SPAN[0]) for name in high}
     base = per_request["trivial"]
     rows = tuple(
         (label, round(per_request[name]), round(per_request[name] / base, 2))
@@ -152,17 +202,29 @@ def run() -> common.Result:
         ("app", "instructions / request", "× trivial"),
         rows,
     )
+    worker_table = common.Table(
+        "Instructions per review of the whole gunicorn worker (TLS, HTTP, app; callgrind, "
+        f"{SPAN[1]} − {SPAN[0]} reviews after {WORKER_WARMUP}, hey -c 1)",
+        ("server", "instructions / review", "trivial / this"),
+        tuple(
+            (name, round(whole[name]), round(whole["trivial"] / whole[name], 3))
+            for name in ("webhook", "trivial")
+        ),
+    )
     notes = (
         "direct WSGI calls with the benchmark 1 review; gunicorn and TLS excluded (the same "
         "for both apps); every thread counted (the decision log's writer included)",
+        "whole worker: `gunicorn -c deploy/gunicorn.conf.py` (TLS, 1 gthread worker) under "
+        "callgrind, the worker process only; what the kernel does for it (syscalls, TCP) is not "
+        "counted",
     )
     return common.Result(
         "instructions",
         "1b. Instructions per warm review",
-        (table,),
+        (table, worker_table),
         (),
         notes,
-        {"per_request": per_request},
+        {"per_request": per_request, "whole_worker": whole},
     )
 
 

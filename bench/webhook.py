@@ -205,6 +205,8 @@ def start_gunicorn(
     ca: Path,
     app: str | None = None,
     cpu: int | None = common.SERVER_CPU,
+    wrapper: Sequence[str] = (),
+    ready_seconds: float = 20.0,
 ) -> Gunicorn:
     """Run `gunicorn -c deploy/gunicorn.conf.py [app]` with `env` added to the environment
     (IMAGE_POLICY_*), pinned to `cpu`; return once `/readyz` answers 200 over TLS."""
@@ -216,7 +218,7 @@ def start_gunicorn(
         "IMAGE_POLICY_PORT": str(port),
         **env,
     }
-    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
+    command = [*wrapper, sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
     if app is not None:
         command.append(app)
     if cpu is not None:
@@ -233,7 +235,7 @@ def start_gunicorn(
         )
     server = Gunicorn(name, f"https://127.0.0.1:{port}", process, log_path, ca)
     try:
-        wait_ready(server)
+        wait_ready(server, ready_seconds)
     except BaseException:
         server.stop()
         raise
@@ -301,9 +303,16 @@ def seed(url: str) -> None:
 
 
 @contextmanager
-def webhook_stack(*, trivial: bool = True, settings: str = SETTINGS) -> Iterator[Stack]:
+def webhook_stack(
+    *,
+    trivial: bool = True,
+    settings: str = SETTINGS,
+    wrapper: Sequence[str] = (),
+    ready_seconds: float = 20.0,
+) -> Iterator[Stack]:
     """Start the registry (seeded), the webhook and optionally the trivial app, with a fresh
-    CA and serving certificate (`image-policy certs`' own `issue`); stop all on exit."""
+    CA and serving certificate (`image-policy certs`' own `issue`); stop all on exit.
+    `wrapper` prefixes both gunicorn commands (benchmark 1b runs them under callgrind)."""
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hook-")))
         registry = start_registry(directory / "registry")
@@ -331,11 +340,21 @@ def webhook_stack(*, trivial: bool = True, settings: str = SETTINGS) -> Iterator
                 "IMAGE_POLICY_CONFIG": str(directory / "settings.yaml"),
             },
             ca=ca,
+            wrapper=wrapper,
+            ready_seconds=ready_seconds,
         )
         stack.callback(webhook.stop)
         ceiling = None
         if trivial:
-            ceiling = start_gunicorn("trivial", directory, tls, ca=ca, app=TRIVIAL_APP)
+            ceiling = start_gunicorn(
+                "trivial",
+                directory,
+                tls,
+                ca=ca,
+                app=TRIVIAL_APP,
+                wrapper=wrapper,
+                ready_seconds=ready_seconds,
+            )
             stack.callback(ceiling.stop)
         refs = tuple(f"{registry.host}/{repository}:1.0" for repository, _ in IMAGES)
         yield Stack(directory, registry, refs, webhook, ceiling, ca)
