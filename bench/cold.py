@@ -80,7 +80,7 @@ class Measured:
 
     seconds: float
     client_cpu: float  # this process, all threads (the load CPU)
-    server_cpu: float  # registry + proxies + token server (the server CPU)
+    server_cpu: float  # registry + latency relays + token server (the server CPU)
     counts: Counter[str]
 
 
@@ -188,7 +188,7 @@ def run() -> common.Result:
     per_request = registry_cpu_per_request()
     data["registry_cpu_per_request"] = per_request
     notes.append(
-        "client CPU = this process (all threads, load CPU); server CPU = registry + proxies + "
+        "client CPU = this process (all threads, load CPU); server CPU = registry + relays + "
         "token server (server CPU); medians per decision (server CPU read from /proc, in 10 ms "
         "clock ticks). The "
         "registry alone, 300 sequential "
@@ -196,7 +196,7 @@ def run() -> common.Result:
         "request"
     )
     notes.append(
-        f"proxy latency {LATENCY * 1000:.0f} ms per request (registry and token realm); "
+        f"relay latency {LATENCY * 1000:.0f} ms per request (registry and token realm); "
         f"ideal critical path 4 round trips = {4 * LATENCY * 1000:.0f} ms for any N; "
         f"median of {ROUNDS} rounds, sizes interleaved"
     )
