@@ -348,22 +348,12 @@ class _ReviewTally:
             reviews = dict(self._reviews)
             images = dict(self._images)
             latency = {endpoint: list(counts) for endpoint, counts in self._latency.items()}
-        family = CounterMetricFamily(
-            "image_policy_reviews",
-            "Reviews answered, by endpoint and outcome",
-            labels=["endpoint", "outcome"],
+        yield _counters(
+            "image_policy_reviews", "Reviews answered, by endpoint and outcome", "outcome", reviews
         )
-        for labels, n in sorted(reviews.items()):
-            family.add_metric(list(labels), n)
-        yield family
-        family = CounterMetricFamily(
-            "image_policy_images",
-            "Images judged, by endpoint and verdict",
-            labels=["endpoint", "verdict"],
+        yield _counters(
+            "image_policy_images", "Images judged, by endpoint and verdict", "verdict", images
         )
-        for labels, n in sorted(images.items()):
-            family.add_metric(list(labels), n)
-        yield family
         histogram = HistogramMetricFamily(
             "image_policy_decision_seconds",
             "Time to answer a review, by endpoint",
@@ -376,6 +366,16 @@ class _ReviewTally:
                 buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), cumulative))
             histogram.add_metric([endpoint], buckets, counts[-1])
         yield histogram
+
+
+def _counters(
+    name: str, documentation: str, label: str, values: dict[tuple[str, str], int]
+) -> CounterMetricFamily:
+    """A counter family by (endpoint, `label`)."""
+    family = CounterMetricFamily(name, documentation, labels=["endpoint", label])
+    for labels, n in sorted(values.items()):
+        family.add_metric(list(labels), n)
+    return family
 
 
 class Metrics:

@@ -25,24 +25,20 @@ HOP_BY_HOP = frozenset(
 )
 
 
-class CountingProxy(ServedInThread):
-    """Forward every request to `upstream` (an http:// base URL), counting it first.
+class RequestCounts:
+    """What `CountingProxy` and `relay.LatencyRelay` share: the plain-http loopback `upstream`
+    they forward to, the `latency` added to each request, and the requests seen, by (method,
+    path without query), thread-safe."""
 
-    `latency` seconds are slept before forwarding each request. The `Host` header is
-    passed through, so the registry's absolute URLs point back at the proxy.
-    """
-
-    def __init__(self, upstream: str, *, latency: float = 0.0) -> None:
+    def __init__(self, upstream: str, latency: float) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError("the counting proxy forwards to a plain-http loopback upstream")
+            raise ValueError(f"{type(self).__name__} forwards to a plain-http loopback upstream")
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port or 80
         self.latency = latency
         self._counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self.host = f"127.0.0.1:{self._serve(self._handler())}"
-        self.url = f"http://{self.host}"
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Requests seen so far, by (method, path without query)."""
@@ -60,6 +56,19 @@ class CountingProxy(ServedInThread):
     def _record(self, method: str, path: str) -> None:
         with self._lock:
             self._counts[(method, urlsplit(path).path)] += 1
+
+
+class CountingProxy(RequestCounts, ServedInThread):
+    """Forward every request to `upstream` (an http:// base URL), counting it first.
+
+    `latency` seconds are slept before forwarding each request. The `Host` header is
+    passed through, so the registry's absolute URLs point back at the proxy.
+    """
+
+    def __init__(self, upstream: str, *, latency: float = 0.0) -> None:
+        super().__init__(upstream, latency)
+        self.host = f"127.0.0.1:{self._serve(self._handler())}"
+        self.url = f"http://{self.host}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self

@@ -18,28 +18,21 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections import Counter
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
+
+from tests.support.proxy import RequestCounts
 
 MAX_HEAD = 64 * 1024
 
 
-class LatencyRelay:
+class LatencyRelay(RequestCounts):
     """Relay connections to `upstream` (an http:// base URL), holding each request `latency`
     seconds before passing it on; `counts()` by (method, path without query), as
     `CountingProxy.counts()`."""
 
     def __init__(self, upstream: str, *, latency: float = 0.0) -> None:
-        parts = urlsplit(upstream)
-        if parts.scheme != "http" or parts.hostname is None:
-            raise ValueError("the relay forwards to a plain-http loopback upstream")
-        self.upstream_host = parts.hostname
-        self.upstream_port = parts.port or 80
-        self.latency = latency
-        self._counts: Counter[tuple[str, str]] = Counter()
-        self._lock = threading.Lock()
+        super().__init__(upstream, latency)
         self._loop = asyncio.new_event_loop()
         self._connections: set[asyncio.Task[None]] = set()
         started = threading.Event()
@@ -49,20 +42,6 @@ class LatencyRelay:
             raise RuntimeError("the relay did not start")
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
-
-    # --- CountingProxy's interface --------------------------------------------------------
-
-    def counts(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def total(self) -> int:
-        with self._lock:
-            return sum(self._counts.values())
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counts.clear()
 
     def close(self) -> None:
         if self._loop.is_running():
@@ -151,8 +130,7 @@ class LatencyRelay:
                 body = await reader.readexactly(length) if length else b""
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            with self._lock:
-                self._counts[(method, urlsplit(target).path)] += 1
+            self._record(method, target)
             if self.latency:
                 await asyncio.sleep(self.latency)
             try:
