@@ -627,8 +627,10 @@ def _judge_items(
     images: Sequence[tuple[str, str, str | None]],
     namespace: str | None,
     deadline: Deadline,
+    decided: list[ImageDecision] | None = None,
 ) -> tuple[tuple[Item, ...], list[ImageDecision], list[Finding]]:
-    """`_judge`, also returning the items decided (the valid references) and their decisions."""
+    """`_judge`, also returning the items decided (the valid references) and their decisions.
+    `decided`: the service's decisions for these items, when the caller has just asked it."""
     parsed: list[tuple[str, str, str | None, reference.Reference | None, str | None]] = []
     for image, where, pointer in images:
         try:
@@ -636,7 +638,8 @@ def _judge_items(
         except InvalidReference as exc:
             parsed.append((image, where, pointer, None, str(exc)))
     items = tuple(Item(ref, namespace) for _, _, _, ref, _ in parsed if ref is not None)
-    decided = service.decide(items, deadline=deadline) if items else []
+    if decided is None:
+        decided = service.decide(items, deadline=deadline) if items else []
     decisions = iter(decided)
     findings = [
         Finding(
@@ -703,14 +706,17 @@ def _judged(
     sites: Sequence[ImageSite],
     pinning: bool,
     deadline: Deadline,
+    decided: list[ImageDecision] | None = None,
 ) -> _Judged:
-    """Judge a review's image sites and encode its answer around the uid."""
+    """Judge a review's image sites and encode its answer around the uid (`decided`: the
+    service's decisions for their items, if already asked)."""
     items, decisions, findings = _judge_items(
         service,
         # JSON Pointers are only needed to patch.
         [(s.image, admission.site_label(s), s.pointer if pinning else None) for s in sites],
         review.namespace,
         deadline,
+        decided,
     )
     patch = admission.pin_patch(findings) if pinning else []
     response = admission.admission_response(review, findings, patch=patch)
@@ -862,15 +868,16 @@ def create_app(
         very same objects (see `_Judged`), else judged afresh and remembered."""
         key = (endpoint, review.api_version, review.namespace, sites)
         known = judged.get(key)
-        if (
-            known is not None
-            and known.service is service
-            and (known.allowed or known.subject == review.subject)
-        ):
+        decided = None
+        if known is not None and known.service is service:
+            # The key fixes the items (the sites' images in the namespace): ask the service
+            # once, and judge afresh with its answer if the decisions changed.
             decided = service.decide(known.items, deadline=deadline) if known.items else []
-            if all(map(operator.is_, decided, known.decisions)):
+            if all(map(operator.is_, decided, known.decisions)) and (
+                known.allowed or known.subject == review.subject
+            ):
                 return known
-        fresh = _judged(service, review, sites, pinning, deadline)
+        fresh = _judged(service, review, sites, pinning, deadline, decided)
         if len(judged) >= JUDGED_ENTRIES:
             judged.clear()
         judged[key] = fresh

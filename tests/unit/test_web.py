@@ -969,10 +969,12 @@ class CachingResolver(FakeResolver):
     def __init__(self) -> None:
         super().__init__()
         self.known: dict[tuple[Reference, Needs], ImageFacts] = {}
+        self.asks = 0  # calls of `resolve`, known or not
 
     def resolve(
         self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
     ) -> list[ImageFacts]:
+        self.asks += 1
         missing = [item for item in items if item not in self.known]
         if missing:
             # recorded in `calls`: only what was not known yet is "looked up"
@@ -1041,17 +1043,21 @@ def test_a_repeated_review_is_judged_again_when_its_facts_change() -> None:
     assert respond(client, doc)["allowed"] is True
     assert respond(client, doc)["allowed"] is True
     resolver.change("registry.example/app", layers=9)  # the tag now names a fat image
+    asks = resolver.asks
     denied = respond(client, doc)
+    assert resolver.asks == asks + 1  # the resolver is asked once, not again to judge afresh
     assert denied["allowed"] is False
     assert "few-layers" in denied["status"]["message"]
     assert metric(client, 'image_policy_images_total{endpoint="validate",verdict="denied"}') == 1
 
 
 def test_a_reused_denial_names_its_own_object() -> None:
-    client = make_app(CachingResolver()).test_client()
+    resolver = CachingResolver()
+    client = make_app(resolver).test_client()
     doc = review(pod("registry.example/big:1"))
     assert "Pod dev/web" in respond(client, doc)["status"]["message"]
     reply = post(client, "/validate", another(doc, "uid-2", name="api"))["response"]
+    assert resolver.asks == 2
     assert reply["allowed"] is False
     assert "Pod dev/api:" in reply["status"]["message"]
     assert "web" not in reply["status"]["message"]
