@@ -120,7 +120,7 @@ class Service:
             and all(map(operator.is_, facts, batch.facts))
         ):
             return list(batch.decisions)
-        by_ref = dict(zip(batch.refs, facts, strict=True))
+        by_ref = {ref: f for (ref, _), f in zip(batch.wanted, facts, strict=True)}
         judged = [
             self._judge(item, by_ref[item.reference], rules, now)
             for item, rules in zip(items, batch.rules, strict=True)
@@ -128,7 +128,6 @@ class Service:
         if len(self._batches) >= PLAN_CACHE_ENTRIES:
             self._batches.clear()
         self._batches[key] = _Batch(
-            refs=batch.refs,
             wanted=batch.wanted,
             rules=batch.rules,
             until=min([batch.until, *(u for _, u in judged)]),
@@ -144,10 +143,8 @@ class Service:
         for item, (_, need) in zip(items, plans, strict=True):
             known = wanted.get(item.reference)
             wanted[item.reference] = need if known is None else known | need
-        refs = tuple(wanted)
         return _Batch(
-            refs=refs,
-            wanted=tuple((r, wanted[r]) for r in refs),
+            wanted=tuple(wanted.items()),
             rules=tuple(rules for rules, _ in plans),
             until=end_of_day(now),
         )
@@ -172,11 +169,10 @@ class Service:
 
 @dataclass(frozen=True)
 class _Batch:
-    """What `Service.decide` remembers of one list of items: the distinct references, the facts
-    each needs, the rules applying to each item, and — once decided — the facts the decisions
-    were made with, the decisions, and until when they hold."""
+    """What `Service.decide` remembers of one list of items: the distinct references with the
+    facts each needs, the rules applying to each item, and — once decided — the facts the
+    decisions were made with, the decisions, and until when they hold."""
 
-    refs: tuple[Reference, ...]
     wanted: tuple[tuple[Reference, Needs], ...]
     rules: tuple[Applicable, ...]
     until: datetime
