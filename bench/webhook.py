@@ -37,6 +37,7 @@ import requests
 from bench import common
 from policy import certs
 from tests.support import images
+from tests.support.procs import child_pids
 from tests.support.registry import RunningRegistry, free_port, start_registry
 
 CONCURRENCY = (1, 10, 50)
@@ -181,7 +182,7 @@ class Gunicorn:
         return s
 
     def workers(self) -> list[int]:
-        return common.child_pids(self.process.pid)
+        return child_pids(self.process.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -21,6 +21,7 @@ import requests
 
 from tests.e2e.conftest import CA, HangingRegistry, Seeded, Webhook, rules_text, start_webhook
 from tests.support import images
+from tests.support.procs import child_pids
 from tests.support.registry import RunningRegistry, registry_binary, start_registry
 
 pytestmark = pytest.mark.registry
@@ -297,22 +298,6 @@ def test_every_review_is_answered_inside_the_deadline_when_a_registry_hangs(
 # --- (c) a gunicorn worker killed -------------------------------------------------------------
 
 
-def workers_of(pid: int) -> set[int]:
-    """Live child processes of `pid` (the arbiter's workers)."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, parent = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(parent) == pid and state != "Z":
-            out.add(int(entry.name))
-    return out
-
-
 MAX_FAILED_REQUESTS = 8
 """Requests in flight on the killed worker's connections may fail (one per load thread, and
 one per connection that was idle on it); the client retries them."""
@@ -324,8 +309,8 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
     hook = start_webhook(tmp_path / "hook", ca, rules_text(registry.host), workers=2)
     doc = pod_review(registry.ref("team/app"))
     try:
-        wait_for(lambda: len(workers_of(hook.process.pid)) == 2, 10, "two workers")
-        before = workers_of(hook.process.pid)
+        wait_for(lambda: len(child_pids(hook.process.pid)) == 2, 10, "two workers")
+        before = set(child_pids(hook.process.pid))
         with Load(hook, doc) as load:
             time.sleep(0.7)
             victim = min(before)
@@ -333,8 +318,8 @@ def test_a_killed_worker_is_replaced_and_the_service_keeps_answering(
             os.kill(victim, signal.SIGKILL)
             wait_for(
                 lambda: (
-                    len(workers_of(hook.process.pid) - before) == 1
-                    and victim not in workers_of(hook.process.pid)
+                    len(set(child_pids(hook.process.pid)) - before) == 1
+                    and victim not in child_pids(hook.process.pid)
                 ),
                 15,
                 "the arbiter to start a new worker",
