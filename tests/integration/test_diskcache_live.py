@@ -67,6 +67,25 @@ def test_second_cli_run_makes_no_manifest_or_config_gets(
     assert by_method(counting_proxy) == {"GET": 12}
 
 
+def resolve_with_disk(
+    reference: Reference, needs: Needs, tmp_path: Path, now: list[float], tag_ttl: float
+) -> None:
+    """One fresh resolver (a new process, as far as caching goes) over the disk cache in
+    `tmp_path` at wall-clock time `now[0]`; the image resolves without errors."""
+    session = requests.Session()
+    resolver = RegistryResolver(
+        RegistryClient(session, authenticator=None),
+        tag_ttl=tag_ttl,
+        disk=DiskCache(tmp_path, wall_clock=lambda: now[0]),
+    )
+    try:
+        [facts] = resolver.resolve([(reference, needs)], deadline=Deadline(10))
+        assert facts.errors == {}
+    finally:
+        resolver.close()
+        session.close()
+
+
 def test_tags_are_revalidated_by_head_after_the_ttl(
     counting_proxy: CountingProxy, tmp_path: Path
 ) -> None:
@@ -75,18 +94,7 @@ def test_tags_are_revalidated_by_head_after_the_ttl(
     reference = Reference(counting_proxy.host, "docker/app", "multi")
 
     def run() -> None:
-        session = requests.Session()
-        resolver = RegistryResolver(
-            RegistryClient(session, authenticator=None),
-            tag_ttl=300,
-            disk=DiskCache(tmp_path, wall_clock=lambda: now[0]),
-        )
-        try:
-            [facts] = resolver.resolve([(reference, needs)], deadline=Deadline(10))
-            assert facts.errors == {}
-        finally:
-            resolver.close()
-            session.close()
+        resolve_with_disk(reference, needs, tmp_path, now, tag_ttl=300)
 
     run()
     assert by_method(counting_proxy) == {"GET": 5}  # index by tag, 2 manifests, 2 configs
@@ -108,18 +116,7 @@ def test_a_tag_ttl_over_a_day_is_honoured_from_disk(
     reference = Reference(counting_proxy.host, "oci/app", "single")
 
     def run() -> None:
-        session = requests.Session()
-        resolver = RegistryResolver(
-            RegistryClient(session, authenticator=None),
-            tag_ttl=48 * 3600,
-            disk=DiskCache(tmp_path, wall_clock=lambda: now[0]),
-        )
-        try:
-            [facts] = resolver.resolve([(reference, needs)], deadline=Deadline(10))
-            assert facts.errors == {}
-        finally:
-            resolver.close()
-            session.close()
+        resolve_with_disk(reference, needs, tmp_path, now, tag_ttl=48 * 3600)
 
     run()
     assert by_method(counting_proxy) == {"GET": 1}
