@@ -20,7 +20,25 @@ class LoopbackServer(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class ServedInThread:
+class Closing:
+    """`with x:` closes `x` on the way out: for the loopback servers and relays of the tests."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ServedInThread(Closing):
     """A LoopbackServer serving from a daemon thread; `close()` (or leaving a `with`) stops it.
 
     Subclasses call `_serve(handler)` once and may extend `close()`.
@@ -48,14 +66,3 @@ class ServedInThread:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

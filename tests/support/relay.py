@@ -18,15 +18,14 @@ import asyncio
 import contextlib
 import socket
 import threading
-from types import TracebackType
-from typing import Self
 
+from tests.support.httpserver import Closing
 from tests.support.proxy import RequestCounts
 
 MAX_HEAD = 64 * 1024
 
 
-class LatencyRelay(RequestCounts):
+class LatencyRelay(RequestCounts, Closing):
     """Relay connections to `upstream` (an http:// base URL), holding each request `latency`
     seconds before passing it on; `counts()` by (method, path without query), as
     `CountingProxy.counts()`."""
@@ -47,17 +46,6 @@ class LatencyRelay(RequestCounts):
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- the loop ---------------------------------------------------------------------------
 
