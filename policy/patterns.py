@@ -1,7 +1,8 @@
 """Anchored glob patterns for image names, registry hosts, tags and namespaces (pure).
 
-Image patterns are normalized like references (`nginx` means `docker.io/library/nginx`,
-`index.docker.io` and `registry-1.docker.io` mean `docker.io`). `*` stays inside one path
+Image patterns are normalized like references (`nginx` means `docker.io/library/nginx`; hosts
+are canonical as `reference.canonical_host` makes them: `GHCR.IO:443` means `ghcr.io`, and
+every host on `reference.DOCKER_HUB_HOSTS` means `docker.io`). `*` stays inside one path
 component (or one host label), `**` spans components; every match is anchored at both ends, so
 `docker.io/myco*` never matches `docker.io.evil.com/...` and `myregistry.io` never matches
 `myregistry.io.evil.com`.
@@ -91,6 +92,10 @@ def image_pattern(text: str) -> ImagePattern:
         name_regex = _glob_regex(normalized, one="[^/]", many=".*")
     else:
         domain, path = reference.split_domain(name)
+        try:
+            reference.canonical_host(domain)  # an impossible port or IPv6 address
+        except ValueError as exc:
+            raise ValueError(f"image pattern {raw!r}: {exc}") from None
         first, _, rest = name.partition("/")
         if path == "library/**" and rest == "**" and first != reference.OFFICIAL_NAMESPACE:
             # `docker.io/**` is everything on Docker Hub, not only `library/`: `**` already
@@ -130,16 +135,15 @@ class Glob:
         return self.text
 
 
-_DOCKER_HUB_HOSTS = {"index.docker.io", "registry-1.docker.io"}
-
-
 def registry_glob(text: str) -> Glob:
     """A registry host glob: `*` stays inside one DNS label, `**` spans labels."""
     raw = text.strip().lower()
     if not raw or not _HOST_CHARS.match(raw) or "/" in raw:
         raise ValueError(f"invalid registry pattern {text!r} (expected a host like ghcr.io)")
-    if raw in _DOCKER_HUB_HOSTS:
-        raw = reference.DEFAULT_REGISTRY
+    try:
+        raw = reference.canonical_host(raw)  # `GHCR.IO:443` is `ghcr.io`
+    except ValueError as exc:
+        raise ValueError(f"invalid registry pattern {text!r}: {exc}") from None
     return Glob(raw, re.compile(_glob_regex(raw, one="[^.:/]", many="[^/]*")))
 
 

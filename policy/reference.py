@@ -18,27 +18,43 @@ algorithm        := [A-Za-z][A-Za-z0-9]* ([-_+.][A-Za-z][A-Za-z0-9]*)*
 
 Normalization (ParseNormalizedNamed): the first `/`-separated component is a domain only if it
 is `localhost`, contains `.` or `:`, or contains an uppercase letter; otherwise the domain is
-`docker.io`. `index.docker.io` becomes `docker.io`, and a single-component Docker Hub path gets
-the `library/` namespace. After that the digest is checked as go-digest's `Validate` does:
-sha256, sha384 and sha512 are supported (lowercase hex of exactly 64, 96 and 128 characters),
-any other algorithm is "unsupported digest algorithm".
+`docker.io`, and a single-component Docker Hub path gets the `library/` namespace. After that the
+digest is checked as go-digest's `Validate` does: sha256, sha384 and sha512 are supported
+(lowercase hex of exactly 64, 96 and 128 characters), any other algorithm is "unsupported digest
+algorithm".
 
 The path (after normalization, so `library/` counts) may be at most 255 characters; since
 distribution/reference v0.6.0 the domain is not counted.
 
+**One canonical identity.** Go keeps the host as written; a container runtime does not care:
+`GHCR.IO/x`, `ghcr.io:443/x` and `ghcr.io:0443/x` are all pulled from `ghcr.io`, and
+`registry-1.docker.io/x` from Docker Hub. So the host of every `Reference` is canonical
+(`canonical_host`): lower-cased, the HTTPS port 443 dropped (a port is written as a decimal
+number without leading zeros), an IPv6 literal in its compressed form, and every host that
+serves Docker Hub's registry API folded to `docker.io` (`DOCKER_HUB_HOSTS` says which and why).
+Rules, exceptions, caches, credentials, mirrors, metrics and the decision log all see only that
+form; the text as written stays with whoever read it (messages, file:line reports, `pin`).
+Port 80 is kept: whether `host` means port 443 or 80 depends on each runtime's per-host
+configuration (containerd's hosts.toml, Docker's insecure-registries), which the webhook cannot
+see, so `host:80` stays a registry of its own, and a rule meant to cover both names both.
+
 Where we differ from the Go code, on purpose:
-- `registry-1.docker.io`, the wire host of Docker Hub, normalizes to `docker.io` exactly as
-  `index.docker.io` does, so one repository has one name.
+- The canonical host above (Go folds only the exact `index.docker.io`).
 - A first component that Go treats as a domain but that is not a valid host (`foo_bar.com/x`)
   makes Go return a reference with an empty domain; no registry can serve that, so we reject it.
+  So is a host that is a domain only because of its capital letters (`NGINX/x`): written in
+  lower case it would name a Docker Hub repository instead, so it has no canonical spelling.
 - Problems are more specific than Go's single "invalid reference format" (they say which part is
-  wrong); the set of accepted inputs is the same.
+  wrong); otherwise the set of accepted inputs is the same.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from policy.errors import InvalidReference
@@ -46,9 +62,26 @@ from policy.errors import InvalidReference
 DEFAULT_REGISTRY = "docker.io"
 OFFICIAL_NAMESPACE = "library"
 LOCALHOST = "localhost"
-# Docker Hub's other names: the legacy "index" (normalized by the Go code) and the wire host
-# (normalized by us, see the module docstring).
-DOCKER_HUB_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})
+HTTPS_PORT = "443"
+DOCKER_HUB_HOSTS: Mapping[str, str] = MappingProxyType(
+    {
+        # host → why a runtime pulling from it gets Docker Hub's registry (the one table:
+        # references, patterns, settings, credentials and token realms all read it).
+        "docker.io": "the canonical name (distribution/reference defaultDomain); containerd "
+        "and the Docker daemon send its requests to registry-1.docker.io",
+        "index.docker.io": "the legacy name: distribution/reference's legacyDefaultDomain, the "
+        "Docker CLI's IndexHostname and the key of its config.json (https://index.docker.io/v1/)",
+        "registry-1.docker.io": "the wire host: containerd's and the Docker daemon's default "
+        "registry host for docker.io",
+        "registry.hub.docker.com": "an older wire name of the same service that still answers "
+        "/v2/ (used by Jenkins' docker.withRegistry and accepted by docker-py)",
+    }
+)
+"""Hosts folded to `docker.io`. Not on it, on purpose: `hub.docker.com` (the website and the
+Hub REST API; its /v2/ is not the registry API, so no runtime pulls from it), `auth.docker.io`
+(the token realm), `production.cloudflare.docker.com` (the blob CDN), and mirrors run by others
+(`mirror.gcr.io`, `public.ecr.aws/docker/library`): they serve a copy that may lag or differ and
+are registries of their own, matched by their own rules."""
 REPOSITORY_PATH_MAX = 255
 TAG_MAX = 128
 # go-digest algorithms available in a Docker build (crypto/sha256 + crypto/sha512), and the
@@ -74,6 +107,8 @@ _REFERENCE_RE = re.compile(
     f"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_PATH})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?"
 )
 _DOMAIN_RE = re.compile(_DOMAIN)
+_PORT_RE = re.compile("[0-9]+")
+_IPV6_RE = re.compile(_IPV6)
 _PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
 _TAG_RE = re.compile(_TAG)
 _DIGEST_RE = re.compile(_DIGEST)
@@ -147,21 +182,50 @@ class Reference(NamedTuple):
         return self._replace(digest=digest)
 
 
+def canonical_host(domain: str) -> str:
+    """The one spelling of a registry host[:port] (see the module docstring); ValueError when
+    its port or IPv6 literal is impossible.
+
+    `GHCR.IO:443` → `ghcr.io`, `Registry-1.Docker.IO` → `docker.io`, `[0:0::1]:05000` →
+    `[::1]:5000`, `myreg:80` → `myreg:80`. Glob characters (a pattern's host) pass through.
+    """
+    host, port = domain.lower(), None
+    colon = host.rfind(":")
+    if colon > host.rfind("]"):
+        host, port = host[:colon], host[colon + 1 :]
+    if _IPV6_RE.fullmatch(host) is not None:  # the grammar's shape only, so no `*` either
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        except ValueError:
+            raise ValueError(f"invalid IPv6 address {host}") from None
+    if port is not None and _PORT_RE.fullmatch(port) is not None:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError(f"invalid port {port} (expected 1 to 65535)")
+        port = None if number == int(HTTPS_PORT) else str(number)
+    if port is None:
+        return DEFAULT_REGISTRY if host in DOCKER_HUB_HOSTS else host
+    return f"{host}:{port}"
+
+
 def split_domain(name: str) -> tuple[str, str]:
-    """Split a name-like string into (domain, path) with Docker's normalization, validating nothing.
+    """Split a name-like string into (canonical domain, path) with Docker's normalization.
 
     The first `/`-separated component is the domain when it is `localhost`, contains `.` or
     `:`, or has an uppercase letter; otherwise the domain is `docker.io` and the whole string is
-    the path. `index.docker.io` and `registry-1.docker.io` become `docker.io`, and a Docker Hub
-    path without `/` gets `library/`. Anything after the name (`:tag`, `*`) is left in the path.
+    the path. The domain is made canonical (`canonical_host`; left lower-cased when it cannot
+    be, for `parse` to reject), and a Docker Hub path without `/` gets `library/`. Anything
+    after the name (`:tag`, `*`) is left in the path.
     """
     first, slash, rest = name.partition("/")
     if not slash:
         return DEFAULT_REGISTRY, f"{OFFICIAL_NAMESPACE}/{name}"
-    if first in DOCKER_HUB_ALIASES:
-        domain, path = DEFAULT_REGISTRY, rest
-    elif first == LOCALHOST or "." in first or ":" in first or first.lower() != first:
-        domain, path = first, rest
+    if first == LOCALHOST or "." in first or ":" in first or first.lower() != first:
+        try:
+            domain = canonical_host(first)
+        except ValueError:
+            domain = first.lower()
+        path = rest
     else:
         domain, path = DEFAULT_REGISTRY, name
     if domain == DEFAULT_REGISTRY and "/" not in path:
@@ -205,6 +269,24 @@ def _parse(text: str) -> Reference:
     if registry is None:
         # Go yields a reference without a domain here (e.g. `foo_bar.com/x`); see module doc.
         raise InvalidReference(text, f"invalid reference format: invalid domain {domain!r}")
+    try:
+        canonical_host(registry)  # split_domain left an impossible port or IPv6 address as is
+    except ValueError as exc:
+        raise InvalidReference(text, f"invalid reference format: {exc}") from None
+    first = text.partition("/")[0]
+    if (
+        "/" in text
+        and "." not in first
+        and ":" not in first
+        and first.lower() != first
+        and first.lower() != LOCALHOST
+    ):
+        raise InvalidReference(
+            text,
+            f"invalid reference format: {first!r} is a registry host only because of its "
+            "capital letters, and hosts are case-insensitive: in lower case it names a Docker "
+            "Hub namespace; write the host with a '.' or a ':port'",
+        )
     if len(path) > REPOSITORY_PATH_MAX:
         raise InvalidReference(
             text,

@@ -39,7 +39,7 @@ from policy import units
 from policy.errors import Location, SettingsError, SettingsErrors
 from policy.facts import TIERS
 from policy.patterns import ImagePattern, image_pattern
-from policy.reference import split_domain
+from policy.reference import LOCALHOST, canonical_host
 from policy.yamlsrc import Node, Reader, join, load
 
 ENV_VAR = "IMAGE_POLICY_CONFIG"
@@ -119,17 +119,19 @@ def _registry_name(reader: Reader, node: Node, path: str, name: str) -> str | No
             node, path, f"expected a registry host like ghcr.io, got {name!r}", at_key=True
         )
         return None
-    domain, _ = split_domain(f"{name}/x")
-    if domain == "docker.io" and name not in (
-        "docker.io",
-        "index.docker.io",
-        "registry-1.docker.io",
-    ):
+    lowered = name.lower()
+    if lowered != LOCALHOST and "." not in lowered and ":" not in lowered:
+        # A capital letter alone makes `NGINX/x` a host to Go, but references are canonical in
+        # lower case, where `nginx` is a Docker Hub namespace.
         reader.error(
             node, path, f"{name!r} is not a registry host (it has no '.' or ':')", at_key=True
         )
         return None
-    return domain
+    try:
+        return canonical_host(name)  # `GHCR.IO:443` configures `ghcr.io`
+    except ValueError as exc:
+        reader.error(node, path, f"{name!r} is not a registry host: {exc}", at_key=True)
+        return None
 
 
 def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | None:

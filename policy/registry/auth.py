@@ -34,6 +34,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 
+from policy import reference
 from policy.cache import Coalescer
 from policy.errors import RateLimited, RegistryAuthError, RegistryUnavailable
 from policy.registry.credentials import Credential, CredentialStore
@@ -256,9 +257,6 @@ def parse_challenges(header: str) -> list[Challenge]:
 # Token realm policy
 # --------------------------------------------------------------------------------------------
 
-DOCKER_HUB_HOSTS = frozenset(
-    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-)
 DOCKER_HUB_REALM_HOST = "auth.docker.io"
 
 # Second-level labels that, under a two-letter country TLD, act as public suffixes
@@ -435,7 +433,7 @@ def realm_refusal(
         )
     if same_host or trusted_entry is not None:
         return None
-    if reg_host in DOCKER_HUB_HOSTS and host == DOCKER_HUB_REALM_HOST:
+    if reg_host in reference.DOCKER_HUB_HOSTS and host == DOCKER_HUB_REALM_HOST:
         return None
     if (
         realm_ip is None

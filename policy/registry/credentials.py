@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from policy import reference
 from policy.errors import Location, RegistryAuthError, SettingsError
 
 __all__ = [
@@ -47,9 +48,6 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
 """The key docker itself uses for Docker Hub, and the server URL given to helpers for it."""
 
-_HUB_ALIASES = frozenset(
-    {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
-)
 _HELPER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NOT_FOUND = "credentials not found in native keychain"
 _TOKEN_USERNAME = "<token>"
@@ -91,14 +89,18 @@ class Credential:
 def normalize_registry_key(key: str) -> str:
     """Reduce an `auths`/`credHelpers` key or registry name to a comparable host[:port].
 
-    Drops the scheme and any path, lowercases, and folds Docker Hub's aliases
-    (`https://index.docker.io/v1/`, `index.docker.io`, `registry-1.docker.io`) to `docker.io`.
+    Drops the scheme and any path, then makes the host canonical as references are
+    (`reference.canonical_host`: lower case, no `:443`, Docker Hub's hosts — including the
+    `https://index.docker.io/v1/` docker itself writes — folded to `docker.io`).
     """
     text = key.strip()
     if "://" in text:
         text = text.split("://", 1)[1]
     text = text.split("/", 1)[0].lower().rstrip(".")
-    return DOCKER_HUB if text in _HUB_ALIASES else text
+    try:
+        return reference.canonical_host(text)
+    except ValueError:
+        return text  # matches no canonical registry name
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ def test_credential_repr_hides_secrets(credential: Credential, shown: str) -> No
         ("ghcr.io/org/repo", "ghcr.io"),
         ("  quay.io  ", "quay.io"),
         ("registry.example.com.", "registry.example.com"),
+        # The same canonical host as references: case, the HTTPS port, every Docker Hub host.
+        ("https://Index.Docker.IO:443/v1/", "docker.io"),
+        ("ghcr.io:443", "ghcr.io"),
+        ("REGISTRY-1.DOCKER.IO", "docker.io"),
+        ("hub.docker.com", "hub.docker.com"),
     ],
 )
 def test_normalize_registry_key(key: str, normalized: str) -> None:

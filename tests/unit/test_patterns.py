@@ -114,6 +114,22 @@ def test_image_pattern_normalization(pattern: str, normalized: str) -> None:
         ("**:latest", "ghcr.io/a/b", True),
         ("**:latest", "ghcr.io/a/b:v1", False),
         ("**:*-dev", "ghcr.io/a/b:1.0-dev", True),
+        # Hosts are canonical on both sides: no spelling of a host escapes its pattern.
+        ("docker.io/**", "registry-1.docker.io:443/evilcorp/miner:1.0", True),
+        ("docker.io/**", "index.docker.io:443/evilcorp/miner:1.0", True),
+        ("docker.io/**", "INDEX.DOCKER.IO/evilcorp/miner:1.0", True),
+        ("docker.io/**", "Registry-1.Docker.IO/evilcorp/miner:1.0", True),
+        ("docker.io/**", "registry.hub.docker.com/evilcorp/miner", True),
+        ("ghcr.io/**", "ghcr.io:443/x/y:1", True),
+        ("ghcr.io/**", "GHCR.IO/x/y:1", True),
+        ("ghcr.io/**", "ghcr.io:0443/x/y:1", True),
+        ("GHCR.IO:443/x/*", "ghcr.io/x/y", True),
+        ("registry-1.docker.io:443/mycorp/*", "mycorp/app", True),
+        ("ghcr.io/**", "ghcr.io:8443/x/y", False),
+        ("docker.io/**", "docker.io:5000/x/y", False),
+        ("docker.io/**", "hub.docker.com/x/y", False),
+        ("example.com:80/**", "example.com/x", False),
+        ("[::1]:5000/**", "[0:0::1]:05000/x", True),
     ],
 )
 def test_image_pattern_matches(pattern: str, image: str, expected: bool) -> None:
@@ -136,6 +152,8 @@ def test_image_pattern_matches(pattern: str, image: str, expected: bool) -> None
         ("/app", "empty path component"),
         ("nginx:", "invalid tag pattern ''"),
         ("nginx:a+b", "characters a reference cannot contain"),
+        ("ghcr.io:0/**", "invalid port 0"),
+        ("ghcr.io:99999/**", "invalid port 99999"),
     ],
 )
 def test_image_pattern_rejects(pattern: str, problem: str) -> None:
@@ -163,7 +181,12 @@ def test_image_pattern_rejects(pattern: str, problem: str) -> None:
         ("index.docker.io", "docker.io", True),
         ("registry-1.docker.io", "docker.io", True),
         ("docker.io", "docker.io", True),
-        ("docker.io", "index.docker.io", False),
+        ("registry.hub.docker.com", "docker.io", True),
+        ("Index.Docker.IO:443", "docker.io", True),
+        ("ghcr.io:443", "ghcr.io", True),
+        ("ghcr.io:0443", "ghcr.io", True),
+        ("ghcr.io:8443", "ghcr.io", False),
+        ("hub.docker.com", "docker.io", False),
         ("[::1]:5000", "[::1]:5000", True),
         ("*", "ghcr.io", False),
         ("*", "localhost", True),
@@ -180,6 +203,14 @@ def test_registry_glob(pattern: str, host: str, expected: bool) -> None:
 )
 def test_registry_glob_rejects(pattern: str) -> None:
     with pytest.raises(ValueError, match=r"invalid registry pattern .* \(expected a host like"):
+        patterns.registry_glob(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"), [("ghcr.io:0", "invalid port 0"), ("[::1::]", "IPv6")]
+)
+def test_registry_glob_rejects_impossible_hosts(pattern: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         patterns.registry_glob(pattern)
 
 

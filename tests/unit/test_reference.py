@@ -118,10 +118,48 @@ VALID = [
         canonical="docker.io/mycorp/app",
         familiar="mycorp/app",
     ),
-    # ... but only the exact host: with a port, or in another case, it is just another domain.
-    ok("registry-1.docker.io:443/nginx", "registry-1.docker.io:443", "nginx"),
-    ok("docker.io:443/nginx", "docker.io:443", "nginx"),
-    ok("INDEX.DOCKER.IO/nginx", "INDEX.DOCKER.IO", "nginx"),
+    # ... in any case and with the HTTPS port written out: one canonical identity, as the
+    # runtime pulls every one of these from Docker Hub (Go keeps them as other domains).
+    ok(
+        "registry-1.docker.io:443/nginx",
+        HUB,
+        "library/nginx",
+        canonical="docker.io/library/nginx",
+        familiar="nginx",
+    ),
+    ok(
+        "docker.io:443/nginx",
+        HUB,
+        "library/nginx",
+        canonical=f"{HUB}/library/nginx",
+        familiar="nginx",
+    ),
+    ok(
+        "INDEX.DOCKER.IO/nginx",
+        HUB,
+        "library/nginx",
+        canonical=f"{HUB}/library/nginx",
+        familiar="nginx",
+    ),
+    ok(
+        "Registry-1.Docker.IO:0443/evilcorp/miner:1.0",
+        HUB,
+        "evilcorp/miner",
+        "1.0",
+        canonical="docker.io/evilcorp/miner:1.0",
+        familiar="evilcorp/miner:1.0",
+    ),
+    ok(
+        "registry.hub.docker.com/mycorp/app",
+        HUB,
+        "mycorp/app",
+        canonical="docker.io/mycorp/app",
+        familiar="mycorp/app",
+    ),
+    # Another port, or a host that is not on the table, is another registry.
+    ok("docker.io:5000/nginx", "docker.io:5000", "nginx"),
+    ok("hub.docker.com/mycorp/app", "hub.docker.com", "mycorp/app"),
+    ok("mirror.gcr.io/library/nginx", "mirror.gcr.io", "library/nginx"),
     ok("mycorp/app", HUB, "mycorp/app", canonical="docker.io/mycorp/app"),
     ok("docker.io/mycorp/app:v1", HUB, "mycorp/app", "v1", familiar="mycorp/app:v1"),
     ok("library/foo/bar", HUB, "library/foo/bar", canonical="docker.io/library/foo/bar"),
@@ -203,8 +241,24 @@ VALID = [
     ok("192.168.1.1/repo", "192.168.1.1", "repo"),
     ok("192.168.1.1:5000/repo:5050", "192.168.1.1:5000", "repo", "5050"),
     ok("127.0.0.1:5000/library/debian", "127.0.0.1:5000", "library/debian"),
-    ok("192.168.1.1:750050/x", "192.168.1.1:750050", "x"),
-    ok("example.com:443/x", "example.com:443", "x"),
+    ok(
+        "example.com:443/x", "example.com", "x", canonical="example.com/x", familiar="example.com/x"
+    ),
+    ok(
+        "example.com:00443/x",
+        "example.com",
+        "x",
+        canonical="example.com/x",
+        familiar="example.com/x",
+    ),
+    ok(
+        "example.com:080/x",
+        "example.com:80",
+        "x",
+        canonical="example.com:80/x",
+        familiar="example.com:80/x",
+    ),
+    ok("example.com:80/x", "example.com:80", "x"),
     ok("a.b/c", "a.b", "c"),
     ok("a.b.c.d.e/x", "a.b.c.d.e", "x"),
     ok("0101.com/x", "0101.com", "x"),
@@ -243,16 +297,22 @@ VALID = [
     ok(f"[2001:db8::1]:5000/repo:tag@{D}", "[2001:db8::1]:5000", "repo", "tag", D),
     ok("[2001:db8::]:5000/repo", "[2001:db8::]:5000", "repo"),
     ok("[fc00:1:2:3:4:5:6:7]:5000/library/debian", "[fc00:1:2:3:4:5:6:7]:5000", "library/debian"),
-    ok("[FD00::1]/x", "[FD00::1]", "x"),
-    # The grammar checks only the shape of an IPv6 literal, like the Go code.
-    ok("[fd00123123123]:75050/x", "[fd00123123123]:75050", "x"),
-    # Uppercase is allowed in the domain, and an uppercase first component is a domain.
-    ok("Foo/bar", "Foo", "bar"),
-    ok("FOO/bar", "FOO", "bar"),
-    ok("Docker/docker", "Docker", "docker"),
-    ok("FOO.com/bar", "FOO.com", "bar"),
-    ok("Asdf.com/foo/bar:tag", "Asdf.com", "foo/bar", "tag"),
-    ok("Foo:5000/bar", "Foo:5000", "bar"),
+    # IPv6 literals in their compressed, lower-case form.
+    ok("[FD00::1]/x", "[fd00::1]", "x", canonical="[fd00::1]/x", familiar="[fd00::1]/x"),
+    ok("[0:0:0:0:0:0:0:1]:443/x", "[::1]", "x", canonical="[::1]/x", familiar="[::1]/x"),
+    ok("[::1]:05000/x", "[::1]:5000", "x", canonical="[::1]:5000/x", familiar="[::1]:5000/x"),
+    # Uppercase is allowed in the domain (and lower-cased); `localhost` in any case.
+    ok("FOO.com/bar", "foo.com", "bar", canonical="foo.com/bar", familiar="foo.com/bar"),
+    ok(
+        "Asdf.com/foo/bar:tag",
+        "asdf.com",
+        "foo/bar",
+        "tag",
+        canonical="asdf.com/foo/bar:tag",
+        familiar="asdf.com/foo/bar:tag",
+    ),
+    ok("Foo:5000/bar", "foo:5000", "bar", canonical="foo:5000/bar", familiar="foo:5000/bar"),
+    ok("LocalHost/x", "localhost", "x", canonical="localhost/x", familiar="localhost/x"),
     # Path separators: ".", "_", "__", any run of "-".
     ok("a--b", HUB, "library/a--b", canonical="docker.io/library/a--b"),
     ok("a---b/c", HUB, "a---b/c", canonical="docker.io/a---b/c"),
@@ -388,7 +448,7 @@ INVALID = [
     bad("FOO.com/Bar", "repository name must be lowercase"),
     bad("ÜNICODE", "repository name must be lowercase"),
     # Go's own quirks: a domain that is only valid lowercased, and "@SHA256" before the first ":".
-    bad("Foo_bar/x", "repository name must be lowercase"),
+    bad("Foo_bar/x", "invalid domain .foo_bar."),
     bad(f"foo@SHA256:{D[7:]}", "repository name must be lowercase"),
     # Length.
     bad("a/" * 128 + "a:tag", r"repository name too long \(max 255\)"),
@@ -439,6 +499,14 @@ INVALID = [
     bad("fc00::1:5000/debian", "invalid domain 'fc00::1:5000'"),
     bad("[2001:db8:3:4::192.0.2.33]:5000/debian", "invalid domain"),
     bad("[fd00:1:2::3]75050/x", "invalid domain"),
+    # Go accepts these; no runtime can pull them, and they have no canonical spelling.
+    bad("192.168.1.1:750050/x", "invalid port 750050"),
+    bad("example.com:0/x", "invalid port 0"),
+    bad("[fd00123123123]:75050/x", "invalid IPv6 address"),
+    bad("[::1::2]/x", "invalid IPv6 address"),
+    bad("Foo/bar", "'Foo' is a registry host only because of its capital letters"),
+    bad("FOO/bar", "only because of its capital letters"),
+    bad("Docker/docker", "only because of its capital letters"),
     bad("bad_hostname.com:8080/myapp:tag", "invalid domain 'bad_hostname.com:8080'"),
     bad("do__cker:8080/docker", "invalid domain"),
     bad("foo.com:http/bar", "invalid domain 'foo.com:http'"),
@@ -563,7 +631,10 @@ def test_parse_is_cached_for_short_inputs() -> None:
         ("test-com:8080/foo", "test-com:8080", "foo"),
         ("xn--n3h.com/foo", "xn--n3h.com", "foo"),
         ("[::1]:5000/x", "[::1]:5000", "x"),
-        ("Foo/bar", "Foo", "bar"),
+        ("Foo/bar", "foo", "bar"),
+        ("GHCR.IO:443/x", "ghcr.io", "x"),
+        ("Index.Docker.IO/nginx", "docker.io", "library/nginx"),
+        ("registry-1.docker.io:443/team/app", "docker.io", "team/app"),
         # Patterns: nothing is validated.
         ("*", "docker.io", "library/*"),
         ("docker.io/*", "docker.io", "library/*"),

@@ -67,6 +67,14 @@ def test_defaults_and_own_namespace() -> None:
     assert (settings.tag_ttl, settings.decision_timeout, settings.mutate_pin) == (300, 8, False)
 
 
+def test_registry_keys_are_canonical_hosts(tmp_path: Path) -> None:
+    """A registry configured under any spelling of its host is found under the canonical one."""
+    text = "registries:\n  GHCR.IO:443: {insecure: true}\n  Registry-1.Docker.IO: {}\n"
+    settings = parse_settings(text, "s.yaml", base=tmp_path)
+    assert sorted(settings.registries) == ["docker.io", "ghcr.io"]
+    assert settings.registry("ghcr.io").insecure
+
+
 def test_environment_variable_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("timeouts: {decision: 3s}\n")
@@ -111,6 +119,18 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
         (
             "registries:\n  docker.io: {}\n  index.docker.io: {}\n",
             ["s.yaml:3:3: registries.index.docker.io: docker.io is configured twice"],
+        ),
+        (
+            "registries:\n  ghcr.io: {}\n  GHCR.IO:443: {}\n",
+            ["s.yaml:3:3: registries.GHCR.IO:443: ghcr.io is configured twice"],
+        ),
+        (
+            "registries:\n  NGINX:\n    insecure: true\n",
+            ["s.yaml:2:3: registries.NGINX: 'NGINX' is not a registry host"],
+        ),
+        (
+            "registries:\n  ghcr.io:0: {}\n",
+            ["registries.ghcr.io:0: 'ghcr.io:0' is not a registry host: invalid port 0"],
         ),
         ("timeouts: {decision: 0s}\n", ["timeouts.decision: expected a positive duration"]),
         ("mutate: {pin: 1}\n", ["s.yaml:1:15: mutate.pin: expected true or false, got 1"]),
