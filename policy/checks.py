@@ -19,8 +19,9 @@ from policy.yamlsrc import Node, Reader
 
 # What a check reads. `reference`: the reference as written (no lookup); `tier`: the Docker Hub
 # trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
-# selected platform's manifest (layers, sizes); `config`: each selected platform's config blob.
-Fact = Literal["reference", "tier", "platforms", "manifest", "config"]
+# selected platform's manifest (layers, sizes); `config`: each selected platform's config blob;
+# `tag`: where the tag of a `name:tag@digest` reference points.
+Fact = Literal["reference", "tier", "platforms", "manifest", "config", "tag"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Subject:
     platforms: tuple[PlatformFacts, ...]
     rule_id: str
     now: datetime
+    written_tag: str | None = None
+    """The tag written beside the digest when `ref` is judged by digest alone (the registry
+    did not confirm that the tag points at the digest)."""
 
     def label(self, platform: PlatformFacts | None = None) -> str:
         """`docker.io/library/nginx:1.25`, with ` (linux/arm64)` for an index entry."""
@@ -51,6 +55,9 @@ class CheckSpec:
     # For a check whose answer depends on the clock: the next moment, after `subject.now`, at
     # which `judge` could answer differently for the same facts (None: not before tomorrow).
     changes_at: Callable[[object, Subject], datetime | None] | None = None
+    # Whether the judge reads the reference's tag: then, for `name:tag@digest`, the tag counts
+    # only once the registry confirms it points at the digest (evaluate.py).
+    reads_tag: bool = False
 
 
 # --- reference checks ---------------------------------------------------------------------------
@@ -98,6 +105,16 @@ def _judge_deny_tags(setting: object, s: Subject) -> list[str]:
             implicit = "" if s.ref.tag is not None else " (no tag means latest)"
             return [f"{s.ref} uses tag {tag!r}{implicit}; rule {s.rule_id} denies tags {glob}"]
     return []
+
+
+def _judge_tag_matches(setting: object, s: Subject) -> list[str]:
+    if not setting or s.facts.tag_match is not False:
+        return []  # confirmed, or no tag beside a digest to confirm
+    tag = f"tag {s.written_tag}" if s.written_tag is not None else "its tag"
+    return [
+        f"{s.ref}: {tag} points to {s.facts.tag_digest}, not to this digest; rule {s.rule_id} "
+        "requires the tag written beside a digest to name it"
+    ]
 
 
 # --- tier ---------------------------------------------------------------------------------------
@@ -329,6 +346,17 @@ CHECKS: dict[str, CheckSpec] = {
             _judge_deny_tags,
             _STRINGS,
             "Tag globs that are refused (`latest`, `*-dev`); no tag and no digest is latest.",
+            reads_tag=True,
+        ),
+        CheckSpec(
+            "tagMatchesDigest",
+            "tag",
+            _parse_true,
+            _judge_tag_matches,
+            {"type": "boolean"},
+            "`true`: in `name:tag@digest` the tag must point to the digest (or to an index "
+            "listing it), as the registry answers now; one HEAD by tag, cached like any tag.",
+            reads_tag=True,
         ),
         CheckSpec(
             "maxLayers",

@@ -19,6 +19,11 @@ from policy.reference import Reference
 from policy.rules import Action, Rule, RuleSet
 
 UNMATCHED_RULE = "(unmatched)"
+TAG_RULE = "(tag)"
+"""The rule named by the finding that a `name:tag@digest` reference was judged by digest."""
+TAG_ACTION: Action = "warn"
+"""That finding's action: the decision is already made on what runs (the digest); a rule
+author who wants untrue tags refused requires `tagMatchesDigest: true` in a deny rule."""
 _SEVERITY: dict[Action, int] = {"audit": 0, "warn": 1, "deny": 2}
 
 
@@ -87,11 +92,18 @@ class Applicable:
     matched_any: bool
     registry_denied: bool
     """A deny-action `registries` check among `rules` rejects the image."""
+    by_digest: Applicable | None = None
+    """For `name:tag@digest` whose tag could change the decision (a pattern, exception or
+    check reads it): what applies to `name@digest`, judged when the registry does not confirm
+    that the tag points at the digest. None when the tag cannot change anything."""
 
 
 def applicable(ruleset: RuleSet, ref: Reference, context: Context) -> Applicable:
     """The rules that apply to this image in this context (after exceptions); what `needs`
-    and `evaluate_image` start from, so a caller judging many images may compute it once."""
+    and `evaluate_image` start from, so a caller judging many images may compute it once.
+
+    The runtime pulls the digest of `name:tag@digest` and ignores the tag, so the tag may only
+    count when it is true: `by_digest` says what applies without it."""
     today = context.now.date()
     matched = [r for r in ruleset.rules if r.match.covers(ref, context.namespace)]
     kept = []
@@ -111,8 +123,27 @@ def applicable(ruleset: RuleSet, ref: Reference, context: Context) -> Applicable
         if not lifted:
             kept.append(rule)
     rules = tuple(kept)
-    return Applicable(
+    found = Applicable(
         rules, tuple(dict.fromkeys(expired)), bool(matched), _registry_denied(rules, ruleset, ref)
+    )
+    if ref.tag is None or ref.digest is None:
+        return found
+    bare = applicable(ruleset, ref._replace(tag=None), context)
+    if _same_rules(found, bare) and not any(
+        checks.CHECKS[check.name].reads_tag for rule in rules for check in rule.checks
+    ):
+        return found
+    return Applicable(
+        found.rules, found.expired, found.matched_any, found.registry_denied, by_digest=bare
+    )
+
+
+def _same_rules(a: Applicable, b: Applicable) -> bool:
+    return (
+        a.matched_any == b.matched_any
+        and len(a.rules) == len(b.rules)
+        and all(x is y for x, y in zip(a.rules, b.rules, strict=True))
+        and a.expired == b.expired
     )
 
 
@@ -157,6 +188,14 @@ def needs(
     rules = rules if rules is not None else applicable(ruleset, ref, context)
     if rules.registry_denied:
         return NO_NEEDS
+    out = _needs(ruleset, rules)
+    if rules.by_digest is not None:
+        # Either set of rules may be judged: which one, the registry's answer on the tag says.
+        out = out | _needs(ruleset, rules.by_digest) | Needs(tag=True)
+    return out
+
+
+def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
     out = NO_NEEDS
     for rule in rules.rules:
         select = tuple(str(g) for g in _platform_selection(rule, ruleset))
@@ -170,6 +209,8 @@ def needs(
                 out = out | Needs(digest=True, manifest=True, select=select)
             elif fact == "config":
                 out = out | Needs(digest=True, manifest=True, config=True, select=select)
+            elif fact == "tag":
+                out = out | Needs(tag=True)
     return out
 
 
@@ -186,6 +227,9 @@ def _missing(fact: checks.Fact, facts: ImageFacts, selected: Sequence[PlatformFa
     """Why `fact` is not known for this image, or None when it is."""
     if fact == "reference":
         return None
+    if fact == "tag":
+        # Known, or nothing to confirm (no tag beside a digest): the check has its answer.
+        return facts.errors.get("tag") if facts.tag_match is None else None
     if fact == "tier":
         return None if facts.tier is not None else facts.errors.get("tier", "tier not resolved")
     reason = (
@@ -215,7 +259,12 @@ def _resolve_violation(
     if mode == "allow":
         return None
     action = min(mode, _action(rule, ruleset), key=_SEVERITY.__getitem__)
-    what = {"config": "image config", "manifest": "image manifest", "platforms": "platform list"}
+    what = {
+        "config": "image config",
+        "manifest": "image manifest",
+        "platforms": "platform list",
+        "tag": "where the tag points",
+    }
     return Violation(
         rule.id,
         check,
@@ -226,7 +275,12 @@ def _resolve_violation(
 
 
 def _judge_rule(
-    ruleset: RuleSet, rule: Rule, ref: Reference, facts: ImageFacts, context: Context
+    ruleset: RuleSet,
+    rule: Rule,
+    ref: Reference,
+    facts: ImageFacts,
+    context: Context,
+    written_tag: str | None = None,
 ) -> list[Violation]:
     action = _action(rule, ruleset)
     globs = _platform_selection(rule, ruleset)
@@ -256,11 +310,34 @@ def _judge_rule(
                 )
                 no_platform_reported = True
             continue
-        subject = checks.Subject(ref, facts, selected, rule.id, context.now)
+        subject = checks.Subject(ref, facts, selected, rule.id, context.now, written_tag)
         for message in spec.judge(check.setting, subject):
             text = f"{rule.message} ({message})" if rule.message else message
             out.append(Violation(rule.id, check.name, action, text))
     return out
+
+
+def judged_as(ref: Reference, facts: ImageFacts, rules: Applicable) -> tuple[Reference, Applicable]:
+    """What is judged: `ref` with its rules, or — when its tag could change the decision and
+    the registry did not confirm it points at the digest — `name@digest` with its own rules."""
+    if rules.by_digest is None or facts.tag_match is True:
+        return ref, rules
+    return ref._replace(tag=None), rules.by_digest
+
+
+def _tag_finding(ref: Reference, facts: ImageFacts) -> Violation:
+    if facts.tag_match is False:
+        why = f"tag {ref.tag} points to {facts.tag_digest}, not to {ref.digest}"
+    else:
+        reason = facts.errors.get("tag", "the registry was not asked")
+        why = f"tag {ref.tag} could not be confirmed to point to {ref.digest} ({reason})"
+    bare = ref._replace(tag=None)
+    return Violation(
+        TAG_RULE,
+        "tagMatchesDigest",
+        TAG_ACTION,
+        f"{ref.name}: {why}; judged by digest as {bare} (the runtime pulls the digest)",
+    )
 
 
 def end_of_day(now: datetime) -> datetime:
@@ -281,6 +358,7 @@ def stable_until(
     day (rules and exceptions apply by date), or earlier when a clock-dependent check (maxAge)
     would change its answer. Callers may reuse a decision until then."""
     rules = rules if rules is not None else applicable(ruleset, ref, context)
+    ref, rules = judged_as(ref, facts, rules)
     now = context.now if context.now.tzinfo else context.now.replace(tzinfo=UTC)
     until = end_of_day(now)
     for rule in rules.rules:
@@ -308,31 +386,47 @@ def evaluate_image(
     rules: Applicable | None = None,
 ) -> ImageDecision:
     """Judge one image with what is known about it. `rules`: `applicable(ruleset, ref,
-    context)` when already computed."""
+    context)` when already computed.
+
+    A `name:tag@digest` reference whose tag could change the decision is judged as written
+    only when the registry confirmed the tag points at the digest; otherwise as `name@digest`,
+    with a finding (`TAG_RULE`) that says so."""
     found = rules if rules is not None else applicable(ruleset, ref, context)
+    judged, found_for = judged_as(ref, facts, found)
+    written_tag = ref.tag if judged is not ref else None
+    violations, expired = _violations(ruleset, judged, facts, context, found_for, written_tag)
+    if judged is not ref and not any(v.check == "tagMatchesDigest" for v in violations):
+        violations.append(_tag_finding(ref, facts))
+    return ImageDecision(ref, facts, tuple(violations), expired)
+
+
+def _violations(
+    ruleset: RuleSet,
+    ref: Reference,
+    facts: ImageFacts,
+    context: Context,
+    found: Applicable,
+    written_tag: str | None,
+) -> tuple[list[Violation], tuple[str, ...]]:
     if not found.matched_any:
         if ruleset.defaults.unmatched == "allow":
-            return ImageDecision(ref, facts, ())
-        return ImageDecision(
-            ref,
-            facts,
-            (
-                Violation(
-                    UNMATCHED_RULE,
-                    "unmatched",
-                    "deny",
-                    f"no rule of {ruleset.name} matches {ref.name}; "
-                    "images no rule covers are denied (defaults.unmatched: deny)",
-                ),
-            ),
-        )
+            return [], ()
+        return [
+            Violation(
+                UNMATCHED_RULE,
+                "unmatched",
+                "deny",
+                f"no rule of {ruleset.name} matches {ref.name}; "
+                "images no rule covers are denied (defaults.unmatched: deny)",
+            )
+        ], ()
     violations: list[Violation] = []
     if found.registry_denied:
         # The registry is refused, so it was never contacted: judge only the reference.
         for rule in found.rules:
             for check in rule.checks:
                 if checks.CHECKS[check.name].fact == "reference":
-                    subject = checks.Subject(ref, facts, (), rule.id, context.now)
+                    subject = checks.Subject(ref, facts, (), rule.id, context.now, written_tag)
                     for message in checks.CHECKS[check.name].judge(check.setting, subject):
                         text = f"{rule.message} ({message})" if rule.message else message
                         violations.append(
@@ -340,8 +434,8 @@ def evaluate_image(
                         )
     else:
         for rule in found.rules:
-            violations.extend(_judge_rule(ruleset, rule, ref, facts, context))
-    return ImageDecision(ref, facts, tuple(violations), found.expired)
+            violations.extend(_judge_rule(ruleset, rule, ref, facts, context, written_tag))
+    return violations, found.expired
 
 
 def evaluate(

@@ -23,6 +23,8 @@ class Needs(NamedTuple):
     blobs (user, created, labels), `platforms` the list of platforms the image offers (for a
     single-platform image that is its config's os/architecture). `select` lists the platform
     patterns whose manifests/configs are read ("*" = all); a single-platform image is always read.
+    `tag`: for a reference with both a tag and a digest, ask the registry where the tag points
+    (the tag counts in the decision only when it points at the digest).
     """
 
     tier: bool = False
@@ -31,6 +33,7 @@ class Needs(NamedTuple):
     manifest: bool = False
     config: bool = False
     select: tuple[str, ...] = ()
+    tag: bool = False
 
     def __or__(self, other: Needs) -> Needs:
         select = tuple(dict.fromkeys(self.select + other.select))
@@ -41,12 +44,13 @@ class Needs(NamedTuple):
             manifest=self.manifest or other.manifest,
             config=self.config or other.config,
             select=select,
+            tag=self.tag or other.tag,
         )
 
     @property
     def registry(self) -> bool:
         """Whether anything must be asked of the image's registry."""
-        return self.digest or self.platforms or self.manifest or self.config
+        return self.digest or self.platforms or self.manifest or self.config or self.tag
 
     @property
     def nothing(self) -> bool:
@@ -80,8 +84,13 @@ class ImageFacts:
     `index` is True when the reference names an image index/manifest list; then
     `platforms` lists its entries (attestations included, flagged by platform). For a
     single manifest `platforms` has exactly one entry once the manifest is known.
-    `errors` maps a fact name (`tier`, `digest`, `platforms`, `manifest`, `config`) to the
-    reason it could not be fetched; `onResolveError` decides what that means.
+    `errors` maps a fact name (`tier`, `digest`, `platforms`, `manifest`, `config`, `tag`) to
+    the reason it could not be fetched; `onResolveError` decides what that means.
+
+    For a reference written with both a tag and a digest whose tag was asked about
+    (`Needs.tag`): `tag_digest` is the digest the tag points at, and `tag_match` whether that
+    is the reference's digest (or an index that lists it); both None when not asked or not
+    known.
     """
 
     digest: str | None = None
@@ -91,6 +100,8 @@ class ImageFacts:
     tier_source: str | None = None
     platforms: tuple[PlatformFacts, ...] = ()
     errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    tag_digest: str | None = None
+    tag_match: bool | None = None
 
     def image_platforms(self) -> tuple[PlatformFacts, ...]:
         """The entries that are images (attestation entries are never images)."""

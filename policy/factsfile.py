@@ -3,6 +3,8 @@
 ```yaml
 images:
   nginx:1.25:                          # any reference; normalized like every reference
+                                       # (its digest also says where the tag points, which
+                                       # `nginx:1.25@sha256:...` is checked against)
     digest: sha256:...                 # the manifest (or index) digest
     tier: official                     # official | verified_publisher | sponsored_oss | none
     platforms:                         # an index: one entry per platform
@@ -235,7 +237,28 @@ class FactsResolver:
         self, items: Sequence[tuple[reference.Reference, Needs]], *, deadline: Deadline
     ) -> list[ImageFacts]:
         """The recorded facts for each reference (the deadline is moot: nothing is fetched)."""
-        return [self.lookup(ref) for ref, _ in items]
+        return [
+            self._tag(ref, self.lookup(ref)) if needs.tag else self.lookup(ref)
+            for ref, needs in items
+        ]
+
+    def _tag(self, ref: reference.Reference, found: ImageFacts) -> ImageFacts:
+        """For `name:tag@digest`: where the file says the tag points (its entry for
+        `name:tag`), and whether that is the digest or an index listing it."""
+        if ref.tag is None or ref.digest is None:
+            return found
+        tagged = self._facts.get(f"{ref.name}:{ref.tag}")
+        if tagged is None or tagged.digest is None:
+            errors = dict(found.errors)
+            errors["tag"] = (
+                f"{ref.name}:{ref.tag} has no digest in the {self._source} "
+                "(record it to confirm the tag)"
+            )
+            return dataclasses.replace(found, errors=MappingProxyType(errors))
+        match = tagged.digest == ref.digest or bool(
+            tagged.index and any(p.digest == ref.digest for p in tagged.platforms)
+        )
+        return dataclasses.replace(found, tag_digest=tagged.digest, tag_match=match)
 
     def lookup(self, ref: reference.Reference) -> ImageFacts:
         found = self._facts.get(str(ref))

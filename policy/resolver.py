@@ -193,6 +193,14 @@ class RegistryResolver:
         except _Failed as failed:
             for fact in _facts_after(failed.fact):
                 errors.setdefault(fact, str(failed.error))
+        tag_digest: str | None = None
+        tag_match: bool | None = None
+        if needs.tag and ref.tag is not None and ref.digest is not None:
+            try:
+                tag_digest, tag_match, fresh_for = self._tag_points(ref, ref.digest, deadline)
+                valid_for = min(valid_for, fresh_for)
+            except _Failed as failed:
+                errors["tag"] = str(failed.error)
         facts = ImageFacts(
             digest=digest,
             media_type=media_type,
@@ -201,6 +209,8 @@ class RegistryResolver:
             tier_source=tier_source,
             platforms=platforms,
             errors=MappingProxyType(errors),
+            tag_digest=tag_digest,
+            tag_match=tag_match,
         )
         if not errors and valid_for > 0:
             # Reused only while the tag answer it rests on is fresh: a tag is still
@@ -239,6 +249,8 @@ class RegistryResolver:
             facts = [f for f in _FACT_ORDER if getattr(needs, f)]
             if needs.tier:
                 facts.append("tier")
+            if needs.tag:
+                facts.append("tag")
             return ImageFacts(
                 digest=ref.digest, errors=MappingProxyType(dict.fromkeys(facts, reason))
             )
@@ -324,6 +336,26 @@ class RegistryResolver:
         head = self._step("digest", key, fetch, deadline)
         entry = self._tags.get(key)
         return head, self._fresh_for(entry) if entry is not None else 0.0
+
+    def _tag_points(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[str, bool, float]:
+        """Where the tag of `name:tag@digest` points now, whether that is `digest` (the tag's
+        own digest, or an entry of the index it names), and for how long that answer is fresh.
+
+        One HEAD by tag, cached and coalesced like every tag lookup; the index is read (one
+        GET by digest, usually cached) only when the tag names an index other than `digest`.
+        """
+        head, fresh_for = self._head(ref, deadline)
+        if head.digest == digest:
+            return head.digest, True, fresh_for
+        if head.media_type in media.IMAGE_TYPES:
+            return head.digest, False, fresh_for
+        document = self._manifest(ref.registry, ref.repository, head.digest, deadline)
+        listed = isinstance(document, media.Index) and any(
+            entry.digest == digest for entry in document.manifests
+        )
+        return head.digest, listed, fresh_for
 
     def _remember_tag(self, key: Hashable, head: ManifestHead, age: float) -> None:
         """Keep a tag's answer, learned `age` seconds ago, for TAG_MEMORY: fresh for `tag_ttl`,

@@ -20,7 +20,6 @@ from policy.evaluate import (
     end_of_day,
     evaluate_image,
     needs,
-    registry_refused,
     stable_until,
 )
 from policy.facts import NO_NEEDS, ImageFacts, Needs
@@ -52,6 +51,7 @@ PLAN_CACHE_ENTRIES = 4096
 """How many (image, namespace) rule plans a Service remembers (cleared when full)."""
 
 PlanKey = tuple[Reference, str | None, date]
+_DIGEST = Needs(digest=True)
 
 
 def _utcnow() -> datetime:
@@ -67,12 +67,12 @@ class Service:
         resolver: Resolver,
         *,
         now: Callable[[], datetime] = _utcnow,
-        extra_needs: Needs = NO_NEEDS,
+        pin: bool = False,
     ) -> None:
         self.ruleset = ruleset
         self.resolver = resolver
         self._now = now
-        self._extra = extra_needs
+        self._pin = pin
         self._plans: dict[PlanKey, tuple[Applicable, Needs]] = {}
         self._decisions: dict[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
@@ -87,10 +87,6 @@ class Service:
         if plan is None:
             rules = applicable(self.ruleset, ref, context)
             need = needs(self.ruleset, ref, context, rules=rules)
-            if self._extra != NO_NEEDS and not registry_refused(
-                self.ruleset, ref, context, rules=rules
-            ):
-                need = need | self._extra
             plan = (rules, need)
             if len(self._plans) >= PLAN_CACHE_ENTRIES:
                 self._plans.clear()
@@ -99,6 +95,10 @@ class Service:
 
     def decide(self, items: Sequence[Item], *, deadline: Deadline) -> list[ImageDecision]:
         """One decision per item, in order; each distinct reference is resolved once.
+
+        A pinning service (`pin=True`, the mutating webhook's) judges what it will write: each
+        tag-only reference pinned to the digest its tag names now (`name:tag@sha256:…`, `latest`
+        for no tag), so a rule requiring a digest is met by the pin itself.
 
         The facts are asked of the resolver every time (it decides whether its answers are
         still fresh). When it hands back the very same facts objects as for the last call with
@@ -109,6 +109,8 @@ class Service:
         now = self._now()
         if now.tzinfo is None:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
+        if self._pin:
+            items = self._pinned(items, now, deadline)
         key = tuple(items)  # (reference, namespace) tuples: hashed and compared in C
         batch = self._batches.get(key)
         if batch is None or now >= batch.until:
@@ -135,6 +137,35 @@ class Service:
             decisions=tuple(d for d, _ in judged),
         )
         return [d for d, _ in judged]
+
+    def _pinned(self, items: Sequence[Item], now: datetime, deadline: Deadline) -> list[Item]:
+        """`items` with each tag-only reference pinned to the digest its tag names, as the
+        mutating webhook will write it. The tag is resolved with the facts its own rules need
+        (one GET by tag for a new tag, so judging the pinned reference next reads only caches);
+        a reference whose registry is refused is never contacted, and one whose digest cannot
+        be had is judged as written (its rules say what that means)."""
+        wanted: dict[Reference, Needs] = {}
+        for item in items:
+            ref = item.reference
+            if ref.digest is not None:
+                continue
+            rules, need = self._plan(ref, Context(now, item.namespace))
+            if rules.registry_denied:
+                continue
+            wanted[ref] = wanted.get(ref, NO_NEEDS) | need | _DIGEST
+        if not wanted:
+            return list(items)
+        facts = self.resolver.resolve(tuple(wanted.items()), deadline=deadline)
+        digests = {ref: f.digest for ref, f in zip(wanted, facts, strict=True)}
+        out = []
+        for item in items:
+            digest = digests.get(item.reference)
+            if digest is None:
+                out.append(item)
+                continue
+            ref = item.reference
+            out.append(Item(ref._replace(tag=ref.tag or "latest", digest=digest), item.namespace))
+        return out
 
     def _batch(self, items: Sequence[Item], now: datetime) -> _Batch:
         """The plans of `items` (no facts yet): valid to the end of the day."""

@@ -57,7 +57,6 @@ from policy import settings as settings_mod
 from policy.deadline import Deadline
 from policy.errors import ConfigErrors, InvalidReference, PolicyError, ReviewError
 from policy.evaluate import ImageDecision
-from policy.facts import Needs
 from policy.k8s import admission
 from policy.k8s.admission import Finding
 from policy.k8s.workloads import ImageSite
@@ -194,7 +193,7 @@ class PolicyHolder:
         validate = pin = None
         if ruleset is not None:
             validate = Service(ruleset, resolver, now=self._now)
-            pin = Service(ruleset, resolver, now=self._now, extra_needs=Needs(digest=True))
+            pin = Service(ruleset, resolver, now=self._now, pin=True)
         return Policy(
             settings=settings,
             resolver=resolver,

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, NotRequired, TypedDict
 
+from policy import reference
 from policy.errors import ReviewError
 from policy.evaluate import ImageDecision
 from policy.k8s import workloads
@@ -527,13 +528,13 @@ def audit_annotations(findings: Iterable[Finding]) -> dict[str, str]:
 
 
 def pinned_image(image: str, decision: ImageDecision) -> str | None:
-    """`image` pinned to the digest that was checked (`name:tag@sha256:…`), or None when it
-    already names a digest, was denied, or its digest is not known."""
-    ref = decision.reference
-    digest = decision.facts.digest
-    if ref.digest is not None or not decision.allowed or digest is None:
-        return None
-    tagged = image if ref.tag is not None else f"{image}:latest"
+    """`image` as written, pinned to the digest that was judged (`name:tag@sha256:…`), or None
+    when it already names a digest, was denied, or its digest is not known. The pinning
+    service judges the pinned reference itself, so its decision carries the digest."""
+    digest = decision.reference.digest or decision.facts.digest
+    if "@" in image or not decision.allowed or digest is None:
+        return None  # a valid reference holds "@" only before its digest
+    tagged = image if reference.parse(image).tag is not None else f"{image}:latest"
     return f"{tagged}@{digest}"
 
 

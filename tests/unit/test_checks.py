@@ -502,6 +502,7 @@ def test_check_specs_are_complete() -> None:
         "tier",
         "digest",
         "denyTags",
+        "tagMatchesDigest",
         "maxLayers",
         "maxSize",
         "platforms",
@@ -509,7 +510,7 @@ def test_check_specs_are_complete() -> None:
         "maxAge",
         "labels",
     ]
-    facts = {"reference", "tier", "platforms", "manifest", "config"}
+    facts = {"reference", "tier", "platforms", "manifest", "config", "tag"}
     for name, spec in checks.CHECKS.items():
         assert spec.name == name
         assert spec.fact in facts

@@ -611,3 +611,128 @@ def test_a_resolve_error_is_never_stricter_than_its_rule(
     d = decide(rs, "ghcr.io/o/app:1", BROKEN)
     assert summary(d) == [("few-layers", "maxLayers", expected)]
     assert d.allowed is (expected != "deny")
+
+
+# --- a tag beside a digest counts only when it is true ------------------------------------------
+
+DEBUG = "sha256:" + "d" * 64
+TAG_RULES = rule("non-root", "{nonRootUser: true}", images='["**"]') + rule(
+    "no-debug", '{denyTags: ["*-debug"]}'
+)
+LEGACY_TAG = (
+    "  - {rules: [non-root], images: ['mycorp/app:legacy-*'], reason: old builds, "
+    "expires: 2030-01-01}\n"
+)
+
+
+def tagged(
+    tag_match: bool | None, *, user: str = "0", points: str = SHA, **errors: str
+) -> ImageFacts:
+    """Facts for `name:tag@DEBUG`: a root image whose tag (asked of the registry) points at
+    `points` (`tag_match` says whether that is the digest), or could not be asked (`errors`)."""
+    facts = single(user=user)
+    return ImageFacts(
+        digest=DEBUG,
+        index=False,
+        tier="official",
+        platforms=facts.platforms,
+        tag_digest=points if tag_match is not None else None,
+        tag_match=tag_match,
+        errors=MappingProxyType(errors),
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "facts", "violations"),
+    [
+        # An exception on a tag glob lifts non-root only when the tag really names the digest.
+        (f"mycorp/app:legacy-1@{DEBUG}", tagged(True, points=DEBUG), []),
+        (
+            f"mycorp/app:legacy-1@{DEBUG}",
+            tagged(False),
+            [("non-root", "nonRootUser", "deny"), ("(tag)", "tagMatchesDigest", "warn")],
+        ),
+        (
+            f"mycorp/app:legacy-1@{DEBUG}",
+            tagged(None, tag="cannot reach registry"),
+            [("non-root", "nonRootUser", "deny"), ("(tag)", "tagMatchesDigest", "warn")],
+        ),
+        # denyTags reads the tag: a debug build is not hidden behind a decent tag...
+        (
+            f"mycorp/app:1.0-debug@{DEBUG}",
+            tagged(True, user="1000", points=DEBUG),
+            [("no-debug", "denyTags", "deny")],
+        ),
+        (f"mycorp/app:1.0@{DEBUG}", tagged(True, user="1000", points=DEBUG), []),
+        # ... and an untrue tag is judged by digest (here nothing else is wrong: only the warning).
+        (
+            f"mycorp/app:1.0@{DEBUG}",
+            tagged(False, user="1000"),
+            [("(tag)", "tagMatchesDigest", "warn")],
+        ),
+        # A digest alone or a tag alone has nothing to confirm.
+        (f"mycorp/app@{DEBUG}", tagged(None, user="1000"), []),
+    ],
+)
+def test_a_tag_beside_a_digest_counts_only_when_true(
+    image: str, facts: ImageFacts, violations: list[tuple[str, str, str]]
+) -> None:
+    rs = ruleset(TAG_RULES, exceptions=LEGACY_TAG)
+    d = decide(rs, image, facts)
+    assert summary(d) == violations
+    assert d.reference == parse(image)  # the decision still names the reference as written
+
+
+def test_the_tag_finding_says_where_the_tag_points() -> None:
+    rs = ruleset(TAG_RULES, exceptions=LEGACY_TAG)
+    d = decide(rs, f"mycorp/app:legacy-1@{DEBUG}", tagged(False))
+    assert d.violations[-1].message == (
+        f"docker.io/mycorp/app: tag legacy-1 points to {SHA}, not to {DEBUG}; judged by digest "
+        f"as docker.io/mycorp/app@{DEBUG} (the runtime pulls the digest)"
+    )
+    assert f"docker.io/mycorp/app@{DEBUG}" in d.violations[0].message
+
+
+def test_tag_matches_digest_check_denies_an_untrue_tag() -> None:
+    """A rule author makes an untrue tag a denial with `tagMatchesDigest`; the check's own
+    violation replaces the warning, and a tag that cannot be confirmed goes by onResolveError."""
+    rs = ruleset(rule("true-tags", "{tagMatchesDigest: true}"))
+    untrue = decide(rs, f"mycorp/app:1.0@{DEBUG}", tagged(False, user="1000"))
+    assert summary(untrue) == [("true-tags", "tagMatchesDigest", "deny")]
+    assert "tag 1.0 points to" in untrue.violations[0].message
+    assert decide(rs, f"mycorp/app:1.0@{DEBUG}", tagged(True, points=DEBUG)).allowed
+    unknown = decide(rs, f"mycorp/app:1.0@{DEBUG}", tagged(None, tag="timed out"))
+    assert [(v.rule, v.action) for v in unknown.violations] == [("true-tags", "deny")]
+    assert "where the tag points could not be fetched (timed out)" in unknown.violations[0].message
+    assert decide(rs, "mycorp/app:1.0", single()).allowed  # a tag alone names what is pulled
+
+
+@pytest.mark.parametrize(
+    ("rules", "exceptions", "image", "tag"),
+    [
+        # Something reads the tag: ask the registry where it points.
+        (TAG_RULES, "", f"mycorp/app:1.0@{DEBUG}", True),
+        (rule("non-root", "{nonRootUser: true}"), LEGACY_TAG, f"mycorp/app:legacy-1@{DEBUG}", True),
+        (
+            rule("r", "{nonRootUser: true}", images='["mycorp/app:1.*"]'),
+            "",
+            f"mycorp/app:1.0@{DEBUG}",
+            True,
+        ),
+        # Nothing reads it, or there is no tag beside a digest: no request.
+        (rule("non-root", "{nonRootUser: true}"), LEGACY_TAG, f"mycorp/app:2.0@{DEBUG}", False),
+        (
+            rule("r", "{nonRootUser: true}", images='["mycorp/app:*"]'),
+            "",
+            f"mycorp/app:2.0@{DEBUG}",
+            True,
+        ),
+        (TAG_RULES, "", f"mycorp/app@{DEBUG}", False),
+        (TAG_RULES, "", "mycorp/app:1.0", False),
+    ],
+)
+def test_needs_ask_about_the_tag_only_when_it_could_change_the_decision(
+    rules: str, exceptions: str, image: str, tag: bool
+) -> None:
+    rs = ruleset(rules, exceptions=exceptions)
+    assert needs(rs, parse(image), Context(NOW)).tag is tag

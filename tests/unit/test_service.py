@@ -78,15 +78,56 @@ def test_each_distinct_reference_is_resolved_once_with_merged_needs() -> None:
     assert call[0][1].manifest and not call[1][1].registry
 
 
-def test_extra_needs_are_added_unless_the_registry_is_refused() -> None:
-    svc, recorder = service([datetime(2026, 1, 1, tzinfo=UTC)], extra_needs=Needs(digest=True))
-    svc.decide(
-        [Item(parse("redis:7"), "dev"), Item(parse("evil.example/x:1"), "dev")],
-        deadline=Deadline(1),
+class Tags:
+    """A resolver that knows each tag's digest (and nothing else), recording what it is asked."""
+
+    def __init__(self, digests: dict[str, str]) -> None:
+        self.digests = digests
+        self.calls: list[list[tuple[Reference, Needs]]] = []
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        self.calls.append(list(items))
+        return [
+            ImageFacts(digest=ref.digest or self.digests.get(f"{ref.name}:{ref.tag or 'latest'}"))
+            for ref, _ in items
+        ]
+
+
+PIN_SHA = "sha256:" + "7" * 64
+
+
+def test_a_pinning_service_judges_the_pinned_reference() -> None:
+    """`digest: true` is met by the pin itself; a refused registry is not contacted to pin."""
+    tags = Tags({"docker.io/library/redis:7": PIN_SHA, "docker.io/library/nginx:latest": PIN_SHA})
+    svc = Service(
+        loader.load_rules_text(RULES), tags, now=lambda: datetime(2026, 1, 1, tzinfo=UTC), pin=True
     )
-    [(_, redis), (_, evil)] = recorder.calls[0]
-    assert redis.digest
-    assert not evil.registry  # never contacted, not even to pin
+    items = [
+        Item(parse("redis:7"), "prod"),
+        Item(parse("nginx"), "prod"),
+        Item(parse("evil.example/x:1"), "prod"),
+        Item(parse("ghcr.io/gone/x:1"), "prod"),
+    ]
+    redis, nginx, evil, gone = svc.decide(items, deadline=Deadline(1))
+    assert redis.reference == parse(f"redis:7@{PIN_SHA}") and redis.violations == ()
+    assert nginx.reference == parse(f"nginx:latest@{PIN_SHA}")
+    assert [v.rule for v in evil.violations] == ["prod-pinned", "corp-only"]  # not pinned
+    assert evil.reference == parse("evil.example/x:1")
+    assert [v.rule for v in gone.violations] == ["prod-pinned", "layers"]  # judged as written
+    first = tags.calls[0]
+    assert [ref for ref, _ in first] == [
+        parse("redis:7"),
+        parse("nginx"),
+        parse("ghcr.io/gone/x:1"),
+    ]
+    assert all(need.digest for _, need in first)
+    plain = Service(
+        loader.load_rules_text(RULES), tags, now=lambda: datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    [unpinned] = plain.decide([Item(parse("redis:7"), "prod")], deadline=Deadline(1))
+    assert [v.rule for v in unpinned.violations] == ["prod-pinned"]
 
 
 def test_the_plan_memo_follows_the_date_for_exception_expiry() -> None:

@@ -23,7 +23,7 @@ from policy import loader, web
 from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
-from policy.reference import Reference
+from policy.reference import Reference, parse
 from policy.settings import Settings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -420,7 +420,9 @@ def test_mutate_asks_for_the_digest_even_when_no_rule_needs_it(resolver: FakeRes
     )
     app = web.create_app(Settings(mutate_pin=True), rules=rules, resolver=resolver)
     response = respond(app.test_client(), review(pod("nginx:1.25")), "/mutate")
-    assert resolver.calls[-1][0][1].digest is True
+    # The tag is resolved to its digest, then the pinned reference is judged.
+    assert resolver.calls[-2][0] == (parse("nginx:1.25"), Needs(digest=True))
+    assert resolver.calls[-1][0][0] == parse(f"nginx:1.25@{DIGEST}")
     assert apply_patch(pod("nginx:1.25"), response)["spec"]["containers"][0]["image"] == (
         f"nginx:1.25@{DIGEST}"
     )
