@@ -348,6 +348,7 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         manifest=True,
         config=True,
         select=tuple(args.platform) or ("*",),
+        tag=True,  # for name:tag@digest: where the tag points now
     )
     deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
     facts = resolver.resolve([(ref, needs)], deadline=deadline)[0]
@@ -355,7 +356,10 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     shown = [p for p in facts.platforms if p.layers is not None or not facts.index]
     document = {
         "reference": str(ref),
+        "written": args.reference,
         "digest": facts.digest,
+        "tagDigest": facts.tag_digest,
+        "tagMatchesDigest": facts.tag_match,
         "mediaType": facts.media_type,
         "tier": facts.tier,
         "tierSource": facts.tier_source,
@@ -371,7 +375,13 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         json.dump(document, out, indent=2)
         out.write("\n")
     else:
-        out.write(f"{ref}\n  digest:     {facts.digest or '-'}\n")
+        out.write(f"{ref}\n")
+        if args.reference not in (str(ref), ref.familiar):
+            out.write(f"  written:    {args.reference}\n")
+        out.write(f"  digest:     {facts.digest or '-'}\n")
+        if facts.tag_match is not None:
+            verdict = "points at the digest" if facts.tag_match else "does NOT point at the digest"
+            out.write(f"  tag:        {ref.tag} → {facts.tag_digest} ({verdict})\n")
         out.write(f"  mediaType:  {facts.media_type or '-'}\n")
         source = f" ({facts.tier_source})" if facts.tier_source else ""
         out.write(f"  tier:       {facts.tier or 'unknown'}{source}\n")

@@ -327,17 +327,26 @@ def judged_as(ref: Reference, facts: ImageFacts, rules: Applicable) -> tuple[Ref
 
 def _tag_finding(ref: Reference, facts: ImageFacts) -> Violation:
     if facts.tag_match is False:
-        why = f"tag {ref.tag} points to {facts.tag_digest}, not to {ref.digest}"
+        why = f"tag {ref.tag} points to {_short(facts.tag_digest)}, not to {_short(ref.digest)}"
     else:
         reason = facts.errors.get("tag", "the registry was not asked")
-        why = f"tag {ref.tag} could not be confirmed to point to {ref.digest} ({reason})"
-    bare = ref._replace(tag=None)
+        why = f"tag {ref.tag} could not be confirmed to point to {_short(ref.digest)} ({reason})"
+    # Short digests: the message goes into an AdmissionReview warning (256 characters at most)
+    # after the image text, which holds the full digest already.
     return Violation(
         TAG_RULE,
         "tagMatchesDigest",
         TAG_ACTION,
-        f"{ref.name}: {why}; judged by digest as {bare} (the runtime pulls the digest)",
+        f"{why}; judged by digest alone (the runtime pulls the digest and ignores the tag)",
     )
+
+
+def _short(digest: str | None) -> str:
+    """`sha256:0123456789ab…`: enough of a digest to tell it apart in a message."""
+    if digest is None:
+        return "?"
+    algorithm, _, encoded = digest.partition(":")
+    return f"{algorithm}:{encoded[:12]}…" if len(encoded) > 12 else digest
 
 
 def end_of_day(now: datetime) -> datetime:

@@ -190,7 +190,11 @@ def _exception(reader: Reader, node: Node, path: str) -> rules.PolicyException |
 
 
 def _document(reader: Reader, root: Node, parts: _Parts) -> None:
-    top = reader.mapping(root, "", allowed=_TOP_KEYS, required=("apiVersion", "kind", "rules"))
+    # A file of exceptions alone is fine (kept apart from the rules they lift, as GitOps
+    # repositories do); the merged rule set must still have rules.
+    alone = isinstance(root.value, dict) and "exceptions" in root.value
+    required = ("apiVersion", "kind") if alone else ("apiVersion", "kind", "rules")
+    top = reader.mapping(root, "", allowed=_TOP_KEYS, required=required)
     if top is None:
         return
     if "apiVersion" in top and top["apiVersion"].value != API_VERSION:

@@ -207,6 +207,17 @@ def _json(results: Sequence[Result]) -> str:
 # --- text ---------------------------------------------------------------------------------
 
 
+def _written(r: Result) -> str:
+    """The image as written, with the canonical reference it was judged as beside it when
+    that is not merely its long or short form (`GHCR.IO:443/a/b:1 (ghcr.io/a/b:1)`)."""
+    if r.decision is None:
+        return r.found.image
+    ref = r.decision.reference
+    if r.found.image in (str(ref), ref.familiar):
+        return r.found.image
+    return f"{r.found.image} ({ref})"
+
+
 def _text(results: Sequence[Result], color: bool, quiet: bool) -> str:
     def paint(text: str, *styles: str) -> str:
         if not color:
@@ -220,7 +231,7 @@ def _text(results: Sequence[Result], color: bool, quiet: bool) -> str:
         for r in items:
             where = f"{r.found.line}:{r.found.column} " if r.found.line else ""
             verdict = paint("allowed", "green") if r.allowed else paint("DENIED", "bold", "red")
-            lines.append(f"  {where}{r.found.image}  {verdict}")
+            lines.append(f"  {where}{_written(r)}  {verdict}")
             if r.decision is None:
                 lines.append(paint(f"    ✗ invalid image reference: {r.invalid}", "red"))
                 continue

@@ -62,7 +62,10 @@ def rules_schema() -> dict[str, Any]:
         "title": "image-policy RuleSet",
         "description": f"Trusted-content tiers: {', '.join(TIERS)}",
         "type": "object",
-        "required": ["apiVersion", "kind", "rules"],
+        "required": ["apiVersion", "kind"],
+        # `rules` may be left out of a file of exceptions alone.
+        "if": {"not": {"required": ["exceptions"]}},
+        "then": {"required": ["rules"]},
         "additionalProperties": False,
         "properties": {
             "apiVersion": {"const": loader.API_VERSION},

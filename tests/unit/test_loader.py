@@ -450,6 +450,28 @@ def test_defaults_when_not_given() -> None:
     assert rule.platforms is None
 
 
+def test_a_file_of_exceptions_alone_joins_the_rules_it_lifts(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nrules:\n"
+        "  - {id: pinned, match: {images: ['**']}, require: {digest: true}}\n"
+    )
+    (tmp_path / "lifts.yaml").write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nexceptions:\n"
+        "  - {rules: [pinned], images: ['mycorp/**'], reason: migration}\n"
+    )
+    ruleset = loader.load_rules([tmp_path])
+    assert [r.id for r in ruleset.rules] == ["pinned"]
+    assert [e.reason for e in ruleset.exceptions] == ["migration"]
+    with pytest.raises(RuleErrors, match="the rule set has no rules"):
+        loader.load_rules([tmp_path / "lifts.yaml"])
+    (tmp_path / "typo.yaml").write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nexceptions:\n"
+        "  - {rules: [pined], images: ['x/**'], reason: r}\n"
+    )
+    with pytest.raises(RuleErrors, match="exception names unknown rule 'pined'"):
+        loader.load_rules([tmp_path])
+
+
 def test_directory_loading_merges_files_and_skips_others() -> None:
     """`.yaml` and `.yml` files in name order; hidden files and other suffixes are skipped."""
     directory = DATA / "valid" / "merged"
