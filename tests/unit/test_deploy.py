@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import ipaddress
 import json
 import os
 import re
@@ -34,6 +35,7 @@ DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kubernetes"
 BASE = KUSTOMIZE / "base"
 OVERLAYS = ("mutating", "cert-manager", "self-managed")
+CONTROL_PLANE_PLACEHOLDER = "192.0.2.0/24"  # TEST-NET-1: matches nothing until set
 DOCKERFILE = DEPLOY / "Dockerfile"
 BASE_FACTS = ROOT / "tests" / "data" / "deploy" / "base-image-facts.yaml"
 HEX64 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -412,15 +414,76 @@ def test_deployment_mounts_what_its_arguments_name(base: list[dict[str, Any]]) -
     assert rules == (BASE / "rules.yaml").read_text()
 
 
-def test_network_policy_opens_the_webhook_port_dns_and_registries(
+def _peers(rule: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    peers: list[dict[str, Any]] = rule.get(key, [])
+    return peers
+
+
+def _admitted(peer: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock peer admits `address`."""
+    block = peer["ipBlock"]
+    ip = ipaddress.ip_address(address)
+    network = ipaddress.ip_network(block["cidr"])
+    if ip.version != network.version or ip not in network:
+        return False
+    return not any(ip in ipaddress.ip_network(e) for e in block.get("except", []))
+
+
+def test_network_policy_admits_the_webhook_port_only_from_the_control_plane_and_prometheus(
     base: list[dict[str, Any]],
 ) -> None:
     policy = _one(base, "NetworkPolicy")["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {server.TLS_PORT}
+    labels = _one(base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    control_plane, prometheus = policy["ingress"]
+    for rule in policy["ingress"]:
+        assert rule["ports"] == [{"port": server.TLS_PORT, "protocol": "TCP"}]
+        assert _peers(rule, "from"), "a rule without `from` admits every source"
+        for peer in _peers(rule, "from"):
+            if "ipBlock" in peer:  # never "anywhere": a pod must not drive the resolver
+                assert not _admitted(peer, "10.244.1.7") and not _admitted(peer, "8.8.8.8")
+            else:  # a pod selector is always scoped to one namespace
+                assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+    blocks = [p["ipBlock"]["cidr"] for p in _peers(control_plane, "from") if "ipBlock" in p]
+    assert blocks == [CONTROL_PLANE_PLACEHOLDER]
+    (konnectivity,) = [p for p in _peers(control_plane, "from") if "podSelector" in p]
+    assert konnectivity["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    assert konnectivity["podSelector"]["matchLabels"] == {"k8s-app": "konnectivity-agent"}
+    (scraper,) = _peers(prometheus, "from")
+    assert scraper["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    text = (BASE / "networkpolicy.yaml").read_text()
+    assert text.count("SET ME") == 2 and f"{CONTROL_PLANE_PLACEHOLDER}}}" in text
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    for distribution in ("kubeadm", "EKS", "GKE", "AKS", "k3s"):
+        assert distribution in docs
+    assert CONTROL_PLANE_PLACEHOLDER in docs
+
+
+def test_network_policy_egress_is_dns_and_https_never_the_metadata_services(
+    base: list[dict[str, Any]],
+) -> None:
+    policy = _one(base, "NetworkPolicy")["spec"]
     egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-    assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (80, "TCP")}
+    assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    dns, https = policy["egress"]
+    (resolver,) = _peers(dns, "to")
+    assert resolver["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert resolver["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    blocks = _peers(https, "to")
+    assert all(set(peer) == {"ipBlock"} for peer in blocks)
+
+    def reachable(address: str) -> bool:
+        return any(_admitted(peer, address) for peer in blocks)
+
+    for address in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "fe80::a9fe:a9fe"):
+        assert not reachable(address), address
+    for address in ("10.0.0.7", "52.1.2.3", "2600:1f18::1"):  # registries: anywhere else
+        assert reachable(address), address
 
 
 def test_certificate_names_and_secret_match_the_service_and_deployment() -> None:
