@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import io
 import ipaddress
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import zipfile
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kubernetes"
 BASE = KUSTOMIZE / "base"
-OVERLAYS = ("mutating", "cert-manager", "self-managed")
+OVERLAYS = ("mutating", "cert-manager", "self-managed", "mtls")
+MTLS = KUSTOMIZE / "overlays" / "mtls"
 CONTROL_PLANE_PLACEHOLDER = "192.0.2.0/24"  # TEST-NET-1: matches nothing until set
 DOCKERFILE = DEPLOY / "Dockerfile"
 BASE_FACTS = ROOT / "tests" / "data" / "deploy" / "base-image-facts.yaml"
@@ -502,6 +505,95 @@ def test_certificate_names_and_secret_match_the_service_and_deployment() -> None
     assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{namespace}/{serving['metadata']['name']}"
     )
+
+
+# --- mutual TLS: the mtls overlay and the API server's side -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/kubernetes with a client CA in the mtls overlay, as its comment tells
+    an operator to put one (here one made by policy.certs)."""
+    root = tmp_path_factory.mktemp("kustomize-mtls") / "kubernetes"
+    shutil.copytree(KUSTOMIZE, root)
+    bundle = certs.issue("kube-apiserver", "clients", now=dt.datetime.now(dt.UTC))
+    (root / "overlays/mtls/client-ca/ca.crt").write_bytes(bundle.ca_pem)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mtls(mtls_tree: Path) -> list[dict[str, Any]]:
+    return _build(mtls_tree / "overlays" / "mtls")
+
+
+def test_mtls_overlay_requires_client_certificates_of_the_client_ca(
+    mtls: list[dict[str, Any]], mtls_tree: Path
+) -> None:
+    secret = _one(mtls, "Secret", "image-policy-client-ca")
+    ca_file = mtls_tree / "overlays/mtls/client-ca/ca.crt"
+    assert set(secret["data"]) == {"ca.crt"}  # a certificate, never a key
+    assert base64.b64decode(secret["data"]["ca.crt"]) == ca_file.read_bytes()
+    pod = _one(mtls, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = build_parser().parse_args(["serve", *container["args"]])
+    assert args.client_ca == "/etc/image-policy/client-ca/ca.crt"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    directory, _, file = args.client_ca.rpartition("/")
+    assert mounts[directory]["secret"]["secretName"] == "image-policy-client-ca"
+    assert file in secret["data"]
+    # What the server makes of those arguments: gunicorn requires a client certificate
+    # signed by that file's CA (tests/e2e/test_exposure.py shows the handshakes).
+    options = server.ServeOptions(
+        tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca
+    )
+    settings = server.gunicorn_settings(options)
+    assert (settings["ca_certs"], settings["cert_reqs"]) == (args.client_ca, ssl.CERT_REQUIRED)
+    # The kubelet presents no client certificate: an HTTPS probe would fail every time.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "https"}, probe
+        assert "httpGet" not in container[probe]
+    # Everything else is the cert-manager overlay's, unchanged.
+    assert _one(mtls, "Certificate", "image-policy-serving")
+    assert _one(mtls, "NetworkPolicy") == _one(
+        _build(KUSTOMIZE / "overlays/cert-manager"), "NetworkPolicy"
+    )
+
+
+def test_mtls_overlay_without_a_client_ca_does_not_build() -> None:
+    if (MTLS / "client-ca" / "ca.crt").exists():
+        pytest.skip("a checkout with a client CA put in it")
+    done = subprocess.run(
+        [_kubectl(), "kustomize", str(MTLS)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "client-ca/ca.crt" in done.stderr
+
+
+def test_apiserver_presents_its_client_certificate_to_the_webhook_service(
+    mtls: list[dict[str, Any]],
+) -> None:
+    """The API server's side: its AdmissionConfiguration gives both webhook plugins a
+    kubeconfig whose user entry is named for the Service the webhook configurations call."""
+    directory = MTLS / "apiserver"
+    config = yaml.safe_load((directory / "admission-configuration.yaml").read_text())
+    assert (config["apiVersion"], config["kind"]) == (
+        "apiserver.config.k8s.io/v1",
+        "AdmissionConfiguration",
+    )
+    plugins = {p["name"]: p["configuration"] for p in config["plugins"]}
+    assert set(plugins) == {"ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"}
+    for configuration in plugins.values():
+        assert configuration["kind"] == "WebhookAdmissionConfiguration"
+        assert Path(configuration["kubeConfigFile"]).name == "kubeconfig.yaml"
+    kubeconfig = yaml.safe_load((directory / "kubeconfig.yaml").read_text())
+    users = {u["name"]: u["user"] for u in kubeconfig["users"]}
+    for _, hook in _webhooks(mtls):
+        service = hook["clientConfig"]["service"]
+        name = f"{service['name']}.{service['namespace']}.svc"
+        if service.get("port", 443) != 443:
+            name += f":{service['port']}"
+        assert set(users[name]) == {"client-certificate", "client-key"}, name
 
 
 # --- ImagePolicyWebhook --------------------------------------------------------------------
