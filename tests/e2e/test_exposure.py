@@ -5,13 +5,17 @@
   accepts a connection; loopback plain HTTP and TLS on every interface still start;
 - with a client CA (mutual TLS, as the `mtls` overlay runs it) a client presenting a certificate
   signed by that CA gets answers; no certificate, one from another CA, or a server certificate
-  of the client CA are refused in the TLS handshake, before any HTTP is read.
+  of the client CA are refused in the TLS handshake, before any HTTP is read;
+- the same for `image-policy serve` run with the arguments, ConfigMaps and client CA Secret of
+  the rendered `mtls` overlay.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -21,10 +25,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.e2e.conftest import CA, stop_process
+from tests.e2e.conftest import CA, spawn_serve, stop_process
 from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -336,3 +342,94 @@ def test_other_clients_are_refused_in_the_handshake(mutual: _Mutual, client: str
     with socket.create_connection(("127.0.0.1", mutual.port), timeout=5):
         pass
     assert mutual.running.process.poll() is None
+
+
+# --- the mtls overlay, as rendered -----------------------------------------------------------
+
+
+def _render(overlay: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        message = "kubectl not installed: the mtls overlay is NOT run (apt-get install kubectl)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    done = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d is not None]
+
+
+@pytest.fixture(scope="module")
+def overlay_webhook(tmp_path_factory: pytest.TempPathFactory, ca: CA) -> Iterator[_Mutual]:
+    """`image-policy serve` with the very arguments, files and client CA Secret of the rendered
+    mtls overlay: its /etc/image-policy/... paths mapped into a directory here, its port a
+    free one on loopback."""
+    directory = tmp_path_factory.mktemp("mtls-overlay")
+    tree = directory / "kubernetes"
+    shutil.copytree(ROOT / "deploy" / "kubernetes", tree)
+    (directory / "client-ca").mkdir()
+    client_ca = CA.create(directory / "client-ca")
+    shutil.copy(client_ca.path, tree / "overlays/mtls/client-ca/ca.crt")
+    docs = _render(tree / "overlays" / "mtls")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    root = directory / "fs"
+    for mount in container["volumeMounts"]:  # what the kubelet would put at each mount
+        volume = volumes[mount["name"]]
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        if "configMap" in volume:
+            data = by_name[("ConfigMap", volume["configMap"]["name"])]["data"]
+            for key, text in data.items():
+                (target / key).write_text(text)
+        elif volume.get("secret", {}).get("secretName") == "image-policy-client-ca":
+            data = by_name[("Secret", "image-policy-client-ca")]["data"]
+            for key, encoded in data.items():
+                (target / key).write_bytes(base64.b64decode(encoded))
+        elif "secret" in volume:  # the serving certificate cert-manager would write
+            issued = ca.issue("localhost")
+            (target / "tls.crt").write_bytes(issued.cert)
+            (target / "tls.key").write_bytes(issued.key)
+    port = free_port()
+    args = [
+        a.replace("/etc/image-policy/", f"{root}/etc/image-policy/")
+        for a in container["args"]
+        if not a.startswith("--port=")
+    ]
+    assert any(a.startswith("--client-ca=") for a in args)
+    log = directory / "serve.log"
+    process = spawn_serve(
+        [*args, f"--port={port}", "--host=127.0.0.1", "--threads=4"], cwd=directory, log_path=log
+    )
+    mutual = _Mutual(port, ca, client_ca, CA.create(directory), directory, Gunicorn(process, log))
+    try:
+        context = _client_context(ca, mutual.client(client_ca, "kube-apiserver"))
+        _wait_answering(mutual.running, port, context)
+        yield mutual
+    finally:
+        stop_process(process)
+
+
+def test_the_mtls_overlay_answers_the_api_servers_certificate_only(
+    overlay_webhook: _Mutual,
+) -> None:
+    hook = overlay_webhook
+    apiserver = _client_context(hook.server_ca, hook.client(hook.client_ca, "apiserver"))
+    review = json.loads(_review(f"ghcr.io/acme/app@{DIGEST}"))
+    review["request"]["namespace"] = "kube-system"  # excluded: answered without lookups
+    data = _post(hook.port, apiserver, "/validate", json.dumps(review).encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data
+    assert json.loads(body)["response"] == {"uid": "uid-mtls", "allowed": True}
+    status, ready = _http_get(hook.port, "/readyz", apiserver)
+    assert status == 200 and json.loads(ready)["rules"] == "default"
+    for cert in (None, hook.client(hook.other_ca, "intruder")):
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            _post(hook.port, _client_context(hook.server_ca, cert), "/validate", b"{}")
+    # The overlay's tcpSocket probes: the port accepts connections.
+    with socket.create_connection(("127.0.0.1", hook.port), timeout=5):
+        pass
