@@ -138,3 +138,33 @@ def test_plain_http_is_refused_beyond_loopback(
         return
     with pytest.raises(RuntimeError, match=re.escape(f"plain HTTP on {refused}:")):
         server.refuse_plain_http_beyond_loopback(_Server(bind, certfile))
+
+
+class _Listener:
+    def __init__(self, name: object) -> None:
+        self.sock = self
+        self.name = name
+
+    def getsockname(self) -> object:
+        return self.name
+
+    def __str__(self) -> str:
+        return f"listener {self.name!r}"
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [(("127.0.0.1", 8080), False), ("/run/ip.sock", False), (("0.0.0.0", 8080), True)],
+)
+def test_when_ready_checks_the_sockets_actually_bound(name: object, refused: bool) -> None:
+    """Sockets gunicorn did not bind from `bind` (systemd's, an inherited descriptor) are
+    judged by their own names once bound, before any worker exists."""
+    running = _Server(["127.0.0.1:8080"])
+    running.LISTENERS = [_Listener(name)]  # type: ignore[attr-defined]
+    if not refused:
+        server.refuse_plain_http_beyond_loopback(running)
+        return
+    with pytest.raises(RuntimeError, match=re.escape("plain HTTP on listener ('0.0.0.0', 8080)")):
+        server.refuse_plain_http_beyond_loopback(running)
+    running.cfg.certfile = "tls.crt"
+    server.refuse_plain_http_beyond_loopback(running)
