@@ -119,7 +119,7 @@ def _url(reader: Reader, node: Node, path: str) -> str | None:
     return text.rstrip("/")
 
 
-def _registry_name(reader: Reader, node: Node, path: str, name: str) -> str | None:
+def _registry_name(reader: Reader, node: Node, name: str) -> str | None:
     if not name or "/" in name or any(c.isspace() for c in name):
         # Not repeated: a key that is no host name may be anything (a pasted secret).
         message = "expected a registry host like ghcr.io as the key (no '/' or spaces)"
@@ -257,7 +257,7 @@ def parse_settings(
             registries: dict[str, RegistrySettings] = {}
             for name, child in node.value.items():
                 path = f"registries.{name}"
-                domain = _registry_name(reader, child, path, name)
+                domain = _registry_name(reader, child, name)
                 if domain is None:
                     continue
                 if domain in registries:
