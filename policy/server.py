@@ -12,11 +12,14 @@ ships for `gunicorn -c deploy/gunicorn.conf.py 'policy.web:create_app()'`.
   current files; a half-written pair (certificate and key not matching yet) keeps the previous
   context, so no connection fails during a rotation. An optional client CA requires client
   certificates (mutual TLS).
-Without TLS files the server listens on 127.0.0.1 only, for local trials.
+Without TLS files the server listens on 127.0.0.1 only, for local trials; the `on_starting` and
+`when_ready` hooks hold that for the final gunicorn configuration, whatever set it (a
+`--bind` flag, `GUNICORN_CMD_ARGS`, sockets handed over by systemd).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import Application
+from gunicorn.util import parse_address
 
 from policy import settings as settings_mod
 from policy import web
@@ -114,6 +118,55 @@ def options_from_env(env: Mapping[str, str] | None = None) -> ServeOptions:
     )
 
 
+def is_loopback(address: object) -> bool:
+    """Whether a listening address (gunicorn's parsed bind, or a socket's name) is reachable
+    only from this host: a unix socket, or a loopback host (`localhost`, 127.0.0.0/8, ::1).
+    Anything else (all interfaces, another name, an inherited descriptor) is not."""
+    if isinstance(address, str | bytes):
+        return True  # a unix socket path
+    if not isinstance(address, tuple) or not address or not isinstance(address[0], str):
+        return False
+    host = address[0].split("%", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _bind_address(bind: str) -> object:
+    try:
+        return parse_address(bind)
+    except (RuntimeError, ValueError):
+        return None
+
+
+def refuse_plain_http_beyond_loopback(server: Any) -> None:
+    """gunicorn's `on_starting` and `when_ready` hook: without TLS, refuse (RuntimeError, which
+    gunicorn prints before exiting 1) any bind or listening socket that is not loopback.
+
+    `on_starting` runs before gunicorn binds, so a refused address is never listened on;
+    `when_ready` runs after binding and before any worker exists, and checks the sockets
+    actually bound (systemd's, an inherited descriptor's) by their names."""
+    cfg = server.cfg
+    if cfg.certfile:
+        return
+    found = [(bind, _bind_address(bind)) for bind in cfg.bind]
+    found += [(str(lnr), lnr.sock.getsockname()) for lnr in getattr(server, "LISTENERS", [])]
+    for shown, address in found:
+        if not is_loopback(address):
+            raise RuntimeError(
+                f"image-policy: refusing to serve plain HTTP on {shown}: without TLS the webhook "
+                "listens on loopback only (127.0.0.1, ::1, localhost or a unix socket). Give it "
+                "a certificate (IMAGE_POLICY_TLS_CERT and IMAGE_POLICY_TLS_KEY, or --tls-cert "
+                "and --tls-key) to listen on other addresses."
+            )
+
+
 def worker_tmp_dir() -> str | None:
     """`/dev/shm` when it is a writable directory (a tmpfs: the heartbeat never blocks on disk)."""
     return SHM if os.path.isdir(SHM) and os.access(SHM, os.W_OK) else None
@@ -195,6 +248,9 @@ def gunicorn_settings(options: ServeOptions) -> dict[str, object]:
         "limit_request_fields": 100,
         # gunicorn >= 25.1 opens a control socket under $HOME: not on a read-only filesystem.
         "control_socket_disable": True,
+        # Plain HTTP on loopback only, however the bind was given (see the module docstring).
+        "on_starting": refuse_plain_http_beyond_loopback,
+        "when_ready": refuse_plain_http_beyond_loopback,
     }
     tmp = worker_tmp_dir()
     if tmp is not None:

@@ -25,6 +25,11 @@ breakGlass: false            # ImageReview: break-glass.image-policy.k8s.io/* al
 ```
 When `excludeNamespaces` is not set, it is `kube-system` plus the webhook's own namespace
 (`$POD_NAMESPACE`, else `image-policy`).
+
+The file may hold secrets (`auth.password`), and its errors reach the unauthenticated
+`/readyz`, the log and the CLI's stderr, so they never repeat what the file holds: each names
+the location, the key's path, what was expected and the *type* found ("expected a non-empty
+string, got an integer"), never a value, an unknown key's text or a file's contents.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ _TOP_KEYS = (
 DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
 _AUTH_KEYS = ("username", "password", "passwordFile")
+_SIZE_UNITS = "units B, KB, MB, GB, KiB, MiB, GiB"
 
 
 @dataclass(frozen=True)
@@ -108,29 +114,32 @@ def _url(reader: Reader, node: Node, path: str) -> str | None:
     if text is None:
         return None
     if not text.startswith(("https://", "http://")):
-        reader.error(node, path, f"expected an http(s) URL, got {node.type_name()}")
+        reader.error(node, path, f"expected an http(s) URL, got {reader.found(node)}")
         return None
     return text.rstrip("/")
 
 
-def _registry_name(reader: Reader, node: Node, path: str, name: str) -> str | None:
-    if not name or "/" in name or " " in name:
-        reader.error(
-            node, path, f"expected a registry host like ghcr.io, got {name!r}", at_key=True
-        )
+def _registry_name(reader: Reader, node: Node, name: str) -> str | None:
+    if not name or "/" in name or any(c.isspace() for c in name):
+        # Not repeated: a key that is no host name may be anything (a pasted secret).
+        message = "expected a registry host like ghcr.io as the key (no '/' or spaces)"
+        reader.error(node, "registries", message, at_key=True)
         return None
     lowered = name.lower()
     if lowered != LOCALHOST and "." not in lowered and ":" not in lowered:
         # A capital letter alone makes `NGINX/x` a host to Go, but references are canonical in
         # lower case, where `nginx` is a Docker Hub namespace.
-        reader.error(
-            node, path, f"{name!r} is not a registry host (it has no '.' or ':')", at_key=True
-        )
+        message = "expected a registry host like ghcr.io as the key (it has no '.' or ':')"
+        reader.error(node, "registries", message, at_key=True)
         return None
     try:
         return canonical_host(name)  # `GHCR.IO:443` configures `ghcr.io`
-    except ValueError as exc:
-        reader.error(node, path, f"{name!r} is not a registry host: {exc}", at_key=True)
+    except ValueError:
+        message = (
+            "expected a registry host like ghcr.io as the key "
+            "(a port from 1 to 65535, an IPv6 address that parses)"
+        )
+        reader.error(node, "registries", message, at_key=True)
         return None
 
 
@@ -150,11 +159,11 @@ def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | N
         if file_path is not None:
             try:
                 password = (base / file_path).read_text(encoding="utf-8").strip()
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 reader.error(
                     children["passwordFile"],
                     join(path, "passwordFile"),
-                    f"cannot read password file: {exc.strerror or exc}",
+                    f"cannot read password file: {_why_unreadable(exc)}",
                 )
     else:
         reader.error(node, path, "missing password or passwordFile")
@@ -181,7 +190,8 @@ def _registry(reader: Reader, node: Node, path: str, base: Path) -> RegistrySett
     if "ca" in children:
         ca = reader.string(children["ca"], join(path, "ca"))
         if ca is not None and not (base / ca).is_file():
-            reader.error(children["ca"], join(path, "ca"), f"CA file {ca!r} does not exist")
+            message = "no such file (a relative path is read from the settings file's directory)"
+            reader.error(children["ca"], join(path, "ca"), message)
         elif ca is not None:
             ca = str(base / ca)
     insecure = False
@@ -196,8 +206,25 @@ def _duration(reader: Reader, node: Node, path: str) -> float | None:
     try:
         return units.parse_duration(node.value)
     except ValueError as exc:
-        reader.error(node, path, f"{exc}, got {node.type_name()}")
+        reader.error(node, path, f"{exc}, got {reader.found(node)}")
         return None
+
+
+def _catalog_pattern(text: str) -> ImagePattern:
+    """An image pattern; its error keeps the reason only when the reason quotes nothing."""
+    try:
+        return image_pattern(text)
+    except ValueError as exc:
+        if "'" in str(exc) or '"' in str(exc):
+            raise ValueError("expected an image pattern like docker.io/acme/**") from None
+        raise
+
+
+def _why_unreadable(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, without its name or contents."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return exc.strerror or type(exc).__name__
 
 
 def _tier_catalog(reader: Reader, node: Node) -> tuple[tuple[str, ImagePattern], ...]:
@@ -207,7 +234,8 @@ def _tier_catalog(reader: Reader, node: Node) -> tuple[tuple[str, ImagePattern],
         if tier not in TIERS:
             continue
         path = join("tiers", tier)
-        catalog.extend((tier, found) for found in reader.compiled(child, path, image_pattern) or ())
+        patterns = reader.compiled(child, path, _catalog_pattern) or ()
+        catalog.extend((tier, found) for found in patterns)
     return tuple(catalog)
 
 
@@ -221,7 +249,7 @@ def parse_settings(
     """Settings from YAML text; raise SettingsErrors listing every located problem."""
     base = base or Path(filename).parent
     root, syntax = load(text, filename)
-    reader = Reader(SettingsError)
+    reader = Reader(SettingsError, quote=False)
     reader.errors.extend(SettingsError(e.message, location=e.location, path=e.path) for e in syntax)
     if root is None:
         if reader.errors:
@@ -235,7 +263,7 @@ def parse_settings(
             registries: dict[str, RegistrySettings] = {}
             for name, child in node.value.items():
                 path = f"registries.{name}"
-                domain = _registry_name(reader, child, path, name)
+                domain = _registry_name(reader, child, name)
                 if domain is None:
                     continue
                 if domain in registries:
@@ -266,8 +294,10 @@ def parse_settings(
         if "maxBytes" in cache:
             try:
                 kwargs["cache_max_bytes"] = units.parse_size(cache["maxBytes"].value)
-            except ValueError as exc:
-                reader.error(cache["maxBytes"], "cache.maxBytes", str(exc))
+            except ValueError:
+                found = reader.found(cache["maxBytes"])
+                message = f"expected a positive size like 256MiB ({_SIZE_UNITS}), got {found}"
+                reader.error(cache["maxBytes"], "cache.maxBytes", message)
     if "timeouts" in top:
         timeouts = (
             reader.mapping(top["timeouts"], "timeouts", allowed=("request", "decision")) or {}
@@ -310,7 +340,8 @@ def load_settings(
         raise SettingsErrors(
             [
                 SettingsError(
-                    f"cannot read settings file: {exc}", location=Location(str(chosen), 1, 1)
+                    f"cannot read settings file: {_why_unreadable(exc)}",
+                    location=Location(str(chosen), 1, 1),
                 )
             ]
         ) from exc

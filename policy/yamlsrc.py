@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TypeVar
 
 import yaml
@@ -66,6 +67,24 @@ def describe(value: object) -> str:
         shown = value if len(value) <= 60 else value[:57] + "..."
         return f'"{shown}"'
     return str(value)
+
+
+def kind(value: object) -> str:
+    """The type of a found value, never the value itself: `a string`, `an integer`. For
+    errors about files that may hold secrets (settings), which must not echo what they hold."""
+    if isinstance(value, str):
+        return "a string" if value.strip() else "an empty string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, datetime | date):
+        return "a date"
+    if isinstance(value, dict | list) or value is None:
+        return describe(value)
+    return f"a value of type {type(value).__name__}"
 
 
 def _location(filename: str, mark: yaml.Mark | None) -> Location:
@@ -129,9 +148,18 @@ def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: st
             # own check says "expected a date like 2027-03-31, got "2027-02-30"".
             value = node.value
         else:
-            errors.append(ConfigError(f"cannot read value: {exc}", location=loc, path=path))
+            errors.append(ConfigError(_unreadable(node, exc), location=loc, path=path))
             value = None
     return Node(value, loc, tag=node.tag)
+
+
+def _unreadable(node: yaml.Node, exc: Exception) -> str:
+    """Why a scalar could not be constructed, without its text (which may be a secret): the
+    problem PyYAML states (its full message quotes the source line), or the tag it failed."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        return f"cannot read value: {exc.problem}"
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    return f"cannot read value: not a valid {tag}"
 
 
 def load(text: str, filename: str) -> tuple[Node | None, list[ConfigError]]:
@@ -165,13 +193,21 @@ class Reader:
 
     error_class: type[ConfigError] = ConfigError
     errors: list[ConfigError] = field(default_factory=list)
+    # False for files that may hold secrets: errors then say the type found, never the
+    # value, and do not repeat unknown keys (a missing colon in `{password hunter2}` makes
+    # the secret a key).
+    quote: bool = True
+
+    def found(self, node: Node) -> str:
+        """What was found, for "expected X, got Y": the value itself, or only its type."""
+        return node.type_name() if self.quote else kind(node.value)
 
     def error(self, node: Node, path: str, message: str, *, at_key: bool = False) -> None:
         loc = node.key_location if at_key and node.key_location else node.location
         self.errors.append(self.error_class(message, location=loc, path=path))
 
     def expected(self, node: Node, path: str, what: str) -> None:
-        self.error(node, path, f"expected {what}, got {node.type_name()}")
+        self.error(node, path, f"expected {what}, got {self.found(node)}")
 
     def mapping(
         self,
@@ -188,7 +224,9 @@ class Reader:
         children: dict[str, Node] = node.value
         for key, child in children.items():
             if key not in allowed:
-                self.error(child, join(path, key), unknown_key_message(key, allowed), at_key=True)
+                where = join(path, key) if self.quote else path
+                message = unknown_key_message(key, allowed, quote=self.quote)
+                self.error(child, where, message, at_key=True)
         for key in required:
             if key not in children:
                 self.error(node, path, f"missing required key {key!r}")
@@ -215,7 +253,7 @@ class Reader:
     def choice(self, node: Node, path: str, choices: Sequence[str]) -> str | None:
         if not isinstance(node.value, str) or node.value not in choices:
             options = " | ".join(choices)
-            self.error(node, path, f"expected one of {options}, got {node.type_name()}")
+            self.error(node, path, f"expected one of {options}, got {self.found(node)}")
             return None
         return node.value
 
@@ -268,9 +306,11 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def unknown_key_message(key: str, allowed: Sequence[str]) -> str:
-    """`unknown key "maxLayer" (did you mean "maxLayers"?)`, or the list of allowed keys."""
+def unknown_key_message(key: str, allowed: Sequence[str], *, quote: bool = True) -> str:
+    """`unknown key "maxLayer" (did you mean "maxLayers"?)`, or the list of allowed keys;
+    without `quote`, the key itself is not repeated."""
+    named = f'unknown key "{key}"' if quote else "unknown key"
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
     if close:
-        return f'unknown key "{key}" (did you mean "{close[0]}"?)'
-    return f'unknown key "{key}" (expected one of: {", ".join(allowed)})'
+        return f'{named} (did you mean "{close[0]}"?)'
+    return f"{named} (expected one of: {', '.join(allowed)})"

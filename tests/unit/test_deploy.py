@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import io
+import ipaddress
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import zipfile
@@ -33,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUSTOMIZE = DEPLOY / "kubernetes"
 BASE = KUSTOMIZE / "base"
-OVERLAYS = ("mutating", "cert-manager", "self-managed")
+OVERLAYS = ("mutating", "cert-manager", "self-managed", "mtls")
+MTLS = KUSTOMIZE / "overlays" / "mtls"
+CONTROL_PLANE_PLACEHOLDER = "192.0.2.0/24"  # TEST-NET-1: matches nothing until set
 DOCKERFILE = DEPLOY / "Dockerfile"
 BASE_FACTS = ROOT / "tests" / "data" / "deploy" / "base-image-facts.yaml"
 HEX64 = re.compile(r"sha256:[0-9a-f]{64}")
@@ -412,15 +417,76 @@ def test_deployment_mounts_what_its_arguments_name(base: list[dict[str, Any]]) -
     assert rules == (BASE / "rules.yaml").read_text()
 
 
-def test_network_policy_opens_the_webhook_port_dns_and_registries(
+def _peers(rule: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    peers: list[dict[str, Any]] = rule.get(key, [])
+    return peers
+
+
+def _admitted(peer: dict[str, Any], address: str) -> bool:
+    """Whether an ipBlock peer admits `address`."""
+    block = peer["ipBlock"]
+    ip = ipaddress.ip_address(address)
+    network = ipaddress.ip_network(block["cidr"])
+    if ip.version != network.version or ip not in network:
+        return False
+    return not any(ip in ipaddress.ip_network(e) for e in block.get("except", []))
+
+
+def test_network_policy_admits_the_webhook_port_only_from_the_control_plane_and_prometheus(
     base: list[dict[str, Any]],
 ) -> None:
     policy = _one(base, "NetworkPolicy")["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
-    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {server.TLS_PORT}
+    labels = _one(base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    control_plane, prometheus = policy["ingress"]
+    for rule in policy["ingress"]:
+        assert rule["ports"] == [{"port": server.TLS_PORT, "protocol": "TCP"}]
+        assert _peers(rule, "from"), "a rule without `from` admits every source"
+        for peer in _peers(rule, "from"):
+            if "ipBlock" in peer:  # never "anywhere": a pod must not drive the resolver
+                assert not _admitted(peer, "10.244.1.7") and not _admitted(peer, "8.8.8.8")
+            else:  # a pod selector is always scoped to one namespace
+                assert set(peer) == {"namespaceSelector", "podSelector"}, peer
+    blocks = [p["ipBlock"]["cidr"] for p in _peers(control_plane, "from") if "ipBlock" in p]
+    assert blocks == [CONTROL_PLANE_PLACEHOLDER]
+    (konnectivity,) = [p for p in _peers(control_plane, "from") if "podSelector" in p]
+    assert konnectivity["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    assert konnectivity["podSelector"]["matchLabels"] == {"k8s-app": "konnectivity-agent"}
+    (scraper,) = _peers(prometheus, "from")
+    assert scraper["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    text = (BASE / "networkpolicy.yaml").read_text()
+    assert text.count("SET ME") == 2 and f"{CONTROL_PLANE_PLACEHOLDER}}}" in text
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    for distribution in ("kubeadm", "EKS", "GKE", "AKS", "k3s"):
+        assert distribution in docs
+    assert CONTROL_PLANE_PLACEHOLDER in docs
+
+
+def test_network_policy_egress_is_dns_and_https_never_the_metadata_services(
+    base: list[dict[str, Any]],
+) -> None:
+    policy = _one(base, "NetworkPolicy")["spec"]
     egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-    assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (80, "TCP")}
+    assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    dns, https = policy["egress"]
+    (resolver,) = _peers(dns, "to")
+    assert resolver["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert resolver["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "kube-system"
+    }
+    blocks = _peers(https, "to")
+    assert all(set(peer) == {"ipBlock"} for peer in blocks)
+
+    def reachable(address: str) -> bool:
+        return any(_admitted(peer, address) for peer in blocks)
+
+    for address in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "fe80::a9fe:a9fe"):
+        assert not reachable(address), address
+    for address in ("10.0.0.7", "52.1.2.3", "2600:1f18::1"):  # registries: anywhere else
+        assert reachable(address), address
 
 
 def test_certificate_names_and_secret_match_the_service_and_deployment() -> None:
@@ -439,6 +505,95 @@ def test_certificate_names_and_secret_match_the_service_and_deployment() -> None
     assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{namespace}/{serving['metadata']['name']}"
     )
+
+
+# --- mutual TLS: the mtls overlay and the API server's side -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of deploy/kubernetes with a client CA in the mtls overlay, as its comment tells
+    an operator to put one (here one made by policy.certs)."""
+    root = tmp_path_factory.mktemp("kustomize-mtls") / "kubernetes"
+    shutil.copytree(KUSTOMIZE, root)
+    bundle = certs.issue("kube-apiserver", "clients", now=dt.datetime.now(dt.UTC))
+    (root / "overlays/mtls/client-ca/ca.crt").write_bytes(bundle.ca_pem)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mtls(mtls_tree: Path) -> list[dict[str, Any]]:
+    return _build(mtls_tree / "overlays" / "mtls")
+
+
+def test_mtls_overlay_requires_client_certificates_of_the_client_ca(
+    mtls: list[dict[str, Any]], mtls_tree: Path
+) -> None:
+    secret = _one(mtls, "Secret", "image-policy-client-ca")
+    ca_file = mtls_tree / "overlays/mtls/client-ca/ca.crt"
+    assert set(secret["data"]) == {"ca.crt"}  # a certificate, never a key
+    assert base64.b64decode(secret["data"]["ca.crt"]) == ca_file.read_bytes()
+    pod = _one(mtls, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = build_parser().parse_args(["serve", *container["args"]])
+    assert args.client_ca == "/etc/image-policy/client-ca/ca.crt"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    directory, _, file = args.client_ca.rpartition("/")
+    assert mounts[directory]["secret"]["secretName"] == "image-policy-client-ca"
+    assert file in secret["data"]
+    # What the server makes of those arguments: gunicorn requires a client certificate
+    # signed by that file's CA (tests/e2e/test_exposure.py shows the handshakes).
+    options = server.ServeOptions(
+        tls_cert=args.tls_cert, tls_key=args.tls_key, client_ca=args.client_ca
+    )
+    settings = server.gunicorn_settings(options)
+    assert (settings["ca_certs"], settings["cert_reqs"]) == (args.client_ca, ssl.CERT_REQUIRED)
+    # The kubelet presents no client certificate: an HTTPS probe would fail every time.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "https"}, probe
+        assert "httpGet" not in container[probe]
+    # Everything else is the cert-manager overlay's, unchanged.
+    assert _one(mtls, "Certificate", "image-policy-serving")
+    assert _one(mtls, "NetworkPolicy") == _one(
+        _build(KUSTOMIZE / "overlays/cert-manager"), "NetworkPolicy"
+    )
+
+
+def test_mtls_overlay_without_a_client_ca_does_not_build() -> None:
+    if (MTLS / "client-ca" / "ca.crt").exists():
+        pytest.skip("a checkout with a client CA put in it")
+    done = subprocess.run(
+        [_kubectl(), "kustomize", str(MTLS)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "client-ca/ca.crt" in done.stderr
+
+
+def test_apiserver_presents_its_client_certificate_to_the_webhook_service(
+    mtls: list[dict[str, Any]],
+) -> None:
+    """The API server's side: its AdmissionConfiguration gives both webhook plugins a
+    kubeconfig whose user entry is named for the Service the webhook configurations call."""
+    directory = MTLS / "apiserver"
+    config = yaml.safe_load((directory / "admission-configuration.yaml").read_text())
+    assert (config["apiVersion"], config["kind"]) == (
+        "apiserver.config.k8s.io/v1",
+        "AdmissionConfiguration",
+    )
+    plugins = {p["name"]: p["configuration"] for p in config["plugins"]}
+    assert set(plugins) == {"ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"}
+    for configuration in plugins.values():
+        assert configuration["kind"] == "WebhookAdmissionConfiguration"
+        assert Path(configuration["kubeConfigFile"]).name == "kubeconfig.yaml"
+    kubeconfig = yaml.safe_load((directory / "kubeconfig.yaml").read_text())
+    users = {u["name"]: u["user"] for u in kubeconfig["users"]}
+    for _, hook in _webhooks(mtls):
+        service = hook["clientConfig"]["service"]
+        name = f"{service['name']}.{service['namespace']}.svc"
+        if service.get("port", 443) != 443:
+            name += f":{service['port']}"
+        assert set(users[name]) == {"client-certificate", "client-key"}, name
 
 
 # --- ImagePolicyWebhook --------------------------------------------------------------------

@@ -294,8 +294,8 @@ def test_error_attributes() -> None:
             HEADER + "rules:\n  - id: a\n    match: {images: ['**']}\n"
             "    require: {maxLayers: !!int ten}\n",
             [
-                "rules/prod.yaml:6:26: rules[0].require.maxLayers: cannot read value: invalid "
-                "literal for int() with base 10: 'ten'",
+                "rules/prod.yaml:6:26: rules[0].require.maxLayers: cannot read value: not a "
+                "valid !!int",
                 "rules/prod.yaml:6:26: rules[0].require.maxLayers: expected a positive integer, "
                 "got nothing (null)",
             ],

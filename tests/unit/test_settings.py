@@ -88,13 +88,19 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
     [
         (
             "registry:\n  x: 1\n",
-            ['s.yaml:1:1: registry: unknown key "registry" (did you mean "registries"?)'],
+            ['s.yaml:1:1: unknown key (did you mean "registries"?)'],
         ),
         ("cache: {tagTTL: soon}\n", ["s.yaml:1:17: cache.tagTTL: expected a duration"]),
-        ("cache: {maxBytes: 12XB}\n", ["s.yaml:1:19: cache.maxBytes: unknown size unit 'XB'"]),
+        (
+            "cache: {maxBytes: 12XB}\n",
+            [
+                "s.yaml:1:19: cache.maxBytes: expected a positive size like 256MiB (units B, KB, "
+                "MB, GB, KiB, MiB, GiB), got a string"
+            ],
+        ),
         (
             "registries:\n  docker.io:\n    mirrors: [ftp://x]\n",
-            ["s.yaml:3:15: registries.docker.io.mirrors[0]: expected an http(s) URL"],
+            ["s.yaml:3:15: registries.docker.io.mirrors[0]: expected an http(s) URL, got a string"],
         ),
         (
             "registries:\n  docker.io:\n    insecure: yes please\n",
@@ -102,11 +108,11 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
         ),
         (
             "registries:\n  corp.example:\n    ca: missing.pem\n",
-            ["s.yaml:3:9: registries.corp.example.ca: CA file 'missing.pem' does not exist"],
+            ["s.yaml:3:9: registries.corp.example.ca: no such file (a relative path is read"],
         ),
         (
             "registries:\n  nginx:\n    insecure: true\n",
-            ["s.yaml:2:3: registries.nginx: 'nginx' is not a registry host"],
+            ["s.yaml:2:3: registries: expected a registry host like ghcr.io as the key (it has"],
         ),
         (
             "registries:\n  a.io:\n    auth: {username: u}\n",
@@ -114,7 +120,10 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
         ),
         (
             "registries:\n  a.io:\n    auth: {username: u, passwordFile: nope}\n",
-            ["registries.a.io.auth.passwordFile: cannot read password file"],
+            [
+                "registries.a.io.auth.passwordFile: cannot read password file: "
+                "No such file or directory"
+            ],
         ),
         (
             "registries:\n  docker.io: {}\n  index.docker.io: {}\n",
@@ -126,14 +135,17 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
         ),
         (
             "registries:\n  NGINX:\n    insecure: true\n",
-            ["s.yaml:2:3: registries.NGINX: 'NGINX' is not a registry host"],
+            ["s.yaml:2:3: registries: expected a registry host like ghcr.io as the key (it has"],
         ),
         (
             "registries:\n  ghcr.io:0: {}\n",
-            ["registries.ghcr.io:0: 'ghcr.io:0' is not a registry host: invalid port 0"],
+            ["s.yaml:2:3: registries: expected a registry host like ghcr.io as the key (a port"],
         ),
         ("timeouts: {decision: 0s}\n", ["timeouts.decision: expected a positive duration"]),
-        ("mutate: {pin: 1}\n", ["s.yaml:1:15: mutate.pin: expected true or false, got 1"]),
+        (
+            "mutate: {pin: 1}\n",
+            ["s.yaml:1:15: mutate.pin: expected true or false, got an integer"],
+        ),
         ("timeouts: {request: 1s\n", ["s.yaml:2:1: YAML syntax error"]),
         ("dockerHub: {api: 'http://a.io', api: 'http://b.io'}\n", ["duplicate key 'api'"]),
         ("[1, 2]\n", ["s.yaml:1:1: expected a mapping, got a list"]),

@@ -181,8 +181,7 @@ def test_settings_defaults() -> None:
     [
         (
             "tiers:\n  verified: [docker.io/acme/**]\n",
-            's.yaml:2:3: tiers.verified: unknown key "verified" '
-            '(did you mean "verified_publisher"?)',
+            's.yaml:2:3: tiers: unknown key (did you mean "verified_publisher"?)',
         ),
         (
             "tiers:\n  official:\n    - docker.io/acme/***\n",
@@ -197,7 +196,7 @@ def test_settings_defaults() -> None:
         ("tiers: [official]\n", "s.yaml:1:8: tiers: expected a mapping"),
         ("dockerHub: {tierTTL: soon}\n", "s.yaml:1:22: dockerHub.tierTTL: expected a duration"),
         ("dockerHub: {tierTTL: 0}\n", "s.yaml:1:22: dockerHub.tierTTL: expected a positive"),
-        ("dockerHub: {tierTTl: 1h}\n", 's.yaml:1:13: dockerHub.tierTTl: unknown key "tierTTl"'),
+        ("dockerHub: {tierTTl: 1h}\n", "s.yaml:1:13: dockerHub: unknown key (did you mean"),
     ],
 )
 def test_settings_catalog_errors_are_located(text: str, message: str) -> None:
