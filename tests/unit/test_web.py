@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -760,6 +761,34 @@ def test_rules_reload_and_a_broken_file_keeps_the_old_rules(
     assert respond(client, review(pod("nginx:1.25")))["allowed"] is False
     assert client.get("/readyz").get_json()["rulesError"] is None
     assert metric(client, 'image_policy_config_reloads_total{file="rules",result="ok"}') == 1
+
+
+def test_a_reload_refused_as_an_alias_bomb_keeps_the_old_rules_and_is_quick(
+    tmp_path: Path, resolver: FakeResolver
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    app = web.create_app(Settings(), rules=[rules], resolver=resolver, clock=clock, now=lambda: NOW)
+    client = app.test_client()
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True
+
+    # Nine levels of nine aliases each: 9**9 values once expanded, from a 0.5 KB file.
+    laughs = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    rules.write_text(OTHER_RULES + "x-laughs:\n" + "".join(f"  {line}\n" for line in laughs))
+    clock.now += 2
+    started = time.perf_counter()
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True  # the old rules
+    assert time.perf_counter() - started < 0.5
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    line = OTHER_RULES.count("\n") + 6
+    assert ready.get_json()["rulesError"] == (
+        f"{rules}:{line}:12: too many aliases: *l3 here expands to 7381 values, past the budget "
+        "of 10000 values made by aliases in one file (an alias bomb?)"
+    )
+    assert metric(client, 'image_policy_config_reloads_total{file="rules",result="error"}') == 1
 
 
 def test_broken_rules_at_start_mean_not_ready(tmp_path: Path, resolver: FakeResolver) -> None:
