@@ -5,8 +5,9 @@ Endpoints: `POST /validate`, `POST /mutate` (AdmissionReview v1/v1beta1), `POST 
 `CollectorRegistry` per app).
 
 Every review goes through `policy.service.Service`, the pipeline the CLI uses too. A malformed
-request is answered 400 with a message saying what is wrong (413 for a body over 3 MiB); only a
-bug gives a 500, logged with its traceback. One JSON log line per decision.
+request is answered 400 with a message saying what is wrong (413 for a body over 3 MiB, whether
+sent with a Content-Length or chunked); only a bug gives a 500, logged with its traceback. One
+JSON log line per decision.
 
 Rule and settings files are re-read when they change (checked at most once per second, on
 request): a broken new file is refused, the old policy keeps serving, and the error is logged,
@@ -49,7 +50,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from policy import loader, reference
 from policy import resolver as resolver_mod
@@ -807,7 +808,10 @@ def create_app(
     metrics.registry.register(_ResolverCollector(lambda: holder.policy.resolver))
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # One byte more than allowed: werkzeug refuses a larger Content-Length before reading, but
+    # cuts a body without one (chunked) at this limit instead of refusing it, so `read_json`
+    # reads one byte past MAX_BODY to tell such a body was too large.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
     app.extensions["image_policy"] = holder
     app.extensions["image_policy_log"] = decisions
 
@@ -817,7 +821,10 @@ def create_app(
         if mimetype != "application/json":
             shown = request.content_type or "none"
             raise ReviewError(f"Content-Type is {shown}; expected application/json")
-        return admission.load_json(request.get_data(cache=False))
+        body = request.get_data(cache=False)
+        if len(body) > MAX_BODY:
+            raise RequestEntityTooLarge()
+        return admission.load_json(body)
 
     def current_policy() -> tuple[Policy, Service, Service]:
         policy = holder.policy

@@ -486,6 +486,52 @@ def test_break_glass_is_ignored_unless_enabled(resolver: FakeResolver) -> None:
 GOOD = review(pod("nginx:1.25"))
 
 
+def padded(doc: object, size: int) -> bytes:
+    """`doc` as JSON, padded with trailing blanks (still valid JSON) to exactly `size` bytes."""
+    text = json.dumps(doc).encode()
+    assert len(text) <= size
+    return text + b" " * (size - len(text))
+
+
+def post_body(client: FlaskClient, body: bytes, *, chunked: bool) -> Any:
+    """POST /validate with a Content-Length, or without one as gunicorn hands on a chunked
+    body (decoded, `wsgi.input_terminated` set)."""
+    headers = {"Content-Type": "application/json"}
+    if not chunked:
+        return client.post("/validate", data=body, headers=headers)
+    return client.post(
+        "/validate",
+        data=body,
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("extra", "status"), [(0, 200), (1, 413), (1024, 413)], ids=["at-cap", "one-over", "1k-over"]
+)
+def test_the_body_cap_is_the_same_with_and_without_a_content_length(
+    client: FlaskClient, chunked: bool, extra: int, status: int
+) -> None:
+    body = padded(review(pod("nginx:1.25")), web.MAX_BODY) + b"x" * extra
+    reply = post_body(client, body, chunked=chunked)
+    assert reply.status_code == status
+    if status == 413:
+        assert reply.get_json() == {"error": "request body is larger than 3 MiB", "code": 413}
+    else:
+        assert reply.get_json()["response"]["allowed"] is True
+
+
+def test_a_chunked_body_with_a_valid_3_mib_prefix_and_garbage_is_refused_not_judged(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    body = padded(review(pod("nginx:1.25")), web.MAX_BODY) + b"garbage}" * 4096
+    reply = post_body(client, body, chunked=True)
+    assert reply.status_code == 413
+    assert resolver.calls == []  # nothing was judged
+
+
 @pytest.mark.parametrize(
     ("path", "body", "content_type", "status", "message"),
     [
