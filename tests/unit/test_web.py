@@ -25,7 +25,7 @@ from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
 from policy.reference import Reference
-from policy.settings import Settings
+from policy.settings import Settings, load_settings
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -726,6 +726,71 @@ def test_each_app_has_its_own_metrics(resolver: FakeResolver) -> None:
     respond(first, review(pod("nginx:1.25")))
     assert metric(first, 'image_policy_reviews_total{endpoint="validate",outcome="allowed"}') == 1
     assert 'outcome="allowed"' not in second.get("/metrics").get_data(as_text=True)
+
+
+NAMING_RULES = """\
+apiVersion: image-policy/v1
+kind: RuleSet
+rules:
+  - id: a
+    match: {images: ["ghcr.io/acme/**", "Quay.io/x"], excludeImages: ["registry.k8s.io/pause"]}
+    require: {registries: ["gcr.io", "*.corp.example", "localhost:5000", "index.docker.io"]}
+  - id: b
+    match: {images: ["**"]}
+    require: {maxLayers: 9}
+  - id: c
+    match: {images: ["*.mirror.example/**", "nginx"]}
+    require: {maxLayers: 9}
+exceptions:
+  - rules: [a]
+    images: ["public.ecr.aws/team/app"]
+    reason: tested
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_yaml", "rules_text", "expected"),
+    [
+        ("", None, {"docker.io"}),
+        (
+            "registries: {registry.corp.example: {insecure: true}, 'LOCALHOST:5001': {}}\n"
+            "tiers: {official: ['harbor.example/library/**', '**.example/x']}\n",
+            None,
+            {"docker.io", "registry.corp.example", "localhost:5001", "harbor.example"},
+        ),
+        (
+            "",
+            NAMING_RULES,
+            {
+                "docker.io",
+                "ghcr.io",
+                "quay.io",
+                "registry.k8s.io",
+                "gcr.io",
+                "localhost:5000",
+                "public.ecr.aws",
+            },
+        ),
+    ],
+    ids=["defaults", "settings", "rules"],
+)
+def test_named_registries_are_the_hosts_written_out_in_settings_and_rules(
+    tmp_path: Path, settings_yaml: str, rules_text: str | None, expected: set[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(settings_yaml)
+    parsed = load_settings(config)
+    ruleset = loader.load_rules_text(rules_text) if rules_text else None
+    assert web.named_registries(parsed, ruleset) == expected
+
+
+def test_registry_labels_are_bounded_by_the_named_registries() -> None:
+    metrics = web.Metrics(web.CollectorRegistry())
+    metrics.named_registries = lambda: frozenset({"ghcr.io", "docker.io"})
+    assert metrics.registry_label("ghcr.io") == "ghcr.io"
+    assert metrics.registry_label("GHCR.IO") == "ghcr.io"  # case cannot mint new series
+    assert metrics.registry_label("ghcr.io.evil.example") == "other"
+    assert metrics.registry_label("10.0.0.1:5000") == "other"
 
 
 def test_one_json_log_line_per_decision_without_credentials(

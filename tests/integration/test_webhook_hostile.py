@@ -1,6 +1,7 @@
-"""Hostile JSON from a token realm reaches the webhook (Flask test client, real resolver, real
-distribution registries): the review is answered 200, the hostile image denied with the reason,
-the healthy image judged as usual — never a RecursionError, never a 500."""
+"""The webhook (Flask test client, real resolver, real distribution registries) facing hostile
+registries and image strings: a token realm answering deep JSON denies its image with the reason
+while the healthy image is judged as usual (never a RecursionError, never a 500); made-up
+registry hosts share one metric label instead of adding series."""
 
 from __future__ import annotations
 
@@ -102,3 +103,42 @@ def test_the_token_server_fixture_really_answers_deep_json(
     assert challenge.status_code == 401
     realm = challenge.headers["WWW-Authenticate"].split('realm="')[1].split('"')[0]
     assert requests.get(realm, timeout=5).content == DEEP
+
+
+def metric_series(client: Any) -> dict[str, float]:
+    """`image_policy_registry_requests_total` by its `registry` label (summed over statuses)."""
+    out: dict[str, float] = {}
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith("image_policy_registry_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            registry = labels.split('registry="')[1].split('"')[0]
+            out[registry] = out.get(registry, 0.0) + float(value)
+    return out
+
+
+def test_made_up_registry_hosts_share_one_metric_label(registry: SeededRegistry) -> None:
+    rules = (
+        RULES
+        + f"""\
+  - id: own-registry
+    match: {{images: ["{registry.host}/**"]}}
+    require: {{maxLayers: 3}}
+"""
+    )
+    app = web.create_app(Settings(), rules=loader.load_rules_text(rules))
+    client = app.test_client()
+    healthy = f"{registry.host}/oci/app:single"
+    assert client.post("/validate", json=review(healthy)).get_json()["response"]["allowed"]
+    before = metric_series(client)
+    assert set(before) == {registry.host}  # a registry the rules name keeps its own label
+
+    # 200 hosts nobody configured (loopback addresses with nothing listening), in 4 reviews.
+    made_up = [f"127.1.{i // 100}.{i % 100 + 1}:9/app:1" for i in range(200)]
+    for start in range(0, 200, 50):
+        reply = client.post("/validate", json=review(*made_up[start : start + 50]))
+        assert reply.status_code == 200
+        assert reply.get_json()["response"]["allowed"] is False
+    after = metric_series(client)
+    assert set(after) - set(before) == {"other"}
+    assert after["other"] >= 200  # every host was asked, and counted
+    assert after[registry.host] == before[registry.host]
