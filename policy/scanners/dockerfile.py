@@ -139,14 +139,12 @@ def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) 
 
     for ins in instructions:
         if ins.keyword == "arg":
-            lookup = global_lookup
+            scope, lookup, inherited = global_args, global_lookup, None
             if stage_args is not None:
+                scope, inherited = stage_args, global_args
                 lookup = _scoped(stage_args, build_args, "in this stage")
             try:
-                if stage_args is None:
-                    _declare(ins, global_args, lookup, build_args, escape, inherited=None)
-                else:
-                    _declare(ins, stage_args, lookup, build_args, escape, inherited=global_args)
+                _declare(ins, scope, lookup, build_args, escape, inherited=inherited)
             except _TooLong as exc:
                 raise InputError(f"{filename}:{ins.line}:{ins.column}: ARG {exc}") from None
             continue
