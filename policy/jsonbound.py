@@ -17,7 +17,7 @@ import json
 from array import array
 from itertools import accumulate
 
-__all__ = ["MAX_DEPTH", "JSONRefused", "loads"]
+__all__ = ["MAX_DEPTH", "JSONRefused", "depth", "loads"]
 
 MAX_DEPTH = 64
 """Nesting allowed by default. Manifests, indexes, image configs, token and Hub answers are 5

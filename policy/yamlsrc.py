@@ -230,6 +230,8 @@ def _refusal(text: str, filename: str) -> ConfigError | None:
                 counts[-1] += size
                 if anchor is not None:
                     sizes[anchor] = size
+            elif isinstance(event, yaml.DocumentStartEvent):
+                sizes.clear()  # anchors belong to their document
     except yaml.YAMLError:
         return None
     return None

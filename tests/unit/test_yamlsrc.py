@@ -60,6 +60,17 @@ def test_recursion_deep_nesting_and_undefined_aliases_are_located_errors(
     assert [str(e) for e in errors] == [problem]
 
 
+def test_anchors_do_not_reach_into_the_next_document() -> None:
+    """One document per file: aliases in a second document to the first's anchors are an
+    undefined alias (as PyYAML says), however many there are, not an alias budget matter."""
+    text = alias_uses(100, 1) + "---\n" + "".join(f"w{i}: *b\n" for i in range(200))
+    root, errors = yamlsrc.load(text, "two.yaml")
+    assert root is None
+    assert [str(e) for e in errors] == [
+        "two.yaml:3:1: YAML syntax error: but found another document"
+    ]
+
+
 def test_nesting_libyaml_itself_refuses_is_a_located_error_too() -> None:
     """libyaml scans ahead, and refuses 1,000 levels before our 100 are counted."""
     root, errors = yamlsrc.load("a: " + "[" * 100_000 + "\n", "d.yaml")
