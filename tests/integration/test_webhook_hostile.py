@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,17 +117,29 @@ def metric_series(client: Any) -> dict[str, float]:
     return out
 
 
-def test_made_up_registry_hosts_share_one_metric_label(registry: SeededRegistry) -> None:
-    rules = (
-        RULES
-        + f"""\
-  - id: own-registry
-    match: {{images: ["{registry.host}/**"]}}
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def own_rule(host: str) -> str:
+    return f"""\
+  - id: own-{host.replace(".", "-").replace(":", "-")}
+    match: {{images: ["{host}/**"]}}
     require: {{maxLayers: 3}}
 """
-    )
-    app = web.create_app(Settings(), rules=loader.load_rules_text(rules))
-    client = app.test_client()
+
+
+def test_made_up_registry_hosts_share_one_metric_label(
+    registry: SeededRegistry, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES + own_rule(registry.host))
+    clock = Clock()
+    client = web.create_app(Settings(), rules=[rules], clock=clock).test_client()
     healthy = f"{registry.host}/oci/app:single"
     assert client.post("/validate", json=review(healthy)).get_json()["response"]["allowed"]
     before = metric_series(client)
@@ -142,3 +155,11 @@ def test_made_up_registry_hosts_share_one_metric_label(registry: SeededRegistry)
     assert set(after) - set(before) == {"other"}
     assert after["other"] >= 200  # every host was asked, and counted
     assert after[registry.host] == before[registry.host]
+
+    # Once a reloaded rule names one of them, that host gets a label of its own.
+    rules.write_text(RULES + own_rule(registry.host) + own_rule("127.1.0.1:9"))
+    clock.now += 2
+    assert client.post("/validate", json=review(made_up[0])).status_code == 200
+    named = metric_series(client)
+    assert set(named) == {registry.host, "other", "127.1.0.1:9"}
+    assert named["other"] == after["other"]
