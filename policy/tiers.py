@@ -23,7 +23,6 @@ redirects, and are bounded by the decision's deadline, a per-request timeout and
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Final
 import requests
 import requests.auth
 
+from policy import jsonbound
 from policy.cache import Coalescer, TTLCache
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
@@ -368,9 +368,9 @@ class HubTiers:
                 _Failure(RegistryUnavailable, f"{what}: {type(exc).__name__}")
             ) from None
         try:
-            return _Fetched(status, json.loads(bytes(body)))
-        except (ValueError, UnicodeDecodeError):
-            raise _Unanswered(_Failure(RegistryError, f"{what}: malformed JSON")) from None
+            return _Fetched(status, jsonbound.loads(bytes(body), max_bytes=BODY_MAX))
+        except jsonbound.JSONRefused as exc:
+            raise _Unanswered(_Failure(RegistryError, f"{what}: {exc}")) from None
 
 
 def _status_failure(what: str, response: requests.Response) -> _Failure:

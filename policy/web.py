@@ -5,8 +5,9 @@ Endpoints: `POST /validate`, `POST /mutate` (AdmissionReview v1/v1beta1), `POST 
 `CollectorRegistry` per app).
 
 Every review goes through `policy.service.Service`, the pipeline the CLI uses too. A malformed
-request is answered 400 with a message saying what is wrong (413 for a body over 3 MiB); only a
-bug gives a 500, logged with its traceback. One JSON log line per decision.
+request is answered 400 with a message saying what is wrong (413 for a body over 3 MiB, whether
+sent with a Content-Length or chunked); only a bug gives a 500, logged with its traceback. One
+JSON log line per decision.
 
 Rule and settings files are re-read when they change (checked at most once per second, on
 request): a broken new file is refused, the old policy keeps serving, and the error is logged,
@@ -49,7 +50,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from policy import loader, reference
 from policy import resolver as resolver_mod
@@ -105,6 +106,33 @@ class Policy:
     rules_error: str | None = None
     settings_error: str | None = None
     loaded_at: float = 0.0
+    named_registries: frozenset[str] = frozenset()
+
+
+OTHER_REGISTRY = "other"
+"""The metric label shared by every registry the settings and rules do not name."""
+
+
+def named_registries(settings: Settings, ruleset: RuleSet | None) -> frozenset[str]:
+    """The registry hosts written out in the settings or the rules (lowercase): those in
+    `registries:`, and the literal host of every image pattern (rule matches, exceptions, the
+    tier catalog) and `registries` check entry. A host glob (`*.corp.example`) names none.
+    Docker Hub is always named: it is where every short image name goes."""
+    hosts = {reference.DEFAULT_REGISTRY, *settings.registries}
+    images = [pattern for _, pattern in settings.tier_catalog]
+    if ruleset is not None:
+        for rule in ruleset.rules:
+            images += [*rule.match.images, *rule.match.exclude_images]
+            hosts.update(
+                str(glob)
+                for check in rule.checks
+                if check.name == "registries" and isinstance(check.setting, tuple)
+                for glob in check.setting
+            )
+        for exception in ruleset.exceptions:
+            images += exception.images
+    hosts.update(pattern.name.partition("/")[0] for pattern in images)
+    return frozenset(h.lower() for h in hosts if h and not any(c in h for c in "*?[]"))
 
 
 Signature = tuple[tuple[str, int, int, int], ...]
@@ -171,6 +199,11 @@ class PolicyHolder:
         self._policy = self._assemble(settings, chosen, ruleset, error, None)
 
     @property
+    def current(self) -> Policy:
+        """The snapshot in force, without checking the files."""
+        return self._policy
+
+    @property
     def policy(self) -> Policy:
         """The current snapshot, after reloading changed files if a check is due."""
         now = self._clock()
@@ -203,6 +236,7 @@ class PolicyHolder:
             rules_error=rules_error,
             settings_error=settings_error,
             loaded_at=time.time(),
+            named_registries=named_registries(settings, ruleset),
         )
 
     def _load_rules(self) -> tuple[RuleSet | None, str | None]:
@@ -382,6 +416,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # Registries with a label of their own (set by `create_app` to the current policy's);
+        # the others share OTHER_REGISTRY, so image strings cannot add series without bound.
+        self.named_registries: Callable[[], frozenset[str]] = frozenset
         self.tally = _ReviewTally(LATENCY_BUCKETS)
         registry.register(self.tally)
         self.registry_requests = Counter(
@@ -399,7 +436,12 @@ class Metrics:
 
     def on_request(self, event: RequestEvent) -> None:
         status = str(event.status) if event.status is not None else "error"
-        self.registry_requests.labels(event.registry, status).inc()
+        self.registry_requests.labels(self.registry_label(event.registry), status).inc()
+
+    def registry_label(self, registry: str) -> str:
+        """`registry` (lowercase) when the settings or rules name it, else OTHER_REGISTRY."""
+        name = registry.lower()
+        return name if name in self.named_registries() else OTHER_REGISTRY
 
 
 # --- logging -------------------------------------------------------------------------------
@@ -803,10 +845,14 @@ def create_app(
         interval=reload_interval,
         on_reload=on_reload,
     )
+    metrics.named_registries = lambda: holder.current.named_registries
     metrics.registry.register(_ResolverCollector(lambda: holder.policy.resolver))
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # One byte more than allowed: werkzeug refuses a larger Content-Length before reading, but
+    # cuts a body without one (chunked) at this limit instead of refusing it, so `read_json`
+    # reads one byte past MAX_BODY to tell such a body was too large.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
     app.extensions["image_policy"] = holder
     app.extensions["image_policy_log"] = decisions
 
@@ -816,7 +862,10 @@ def create_app(
         if mimetype != "application/json":
             shown = request.content_type or "none"
             raise ReviewError(f"Content-Type is {shown}; expected application/json")
-        return admission.load_json(request.get_data(cache=False))
+        body = request.get_data(cache=False)
+        if len(body) > MAX_BODY:
+            raise RequestEntityTooLarge()
+        return admission.load_json(body)
 
     def current_policy() -> tuple[Policy, Service, Service]:
         policy = holder.policy

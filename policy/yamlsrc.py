@@ -3,6 +3,13 @@
 Rule, settings and facts files are read through `load`, which returns a tree of `Node`s, and
 validated with a `Reader` that collects every located error, so `lint` can report them all at
 once and each message starts with where the problem is.
+
+Aliases are expanded (each use becomes its own located subtree), within a budget: before
+anything is built, the parser's events are counted — each anchored node's size with the aliases
+inside it — and a file whose aliases would make more than `ALIAS_BUDGET` values is refused at
+the alias that crosses it (`x.yaml:9:5: too many aliases: …`). A 500-byte "billion laughs" file
+is thus refused in linear time, without building anything exponential. An alias used inside
+its own anchor, and nesting deeper than `MAX_NESTING`, are refused the same way.
 """
 
 from __future__ import annotations
@@ -18,8 +25,14 @@ import yaml
 from policy.errors import ConfigError, Location
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_constructor = yaml.constructor.SafeConstructor()
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+
+MAX_NESTING = 100
+"""Mappings and lists inside each other, at most (converting them is recursive)."""
+
+ALIAS_BUDGET = 10_000
+"""Values that aliases may add to one file, in all. A rule file sharing a list of 50 registries
+between 40 rules uses 2,000; a billion-laughs file asks for 9**9."""
 
 T = TypeVar("T")
 
@@ -93,7 +106,13 @@ def _location(filename: str, mark: yaml.Mark | None) -> Location:
     return Location(filename, mark.line + 1, mark.column + 1)
 
 
-def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: str) -> Node:
+def _convert(
+    node: yaml.Node,
+    filename: str,
+    errors: list[ConfigError],
+    path: str,
+    constructor: yaml.constructor.SafeConstructor,
+) -> Node:
     loc = _location(filename, node.start_mark)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Node] = {}
@@ -106,7 +125,7 @@ def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: st
                 continue
             try:
                 key_value = (
-                    _constructor.construct_object(key_node, deep=True)
+                    constructor.construct_object(key_node, deep=True)
                     if isinstance(key_node, yaml.ScalarNode)
                     else None
                 )
@@ -131,17 +150,18 @@ def _convert(node: yaml.Node, filename: str, errors: list[ConfigError], path: st
                     )
                 )
                 continue
-            child = _convert(value_node, filename, errors, child_path)
+            child = _convert(value_node, filename, errors, child_path, constructor)
             child.key_location = key_loc
             out[key] = child
         return Node(out, loc, tag=node.tag)
     if isinstance(node, yaml.SequenceNode):
         items = [
-            _convert(item, filename, errors, f"{path}[{i}]") for i, item in enumerate(node.value)
+            _convert(item, filename, errors, f"{path}[{i}]", constructor)
+            for i, item in enumerate(node.value)
         ]
         return Node(items, loc, tag=node.tag)
     try:
-        value = _constructor.construct_object(node, deep=True)
+        value = constructor.construct_object(node, deep=True)
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
         if node.tag == _TIMESTAMP_TAG:
             # A date-shaped scalar that is no date (`2027-02-30`): keep the text, so the field's
@@ -165,9 +185,13 @@ def _unreadable(node: yaml.Node, exc: Exception) -> str:
 def load(text: str, filename: str) -> tuple[Node | None, list[ConfigError]]:
     """Parse one YAML document into a located Node tree; errors are returned, not raised.
 
-    Returns `(None, [error])` for a syntax error, `(None, [])` for an empty document.
+    Returns `(None, [error])` for a syntax error or too many aliases, `(None, [])` for an
+    empty document.
     """
     try:
+        refusal = _refusal(text, filename)
+        if refusal is not None:
+            return None, [refusal]
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -180,7 +204,71 @@ def load(text: str, filename: str) -> tuple[Node | None, list[ConfigError]]:
     if root is None:
         return None, []
     errors: list[ConfigError] = []
-    return _convert(root, filename, errors, ""), errors
+    # A constructor per file: it remembers every node it constructed (so an alias's scalars are
+    # built once), which a shared one would keep for the life of the process.
+    constructor = yaml.constructor.SafeConstructor()
+    return _convert(root, filename, errors, "", constructor), errors
+
+
+def _refusal(text: str, filename: str) -> ConfigError | None:
+    """Why `text` must not be built, from the parser's events alone: nested deeper than
+    `MAX_NESTING`, aliases making more than `ALIAS_BUDGET` values, or an alias inside its own
+    anchor. None when it is fine; a syntax error is left for `yaml.compose` to report.
+    """
+    sizes: dict[str, int] = {}  # anchor → the values its node expands to (aliases included)
+    open_anchors: list[str | None] = []  # the anchor of each open collection
+    counts: list[int] = [0]  # values in each open collection, the document at the bottom
+    added = 0  # values made by aliases so far
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                anchor = event.anchor
+                where = _mark_location(filename, event.start_mark)
+                if anchor in open_anchors:
+                    return ConfigError(
+                        f"recursive alias *{anchor} (used inside its own anchor)", location=where
+                    )
+                size = sizes.get(anchor or "")
+                if size is None:
+                    return None  # an undefined alias: compose says so
+                added += size
+                if added > ALIAS_BUDGET:
+                    return ConfigError(
+                        f"too many aliases: *{anchor} here expands to {size} values, past the "
+                        f"budget of {ALIAS_BUDGET} values made by aliases in one file "
+                        "(an alias bomb?)",
+                        location=where,
+                    )
+                counts[-1] += size
+            elif isinstance(event, yaml.ScalarEvent):
+                counts[-1] += 1
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if len(open_anchors) >= MAX_NESTING:
+                    return ConfigError(
+                        f"nested more than {MAX_NESTING} levels deep",
+                        location=_mark_location(filename, event.start_mark),
+                    )
+                open_anchors.append(event.anchor)
+                counts.append(1)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                anchor = open_anchors.pop()
+                size = counts.pop()
+                counts[-1] += size
+                if anchor is not None:
+                    sizes[anchor] = size
+            elif isinstance(event, yaml.DocumentStartEvent):
+                sizes.clear()  # anchors belong to their document
+    except yaml.YAMLError:
+        return None
+    return None
+
+
+def _mark_location(filename: str, mark: object) -> Location:
+    """Where an event starts (libyaml's events carry marks of their own type)."""
+    line, column = getattr(mark, "line", 0), getattr(mark, "column", 0)
+    return Location(filename, int(line) + 1, int(column) + 1)
 
 
 @dataclass

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import socket
 import threading
 import time
@@ -34,7 +33,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import requests
 
-from policy import reference
+from policy import jsonbound, reference
 from policy.cache import Coalescer
 from policy.errors import RateLimited, RegistryAuthError, RegistryUnavailable
 from policy.registry.credentials import Credential, CredentialStore
@@ -526,9 +525,9 @@ def parse_token_response(body: bytes) -> TokenResponse:
     RegistryAuthError (without quoting the body, which may hold secrets).
     """
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RegistryAuthError("token response is not JSON") from None
+        data = jsonbound.loads(body, max_bytes=MAX_TOKEN_BODY)
+    except jsonbound.JSONRefused as exc:
+        raise RegistryAuthError(f"token response refused: {exc}") from None
     if not isinstance(data, dict):
         raise RegistryAuthError("token response is not a JSON object")
     token = data.get("token") or data.get("access_token")
@@ -583,8 +582,8 @@ def _secrets_of(credential: Credential | None) -> list[str]:
 def _server_detail(body: bytes, secrets: Sequence[str]) -> str:
     """A short, redacted explanation from an error body (`details`, `error_description`...)."""
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonbound.loads(body, max_bytes=MAX_TOKEN_BODY)
+    except jsonbound.JSONRefused:
         return ""
     text = ""
     if isinstance(data, dict):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import ipaddress
-import json
 import re
 import ssl
 import threading
@@ -34,6 +33,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from policy import jsonbound
 from policy.deadline import Deadline
 from policy.errors import (
     IntegrityError,
@@ -1013,8 +1013,8 @@ def _registry_message(body: bytes, secrets: Sequence[str] = ()) -> str:
     just sent (a registry may echo it) is redacted.
     """
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
+        document = jsonbound.loads(body, max_bytes=ERROR_BODY_BYTES)
+    except jsonbound.JSONRefused:
         return ""
     if not isinstance(document, dict) or not isinstance(document.get("errors"), list):
         return ""

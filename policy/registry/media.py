@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+from policy import jsonbound
 from policy.errors import IntegrityError, UnsupportedManifest
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -40,6 +40,9 @@ ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFE
 GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
 
 MAX_INDEX_ENTRIES = 1000
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+"""The largest manifest or config body parsed at all (the client caps each kind lower or equal
+before reading: `Limits.manifest_bytes`, `Limits.config_bytes`)."""
 ATTESTATION_PLATFORM = "unknown/unknown"
 REFERENCE_TYPE_ANNOTATION = "vnd.docker.reference.type"
 ATTESTATION_REFERENCE_TYPE = "attestation-manifest"
@@ -327,9 +330,9 @@ def _malformed(problem: str, *, what: str = "manifest") -> IntegrityError:
 
 def _load_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _malformed(f"not JSON ({type(exc).__name__})", what=what) from None
+        document = jsonbound.loads(body, max_bytes=MAX_DOCUMENT_BYTES)
+    except jsonbound.JSONRefused as exc:
+        raise _malformed(str(exc), what=what) from None
     if not isinstance(document, dict):
         raise _malformed(f"expected a JSON object, got {type(document).__name__}", what=what)
     return document

@@ -24,6 +24,10 @@ overrides the default of a declared ARG and gives the automatic platform ARGs
 and so does this scanner. Where BuildKit would substitute an empty string for a variable
 without a value, this scanner reports the variable instead of guessing: an image must be known
 to be judged.
+
+A substituted value may be at most `MAX_EXPANSION` characters long: ARGs that double each
+other (`ARG A1=${A0}${A0}`, `ARG A2=${A1}${A1}`, …) would otherwise grow exponentially. The
+first instruction over it stops the scan with `file:line:col: ARG A17: …`.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ PLATFORM_ARGS = frozenset(
     for suffix in ("PLATFORM", "OS", "ARCH", "VARIANT")
 )
 _NO_ARGS: Mapping[str, str] = types.MappingProxyType({})
+
+MAX_EXPANSION = 65_536
+"""Characters a word may hold once its variables are substituted (an image reference is a few
+hundred at most; a legitimate ARG a few thousand)."""
 
 _DIRECTIVE = re.compile(r"#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*(\S*)[ \t]*")
 _COMMENT = re.compile(r"[ \t]*#")
@@ -131,11 +139,14 @@ def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) 
 
     for ins in instructions:
         if ins.keyword == "arg":
-            if stage_args is None:
-                _declare(ins, global_args, global_lookup, build_args, escape, inherited=None)
-            else:
-                stage_lookup = _scoped(stage_args, build_args, "in this stage")
-                _declare(ins, stage_args, stage_lookup, build_args, escape, inherited=global_args)
+            scope, lookup, inherited = global_args, global_lookup, None
+            if stage_args is not None:
+                scope, inherited = stage_args, global_args
+                lookup = _scoped(stage_args, build_args, "in this stage")
+            try:
+                _declare(ins, scope, lookup, build_args, escape, inherited=inherited)
+            except _TooLong as exc:
+                raise InputError(f"{filename}:{ins.line}:{ins.column}: ARG {exc}") from None
             continue
         if ins.keyword == "from":
             flags = [w for w in ins.words() if w.text.startswith("--")]
@@ -155,7 +166,10 @@ def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) 
                 None,
             )
             expansion = _Expansion(escape, global_lookup)
-            value = expansion.word(args[0].text)
+            try:
+                value = expansion.word(args[0].text)
+            except _TooLong as exc:
+                raise InputError(f"{where(args[0])}: FROM: {exc}") from None
             if expansion.problems:
                 problems.extend(f"{where(args[0])}: FROM: {p}" for p in expansion.problems)
             elif value.lower() != "scratch" and value.lower() not in earlier_stages:
@@ -168,7 +182,10 @@ def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) 
         stage_lookup = _scoped(stage_args, build_args, "in this stage")
         for word, what, field_name in _from_flags(ins):
             expansion = _Expansion(escape, stage_lookup)
-            value = expansion.word(word.text)
+            try:
+                value = expansion.word(word.text)
+            except _TooLong as exc:
+                raise InputError(f"{where(word)}: {what}: {exc}") from None
             if expansion.problems:
                 problems.extend(f"{where(word)}: {what}: {p}" for p in expansion.problems)
             elif value and not value.isdigit() and value.lower() not in stage_names:
@@ -325,7 +342,10 @@ def _declare(
             scope[name] = build_args[name]
         elif equals:
             expansion = _Expansion(escape, lookup)
-            value = expansion.word(default)
+            try:
+                value = expansion.word(default)
+            except _TooLong as exc:
+                raise _TooLong(f"{name}: {exc} (ARGs that double each other?)") from None
             scope[name] = None if expansion.problems else value
         elif inherited is not None and name in inherited:
             scope[name] = inherited[name]
@@ -362,6 +382,10 @@ def _shell_words(text: str, escape: str) -> list[str]:
     return words
 
 
+class _TooLong(Exception):
+    """A word whose substituted variables make it longer than MAX_EXPANSION."""
+
+
 class _Expansion:
     """BuildKit's word expansion: quotes removed, escapes honoured, variables substituted.
 
@@ -377,10 +401,21 @@ class _Expansion:
         self.substituted = False
         self._text = ""
         self._i = 0
+        self._added = 0
 
     def word(self, text: str) -> str:
-        self._text, self._i = text, 0
+        """`text` expanded; _TooLong when its variables' values add up past MAX_EXPANSION."""
+        self._text, self._i, self._added = text, 0, 0
         return self._until_brace(inside=False)
+
+    def _substitute(self, value: str) -> str:
+        """A variable's value, counted: substitutions stop the word once over the limit."""
+        self._added += len(value)
+        if self._added > MAX_EXPANSION:
+            raise _TooLong(
+                f"value longer than {MAX_EXPANSION} characters once its variables are substituted"
+            )
+        return value
 
     def _until_brace(self, *, inside: bool) -> str:
         out: list[str] = []
@@ -465,12 +500,12 @@ class _Expansion:
         if not used:
             del self.problems[mark:]
         if operator in (":-", "-"):
-            return value if present and value is not None else word
+            return self._substitute(value) if present and value is not None else word
         if operator in (":+", "+"):
             return word if present else ""
         if present and value is not None:
             del self.problems[mark:]
-            return value
+            return self._substitute(value)
         self.problems.append(f"variable ${{{name[0]}}} is required: {word or why}")
         return ""
 
@@ -480,7 +515,7 @@ class _Expansion:
         if value is None:
             self.problems.append(why)
             return ""
-        return value
+        return self._substitute(value)
 
 
 def _found(

@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,49 @@ def test_bad_requests_are_400_over_tls(webhook: Webhook) -> None:
         reply = connection.getresponse()
         assert reply.status == 413
         assert "larger than 3 MiB" in json.loads(reply.read())["error"]
+    finally:
+        connection.close()
+    with webhook.session() as s:
+        assert s.get(f"{webhook.url}/healthz", timeout=5).status_code == 200
+
+
+def chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """The body in pieces: requests sends a generator with `Transfer-Encoding: chunked`."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_chunked_bodies_are_capped_like_content_length_ones(
+    webhook: Webhook, registry: Seeded
+) -> None:
+    doc = review({"kind": "Pod", "spec": spec(registry.ref("team/app"))})
+    text = json.dumps(doc).encode()
+    cap = 3 * 1024 * 1024
+    at_cap = text + b" " * (cap - len(text))  # valid JSON of exactly 3 MiB
+    with webhook.session() as s:
+        headers = {"Content-Type": "application/json"}
+        # Sent chunked and within the cap, the review is judged as usual ...
+        judged = s.post(f"{webhook.url}/validate", data=chunks(at_cap), headers=headers, timeout=20)
+        assert judged.status_code == 200, judged.text
+        assert judged.request.headers["Transfer-Encoding"] == "chunked"
+        assert judged.json()["response"]["allowed"] is True
+        # ... and with garbage after that valid 3 MiB prefix, it is refused as too large.
+        over = at_cap + b"garbage}" * 4096
+        refused = s.post(f"{webhook.url}/validate", data=chunks(over), headers=headers, timeout=20)
+        assert refused.status_code == 413, refused.text
+        assert refused.json() == {"error": "request body is larger than 3 MiB", "code": 413}
+    # Declared with a Content-Length, the same size gets the same answer (before any is sent).
+    host, port = webhook.url.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cafile=str(webhook.ca.path))
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
+    try:
+        connection.putrequest("POST", "/validate")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(over)))
+        connection.endheaders()
+        reply = connection.getresponse()
+        assert reply.status == 413
+        assert json.loads(reply.read()) == refused.json()
     finally:
         connection.close()
     with webhook.session() as s:

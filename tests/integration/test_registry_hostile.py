@@ -127,6 +127,8 @@ def assert_no_secret(error: BaseException) -> None:
         ("huge-index", "latest", IntegrityError, "body is over the limit of 4194304 bytes"),
         ("many-entries", "latest", IntegrityError, "index has 1001 entries, more than the limit"),
         ("malformed-json", "latest", IntegrityError, "malformed manifest: not JSON"),
+        ("deep-json", "latest", IntegrityError, "manifest: JSON nested 100000 levels deep, more"),
+        ("deep-errors", "latest", ManifestNotFound, r"manifest unknown: \S*/deep-errors:latest$"),
         ("malformed-fields", "latest", IntegrityError, "malformed manifest: .*config.digest"),
         ("schema1", "latest", UnsupportedManifest, "unsupported \\(deprecated schema1\\)"),
         ("not-found", "latest", ManifestNotFound, "manifest unknown: .*MANIFEST_UNKNOWN"),

@@ -189,7 +189,8 @@ def test_concurrent_lookups_of_one_namespace_make_one_request(
     [
         ("500", "500", RegistryUnavailable, r"search: HTTP 500; org: HTTP 500"),
         ("429", "500", RateLimited, r"search: rate limited \(HTTP 429, retry after 30s\)"),
-        ("malformed", "malformed", RegistryError, r"search: malformed JSON; org: malformed JSON"),
+        ("malformed", "malformed", RegistryError, r"search: not JSON \(Expecting .*; org: not"),
+        ("deep", "deep", RegistryError, r"search: JSON nested 100000 levels deep, more than the"),
         ("404", None, RegistryError, r"search: HTTP 404; org: HTTP 404"),
         ("redirect", "redirect", RegistryError, r"search: HTTP 302 redirect \(not followed\)"),
         ("huge", "huge", RegistryError, r"search: answer larger than 2097152 bytes"),

@@ -344,6 +344,13 @@ def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
             body = b'{"schemaVersion": 2, "mediaType": "' + DOCKER_MANIFEST.encode()
             self.send(200, body, {"Content-Type": DOCKER_MANIFEST})
 
+        def scenario_deep_json(self, kind: str, ref: str, before: int) -> None:
+            self.send(200, b"[" * 100_000 + b"]" * 100_000, {"Content-Type": DOCKER_MANIFEST})
+
+        def scenario_deep_errors(self, kind: str, ref: str, before: int) -> None:
+            body = b'{"errors": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+            self.send(404, body, {"Content-Type": "application/json"})
+
         def scenario_malformed_fields(self, kind: str, ref: str, before: int) -> None:
             body = canonical(
                 {

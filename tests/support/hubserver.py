@@ -7,8 +7,8 @@
 - `GET /v2/orgs/NS/` answers `{"orgname", "badge", ...}` when `orgs` knows NS, else 404.
 - `search_modes` / `org_modes` make a namespace misbehave on either endpoint: `"500"`, `"404"`,
   `"429"`, `"malformed"` (not JSON), `"wrong-shape"` (JSON, not the documented object),
-  `"redirect"` (302 to `/elsewhere`), `"huge"` (a 3 MiB body), `"hang"` (answers only after
-  `hang` seconds or at close).
+  `"redirect"` (302 to `/elsewhere`), `"huge"` (a 3 MiB body), `"deep"` (100,000 nested
+  brackets), `"hang"` (answers only after `hang` seconds or at close).
 - `delay` seconds are slept before every answer (to hold requests in flight).
 
 Every request is recorded (method, path, query, headers) so tests can count them.
@@ -188,6 +188,8 @@ class HubServer(ServedInThread):
                     self._send(429, b'{"message": "too many"}', {"Retry-After": "30"})
                 elif mode == "malformed":
                     self._send(200, b'{"results": [{"id": ')
+                elif mode == "deep":
+                    self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 elif mode == "huge":
                     self._send(200, b'{"results": [' + b" " * (3 * 1024 * 1024) + b"]}")
                 elif mode == "wrong-shape":

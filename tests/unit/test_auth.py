@@ -388,6 +388,8 @@ def test_parse_token_response(
     [
         (b"<html>", "not JSON"),
         (b"\xff\xfe", "not JSON"),
+        (b'{"token": "t", "x": ' + b"[" * 65 + b"]" * 65 + b"}", "nested 66 levels deep"),
+        (b'{"token": "t", "expires_in": NaN}', "NaN is not a JSON number"),
         (b'["token"]', "not a JSON object"),
         (b"{}", "no token"),
         (b'{"token": 5}', "no token"),
@@ -722,6 +724,17 @@ def reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Re
         (reply(429, b"{}"), RateLimited, "rate limiting"),
         (reply(302, b"", {"Location": "http://169.254.169.254/"}), RegistryAuthError, "redirect"),
         (reply(200, b"<html>"), RegistryAuthError, "not JSON"),
+        (
+            reply(200, b"[" * 100_000 + b"]" * 100_000),
+            RegistryAuthError,
+            "token realm 127.0.0.1 for localhost:5000: token response refused: "
+            "JSON nested 100000 levels deep, more than the limit of 64$",
+        ),
+        (
+            reply(404, b'{"details": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            RegistryAuthError,
+            "answered HTTP 404$",
+        ),
         (reply(200, b'{"token": ""}'), RegistryAuthError, "no token"),
         (reply(200, b"x" * (auth.MAX_TOKEN_BODY + 1)), RegistryAuthError, "over 1048576 bytes"),
         (reply(404, b'{"details": "no such realm"}'), RegistryAuthError, "HTTP 404: no such realm"),

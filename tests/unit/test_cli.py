@@ -270,6 +270,19 @@ def test_build_args_feed_dockerfiles(tmp_path: Path) -> None:
     assert report["results"][0]["image"] == "nginx:1.25"  # type: ignore[index]
 
 
+def test_a_dockerfile_arg_bomb_is_bad_input_with_its_location(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    chain = [f"ARG A{i}=${{A{i - 1}}}${{A{i - 1}}}" for i in range(1, 39)]
+    dockerfile.write_text("\n".join(["ARG A0=x", *chain, "FROM alpine:${A38}"]) + "\n")
+    code, out, err = run("check", "--rules", RULES, "--facts", FACTS, str(dockerfile))
+    assert code == 2
+    assert err.strip() == (
+        f"image-policy check: {dockerfile}:18:1: ARG A17: value longer than 65536 characters "
+        "once its variables are substituted (ARGs that double each other?)"
+    )
+    assert out == ""
+
+
 def test_images_from_a_list(tmp_path: Path) -> None:
     listing = tmp_path / "images.txt"
     listing.write_text("# release images\nnginx:1.25\n\nquay.io/acme/models:v3  # GPU\n")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from policy import jsonbound
 from policy.errors import IntegrityError, UnsupportedManifest
 from policy.registry import media
 
@@ -167,7 +168,8 @@ def test_index_entries_carry_platform_and_annotations() -> None:
         (b"{", None, "malformed manifest: not JSON"),
         (b"[]", None, "malformed manifest: expected a JSON object, got list"),
         (b'"x"', None, "malformed manifest: expected a JSON object, got str"),
-        (b"[" * 100_000, None, "malformed manifest: not JSON"),
+        (b"[" * 100_000, None, "malformed manifest: JSON nested 100000 levels deep"),
+        (b"[" * 100_000 + b"]" * 100_000, None, "manifest: JSON nested 100000 levels deep, more"),
         (body(image(schemaVersion=3)), None, "schemaVersion is 3, expected 2"),
         (body(image(schemaVersion=True)), None, "schemaVersion is True"),
         (body(image(mediaType=5)), None, "mediaType is not a string"),
@@ -377,3 +379,30 @@ def test_parse_config(document: dict[str, Any], expected: media.ImageConfig) -> 
 def test_parse_config_is_strict_on_types(document: Any, message: str) -> None:
     with pytest.raises(IntegrityError, match=f"malformed image config: {message}"):
         media.parse_config(body(document))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{" * 100_000, "JSON nested 100000 levels deep, more than the limit of 64"),
+        (b'{"config": ' * 65 + b"{}" + b"}" * 65, "JSON nested 66 levels deep"),
+        (b'{"config": {"User": "' + b"9" * 5000 + b'"}, "n": ' + b"9" * 5000 + b"}", "not usable"),
+        (b"\xff\xff\xff", "not UTF-8 text"),
+    ],
+)
+def test_parse_config_refuses_hostile_json(raw: bytes, message: str) -> None:
+    with pytest.raises(IntegrityError, match=f"malformed image config: {message}"):
+        media.parse_config(raw)
+
+
+def test_parse_config_reads_a_document_nested_exactly_to_the_limit() -> None:
+    """64 levels (the object, then 63 nested lists) are read; brackets in strings do not count."""
+    labels = {"a": "[[[[{{{{", "b": '\\"[['}
+    history: Any = []
+    for _ in range(62):
+        history = [history]
+    document = {"config": {"Labels": labels}, "history": history}
+    assert jsonbound.depth(body(document)) == 64
+    assert media.parse_config(body(document)).labels == labels
+    with pytest.raises(IntegrityError, match="nested 65 levels deep"):
+        media.parse_config(body({**document, "history": [history]}))

@@ -22,6 +22,7 @@ CORE = [
     "policy.patterns",
     "policy.units",
     "policy.yamlsrc",
+    "policy.jsonbound",
     "policy.rules",
     "policy.checks",
     "policy.loader",

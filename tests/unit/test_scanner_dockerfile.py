@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,59 @@ def test_every_variable_without_a_value_is_reported_at_once() -> None:
 )
 def test_instruction_keywords(text: str, expected: list[str]) -> None:
     assert dockerfile.instructions(text) == expected
+
+
+def doubling_args(count: int, *, base: str = "x", stage: bool = False) -> str:
+    """`ARG A0=x`, then `ARG A{i}=${A{i-1}}${A{i-1}}`: A{i} is 2**i characters long."""
+    lines = [f"ARG A0={base}"] + [f"ARG A{i}=${{A{i - 1}}}${{A{i - 1}}}" for i in range(1, count)]
+    if stage:
+        return (
+            "FROM alpine AS build\n" + "\n".join(lines) + f"\nCOPY --from=${{A{count - 1}}} a b\n"
+        )
+    return "\n".join(lines) + f"\nFROM alpine:${{A{count - 1}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            doubling_args(39),
+            "Dockerfile:18:1: ARG A17: value longer than 65536 characters once its variables are "
+            "substituted (ARGs that double each other?)",
+        ),
+        (
+            doubling_args(39, stage=True),
+            "Dockerfile:19:1: ARG A17: value longer than 65536",
+        ),
+        (
+            "ARG A=" + "x" * 40_000 + "\nFROM alpine:${A}${A}\n",
+            "Dockerfile:2:6: FROM: value longer than 65536",
+        ),
+        (
+            "ARG A=" + "x" * 40_000 + "\nFROM a\nARG A\nCOPY --from=${A:-y}$A a b\n",
+            "Dockerfile:4:13: COPY --from: value longer than 65536",
+        ),
+        (
+            "ARG A=" + "x" * 40_000 + "\nARG B=${A:+set}${A:?}${A}\nFROM b\n",
+            "Dockerfile:2:1: ARG B: value longer than 65536",
+        ),
+        (
+            # One line naming a 60,000-character ARG a thousand times: refused at the second.
+            "ARG A=" + "x" * 60_000 + "\nARG B=" + "${A}" * 1000 + "\nFROM b\n",
+            "Dockerfile:2:1: ARG B: value longer than 65536",
+        ),
+    ],
+    ids=["39-doubling-args", "in-a-stage", "from", "copy-from", "operators", "many-uses"],
+)
+def test_substitution_is_bounded(text: str, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(InputError) as raised:
+        dockerfile.scan(text, "Dockerfile")
+    assert time.perf_counter() - started < 0.5
+    assert str(raised.value).startswith(message)
+
+
+def test_a_value_of_exactly_the_limit_is_substituted() -> None:
+    """A16 is 2**16 = 65,536 characters: the limit itself is allowed."""
+    found = dockerfile.scan(doubling_args(17), "Dockerfile")
+    assert len(found) == 1 and found[0].image == "alpine:" + "x" * 65_536

@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
 from policy.reference import Reference, parse
-from policy.settings import Settings
+from policy.settings import Settings, load_settings
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -487,6 +488,52 @@ def test_break_glass_is_ignored_unless_enabled(resolver: FakeResolver) -> None:
 GOOD = review(pod("nginx:1.25"))
 
 
+def padded(doc: object, size: int) -> bytes:
+    """`doc` as JSON, padded with trailing blanks (still valid JSON) to exactly `size` bytes."""
+    text = json.dumps(doc).encode()
+    assert len(text) <= size
+    return text + b" " * (size - len(text))
+
+
+def post_body(client: FlaskClient, body: bytes, *, chunked: bool) -> Any:
+    """POST /validate with a Content-Length, or without one as gunicorn hands on a chunked
+    body (decoded, `wsgi.input_terminated` set)."""
+    headers = {"Content-Type": "application/json"}
+    if not chunked:
+        return client.post("/validate", data=body, headers=headers)
+    return client.post(
+        "/validate",
+        data=body,
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("extra", "status"), [(0, 200), (1, 413), (1024, 413)], ids=["at-cap", "one-over", "1k-over"]
+)
+def test_the_body_cap_is_the_same_with_and_without_a_content_length(
+    client: FlaskClient, chunked: bool, extra: int, status: int
+) -> None:
+    body = padded(review(pod("nginx:1.25")), web.MAX_BODY) + b"x" * extra
+    reply = post_body(client, body, chunked=chunked)
+    assert reply.status_code == status
+    if status == 413:
+        assert reply.get_json() == {"error": "request body is larger than 3 MiB", "code": 413}
+    else:
+        assert reply.get_json()["response"]["allowed"] is True
+
+
+def test_a_chunked_body_with_a_valid_3_mib_prefix_and_garbage_is_refused_not_judged(
+    client: FlaskClient, resolver: FakeResolver
+) -> None:
+    body = padded(review(pod("nginx:1.25")), web.MAX_BODY) + b"garbage}" * 4096
+    reply = post_body(client, body, chunked=True)
+    assert reply.status_code == 413
+    assert resolver.calls == []  # nothing was judged
+
+
 @pytest.mark.parametrize(
     ("path", "body", "content_type", "status", "message"),
     [
@@ -683,6 +730,71 @@ def test_each_app_has_its_own_metrics(resolver: FakeResolver) -> None:
     assert 'outcome="allowed"' not in second.get("/metrics").get_data(as_text=True)
 
 
+NAMING_RULES = """\
+apiVersion: image-policy/v1
+kind: RuleSet
+rules:
+  - id: a
+    match: {images: ["ghcr.io/acme/**", "Quay.io/x"], excludeImages: ["registry.k8s.io/pause"]}
+    require: {registries: ["gcr.io", "*.corp.example", "localhost:5000", "index.docker.io"]}
+  - id: b
+    match: {images: ["**"]}
+    require: {maxLayers: 9}
+  - id: c
+    match: {images: ["*.mirror.example/**", "nginx"]}
+    require: {maxLayers: 9}
+exceptions:
+  - rules: [a]
+    images: ["public.ecr.aws/team/app"]
+    reason: tested
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_yaml", "rules_text", "expected"),
+    [
+        ("", None, {"docker.io"}),
+        (
+            "registries: {registry.corp.example: {insecure: true}, 'LOCALHOST:5001': {}}\n"
+            "tiers: {official: ['harbor.example/library/**', '**.example/x']}\n",
+            None,
+            {"docker.io", "registry.corp.example", "localhost:5001", "harbor.example"},
+        ),
+        (
+            "",
+            NAMING_RULES,
+            {
+                "docker.io",
+                "ghcr.io",
+                "quay.io",
+                "registry.k8s.io",
+                "gcr.io",
+                "localhost:5000",
+                "public.ecr.aws",
+            },
+        ),
+    ],
+    ids=["defaults", "settings", "rules"],
+)
+def test_named_registries_are_the_hosts_written_out_in_settings_and_rules(
+    tmp_path: Path, settings_yaml: str, rules_text: str | None, expected: set[str]
+) -> None:
+    config = tmp_path / "settings.yaml"
+    config.write_text(settings_yaml)
+    parsed = load_settings(config)
+    ruleset = loader.load_rules_text(rules_text) if rules_text else None
+    assert web.named_registries(parsed, ruleset) == expected
+
+
+def test_registry_labels_are_bounded_by_the_named_registries() -> None:
+    metrics = web.Metrics(web.CollectorRegistry())
+    metrics.named_registries = lambda: frozenset({"ghcr.io", "docker.io"})
+    assert metrics.registry_label("ghcr.io") == "ghcr.io"
+    assert metrics.registry_label("GHCR.IO") == "ghcr.io"  # case cannot mint new series
+    assert metrics.registry_label("ghcr.io.evil.example") == "other"
+    assert metrics.registry_label("10.0.0.1:5000") == "other"
+
+
 def test_one_json_log_line_per_decision_without_credentials(
     resolver: FakeResolver, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -762,6 +874,34 @@ def test_rules_reload_and_a_broken_file_keeps_the_old_rules(
     assert respond(client, review(pod("nginx:1.25")))["allowed"] is False
     assert client.get("/readyz").get_json()["rulesError"] is None
     assert metric(client, 'image_policy_config_reloads_total{file="rules",result="ok"}') == 1
+
+
+def test_a_reload_refused_as_an_alias_bomb_keeps_the_old_rules_and_is_quick(
+    tmp_path: Path, resolver: FakeResolver
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    app = web.create_app(Settings(), rules=[rules], resolver=resolver, clock=clock, now=lambda: NOW)
+    client = app.test_client()
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True
+
+    # Nine levels of nine aliases each: 9**9 values once expanded, from a 0.5 KB file.
+    laughs = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    rules.write_text(OTHER_RULES + "x-laughs:\n" + "".join(f"  {line}\n" for line in laughs))
+    clock.now += 2
+    started = time.perf_counter()
+    assert respond(client, review(pod("nginx:1.25")))["allowed"] is True  # the old rules
+    assert time.perf_counter() - started < 0.5
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    line = OTHER_RULES.count("\n") + 6
+    assert ready.get_json()["rulesError"] == (
+        f"{rules}:{line}:12: too many aliases: *l3 here expands to 7381 values, past the budget "
+        "of 10000 values made by aliases in one file (an alias bomb?)"
+    )
+    assert metric(client, 'image_policy_config_reloads_total{file="rules",result="error"}') == 1
 
 
 def test_broken_rules_at_start_mean_not_ready(tmp_path: Path, resolver: FakeResolver) -> None:
