@@ -14,7 +14,8 @@ PolicyError
     ├── RateLimited
     ├── ManifestNotFound
     ├── UnsupportedManifest   (schema1, unknown media types)
-    └── IntegrityError        (digest or media-type mismatch, size cap)
+    ├── IntegrityError        (digest or media-type mismatch, size cap)
+    └── EgressRefused         (the egress policy refuses the address or host)
 ```
 A denial is a value (`Decision(allowed=False, ...)`), never an exception.
 """
@@ -132,3 +133,7 @@ class UnsupportedManifest(RegistryError):
 
 class IntegrityError(RegistryError):
     """Digest mismatch, media-type mismatch, a body over its size cap, a malformed document."""
+
+
+class EgressRefused(RegistryError):
+    """The egress policy refuses to contact that host or address (nothing was sent)."""
