@@ -30,10 +30,12 @@ from pathlib import Path
 from bench import common
 from bench.env import RemoteEnv, push_small_image
 from policy.deadline import Deadline
+from policy.egress import EgressPolicy
 from policy.loader import load_rules_text
 from policy.reference import parse
 from policy.registry.media import ACCEPT
 from policy.registry.session import new_session
+from policy.registry.transport import Transport
 from policy.service import Item, Service
 from tests.support.registry import start_registry
 
@@ -114,7 +116,8 @@ def registry_cpu_per_request(requests_made: int = 300) -> float:
         try:
             push_small_image(registry.url, "cpu/probe", "1.0", seed="cpu/probe")
             url = f"{registry.url}/v2/cpu/probe/manifests/1.0"
-            with new_session() as session:
+            transport = Transport(EgressPolicy(mode="cli"))  # the registry is on loopback
+            with new_session(transport) as session:
                 for _ in range(10):
                     session.head(url, headers={"Accept": ACCEPT}, timeout=10).close()
                 before = common.cpu_seconds(registry.process.pid)

@@ -7,6 +7,7 @@ same registry and token server the tests do. The registry process is pinned to t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import multiprocessing
 import shutil
@@ -33,6 +34,7 @@ from tests.support.registry import RunningRegistry, registry_binary, start_regis
 from tests.support.relay import LatencyRelay
 from tests.support.tokenserver import TokenServer
 
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 Seeder = Callable[[str], object]
 
 
@@ -52,6 +54,7 @@ class _Resolvers:
         config = self.root / "docker-config.json"
         if not config.exists():
             config.write_text(json.dumps({"auths": {}}))
+        overrides.setdefault("egress_allow", LOOPBACK)  # the benchmark's registry and relay
         return Settings(docker_config=str(config), **overrides)
 
     def resolver(self, settings: Settings | None = None, **kwargs: Any) -> RegistryResolver:

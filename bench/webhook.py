@@ -75,7 +75,12 @@ rules:
     require: {{digest: true}}
 """
 
-SETTINGS = "cache: {tagTTL: 1h}\ntimeouts: {request: 5s, decision: 8s}\n"
+SETTINGS = (
+    "cache: {tagTTL: 1h}\ntimeouts: {request: 5s, decision: 8s}\n"
+    # The benchmark's registry (and the relay in front of it) is on loopback, which the
+    # webhook's egress policy refuses unless told.
+    'egress: {allow: ["127.0.0.0/8"]}\n'
+)
 
 WRK_SCRIPT = """\
 wrk.method = "POST"

@@ -214,6 +214,7 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     else:
         resolver = resolver_mod.build(
             settings_mod.load_settings(args.config),
+            mode="cli",
             disk=_disk_cache(args),
             max_workers=args.jobs,
         )
@@ -295,7 +296,9 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 if ref.digest is None:
                     wanted[f.image] = ref
     settings = settings_mod.load_settings(args.config)
-    resolver = resolver_mod.build(settings, disk=_disk_cache(args), max_workers=args.jobs)
+    resolver = resolver_mod.build(
+        settings, mode="cli", disk=_disk_cache(args), max_workers=args.jobs
+    )
     texts = list(wanted)
     resolved = resolver.resolve(
         [(wanted[t], Needs(digest=True)) for t in texts], deadline=Deadline(args.timeout)
@@ -340,7 +343,7 @@ def _platform_json(p: PlatformFacts) -> dict[str, object]:
 def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     ref = reference.parse(args.reference)
     settings = settings_mod.load_settings(args.config)
-    resolver = resolver_mod.build(settings)
+    resolver = resolver_mod.build(settings, mode="cli")
     needs = Needs(
         tier=True,
         digest=True,
@@ -444,7 +447,7 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
             return EXIT_USAGE
     settings = settings_mod.load_settings(args.config)
     # Live lookups only: the settings' own catalog is not consulted.
-    tiers = tiers_mod.Tiers((), tiers_mod.from_settings(settings).hub)
+    tiers = tiers_mod.Tiers((), tiers_mod.from_settings(settings, mode="cli").hub)
     deadline = Deadline(args.timeout)
 
     def lookup(ref: reference.Reference) -> tuple[str, str] | RegistryError:

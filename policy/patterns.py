@@ -147,6 +147,17 @@ def registry_glob(text: str) -> Glob:
     return Glob(raw, re.compile(_glob_regex(raw, one="[^.:/]", many="[^/]*")))
 
 
+def host_glob(text: str) -> Glob:
+    """A DNS name glob (egress policy): lower-cased, `*` inside one label, `**` across labels;
+    no port and no folding of Docker Hub's hosts (the name as connected to)."""
+    raw = text.strip().lower().rstrip(".")
+    if not raw or not _HOST_CHARS.match(raw) or ":" in raw or "/" in raw:
+        raise ValueError(
+            f"invalid host pattern {text!r} (expected a name like harbor.corp.example)"
+        )
+    return Glob(raw, re.compile(_glob_regex(raw, one="[^.]", many=".*")))
+
+
 def tag_glob(text: str) -> Glob:
     """A tag glob (`latest`, `*-rc*`)."""
     if not text or not _TAG_CHARS.match(text):

@@ -28,6 +28,7 @@ from policy import tiers as tiers_mod
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
+from policy.egress import Mode
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
 from policy.facts import ATTESTATION_PLATFORM, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
@@ -41,7 +42,8 @@ from policy.registry.client import (
     RequestEvent,
 )
 from policy.registry.credentials import Credential, CredentialStore, default_docker_config
-from policy.registry.session import new_session
+from policy.registry.session import RegistrySession, new_session, own_addresses
+from policy.registry.transport import Transport
 from policy.settings import Settings
 
 T = TypeVar("T")
@@ -589,6 +591,7 @@ def _facts_after(fact: str) -> tuple[str, ...]:
 def build(
     settings: Settings,
     *,
+    mode: Mode = "webhook",
     session: requests.Session | None = None,
     on_request: Callable[[RequestEvent], None] | None = None,
     tiers: TierSource | None = None,
@@ -596,8 +599,13 @@ def build(
     max_workers: int = 32,
 ) -> RegistryResolver:
     """A resolver wired from the settings file: credentials, auth, mirrors, CAs, caches, and
-    the tier source (catalog, offline rule, Docker Hub) sharing the same session."""
-    session = session or new_session()
+    the tier source (catalog, offline rule, Docker Hub) sharing the same session, whose
+    transport connects only where `egress_policy(settings, mode)` allows."""
+    policy = settings.egress_policy(mode, own=own_addresses() if mode == "webhook" else ())
+    if session is None:
+        session = new_session(Transport(policy))
+    elif isinstance(session, RegistrySession) and session.transport is not None:
+        session.transport.policy = policy
     explicit = {
         name: Credential(username=r.auth.username, password=r.auth.password)
         for name, r in settings.registries.items()
@@ -620,7 +628,7 @@ def build(
         on_request=on_request,
     )
     if tiers is None:
-        tiers = tiers_mod.from_settings(settings, session=session, disk=disk)
+        tiers = tiers_mod.from_settings(settings, session=session, disk=disk, mode=mode)
     return RegistryResolver(
         client,
         tiers=tiers,

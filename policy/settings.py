@@ -22,6 +22,9 @@ excludeNamespaces: [kube-system, image-policy]   # allowed without lookups (webh
 recheckUnchanged: false      # on UPDATE, re-check images identical to oldObject's
 mutate: {pin: true}          # /mutate pins allowed tag references to their digest
 breakGlass: false            # ImageReview: break-glass.image-policy.k8s.io/* allows and audits
+egress:                      # where the resolver may connect (policy/egress.py); configured
+  allow: ["10.20.0.0/16", "*.corp.example"]   # registries, mirrors and realms always may
+  deny: ["10.20.99.0/24"]                     # refused whatever else says
 ```
 When `excludeNamespaces` is not set, it is `kube-system` plus the webhook's own namespace
 (`$POD_NAMESPACE`, else `image-policy`).
@@ -35,15 +38,16 @@ string, got an integer"), never a value, an unknown key's text or a file's conte
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from policy import units
+from policy.egress import Address, EgressPolicy, Mode, Network, parse_entry
 from policy.errors import Location, SettingsError, SettingsErrors
 from policy.facts import TIERS
-from policy.patterns import ImagePattern, image_pattern
+from policy.patterns import Glob, ImagePattern, image_pattern
 from policy.reference import LOCALHOST, canonical_host
 from policy.yamlsrc import Node, Reader, join, load
 
@@ -61,6 +65,7 @@ _TOP_KEYS = (
     "recheckUnchanged",
     "mutate",
     "breakGlass",
+    "egress",
 )
 DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
@@ -103,10 +108,29 @@ class Settings:
     recheck_unchanged: bool = False
     mutate_pin: bool = False
     break_glass: bool = False
+    # egress.allow / egress.deny: CIDRs and host globs (see policy/egress.py)
+    egress_allow: tuple[Network | Glob, ...] = ()
+    egress_deny: tuple[Network | Glob, ...] = ()
     source: str | None = None
 
     def registry(self, name: str) -> RegistrySettings:
         return self.registries.get(name, RegistrySettings())
+
+    def egress_policy(self, mode: Mode, *, own: Iterable[Address] = ()) -> EgressPolicy:
+        """The egress policy these settings describe in `mode`: `egress.allow`/`deny`, plus
+        every host they configure (registries, their mirrors and token realms, the Docker Hub
+        API) allowed by name; `own`: the pod's addresses (refused in webhook mode)."""
+        allow_nets = tuple(e for e in self.egress_allow if not isinstance(e, Glob))
+        allow_hosts = tuple(e for e in self.egress_allow if isinstance(e, Glob))
+        deny_nets = tuple(e for e in self.egress_deny if not isinstance(e, Glob))
+        deny_hosts = tuple(e for e in self.egress_deny if isinstance(e, Glob))
+        configured: list[str] = [self.docker_hub_api]
+        for name, registry in self.registries.items():
+            configured.append(name)
+            configured.extend(registry.mirrors)
+            configured.extend(registry.token_realms)
+        policy = EgressPolicy(mode, allow_hosts, allow_nets, deny_hosts, deny_nets, frozenset(own))
+        return policy.with_endpoints(configured)
 
 
 def _url(reader: Reader, node: Node, path: str) -> str | None:
@@ -141,6 +165,16 @@ def _registry_name(reader: Reader, node: Node, name: str) -> str | None:
         )
         reader.error(node, "registries", message, at_key=True)
         return None
+
+
+def _egress_entry(text: str) -> Network | Glob:
+    try:
+        return parse_entry(text)
+    except ValueError:
+        # Not repeated, like every settings value.
+        raise ValueError(
+            "expected a CIDR like 10.0.0.0/8 or a host name like harbor.corp.example"
+        ) from None
 
 
 def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | None:
@@ -287,6 +321,11 @@ def parse_settings(
             kwargs["tier_ttl"] = _duration(reader, hub["tierTTL"], "dockerHub.tierTTL")
     if "tiers" in top:
         kwargs["tier_catalog"] = _tier_catalog(reader, top["tiers"])
+    if "egress" in top:
+        egress = reader.mapping(top["egress"], "egress", allowed=("allow", "deny")) or {}
+        for key, attr in (("allow", "egress_allow"), ("deny", "egress_deny")):
+            if key in egress:
+                kwargs[attr] = reader.compiled(egress[key], f"egress.{key}", _egress_entry) or ()
     if "cache" in top:
         cache = reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes")) or {}
         if "tagTTL" in cache:

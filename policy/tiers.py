@@ -36,11 +36,13 @@ from policy import jsonbound
 from policy.cache import Coalescer, TTLCache
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
-from policy.errors import RateLimited, RegistryError, RegistryUnavailable
+from policy.egress import Mode
+from policy.errors import EgressRefused, RateLimited, RegistryError, RegistryUnavailable
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
-from policy.registry.session import new_session
+from policy.registry.session import new_session, own_addresses
+from policy.registry.transport import EgressDenied, Transport
 from policy.settings import Settings
 
 SOURCE_CATALOG: Final = "catalog"
@@ -359,6 +361,10 @@ class HubTiers:
                         raise _Unanswered(
                             _Failure(RegistryUnavailable, f"{what}: answer not read in time")
                         )
+        except EgressDenied as exc:
+            raise _Unanswered(
+                _Failure(EgressRefused, f"{what}: refused by egress policy: {exc.reason}")
+            ) from None
         except requests.Timeout:
             raise _Unanswered(
                 _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
@@ -447,12 +453,16 @@ def from_settings(
     session: requests.Session | None = None,
     clock: Callable[[], float] = time.monotonic,
     disk: DiskCache | None = None,
+    mode: Mode = "webhook",
 ) -> Tiers:
     """The tier source a settings file describes: its catalog, then Docker Hub at
-    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession` if
-    none)."""
+    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession`, with
+    the settings' egress policy in `mode`, if none)."""
+    if session is None:
+        own = own_addresses() if mode == "webhook" else ()
+        session = new_session(Transport(settings.egress_policy(mode, own=own)))
     hub = HubTiers(
-        session if session is not None else new_session(),
+        session,
         api=settings.docker_hub_api,
         ttl=settings.tier_ttl,
         request_timeout=settings.request_timeout,

@@ -831,7 +831,7 @@ def create_app(
             _log(log, logging.ERROR, "reload", file=file, result=result, error=error)
 
     def build_resolver(chosen: Settings) -> Resolver:
-        return resolver_mod.build(chosen, on_request=metrics.on_request)
+        return resolver_mod.build(chosen, mode="webhook", on_request=metrics.on_request)
 
     holder = PolicyHolder(
         settings=settings,

@@ -35,8 +35,9 @@ import requests
 
 from policy import jsonbound, reference
 from policy.cache import Coalescer
-from policy.errors import RateLimited, RegistryAuthError, RegistryUnavailable
+from policy.errors import EgressRefused, RateLimited, RegistryAuthError, RegistryUnavailable
 from policy.registry.credentials import Credential, CredentialStore
+from policy.registry.transport import EgressDenied
 
 __all__ = [
     "CLIENT_ID",
@@ -918,6 +919,11 @@ class Authenticator:
                 allow_redirects=False,
                 stream=True,
             )
+        except EgressDenied as exc:
+            raise EgressRefused(
+                f"token realm {realm_host} for {registry} refused by egress policy: {exc.reason}",
+                registry=registry,
+            ) from None
         except requests.Timeout:
             raise RegistryUnavailable(
                 f"token realm {realm_host} for {registry} timed out", registry=registry

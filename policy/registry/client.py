@@ -36,6 +36,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from policy import jsonbound
 from policy.deadline import Deadline
 from policy.errors import (
+    EgressRefused,
     IntegrityError,
     InvalidReference,
     ManifestNotFound,
@@ -46,6 +47,7 @@ from policy.errors import (
     UnsupportedManifest,
 )
 from policy.registry import media
+from policy.registry.transport import EgressDenied
 
 MiB = 1024 * 1024
 DOCKER_HUB = "docker.io"
@@ -716,6 +718,12 @@ class RegistryClient:
                 registry=registry,
                 reference=ref,
             )
+        if parts.scheme == "http" and urlsplit(current).scheme == "https":
+            raise RegistryError(
+                f"{ref}: refusing redirect from https to plain http host {parts.hostname}",
+                registry=registry,
+                reference=ref,
+            )
         if parts.scheme == "http" and not (config.insecure or is_loopback(parts.netloc)):
             raise RegistryError(
                 f"{ref}: refusing redirect to plain http host {parts.hostname}",
@@ -754,6 +762,10 @@ class RegistryClient:
                 timeout=(timeout, timeout),
                 verify=verify,
             )
+        except EgressDenied as exc:
+            raise EgressRefused(
+                f"{ref}: refused by egress policy: {exc.reason}", registry=registry, reference=ref
+            ) from None
         except requests.RequestException as exc:
             self._emit(
                 RequestEvent(registry, host, method, parts.path, None, self._clock() - started)

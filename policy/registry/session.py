@@ -15,13 +15,20 @@ and the settings file only.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.utils
+
+from policy.egress import Address, EgressPolicy
+from policy.registry.transport import GuardedAdapter, Transport
 
 USER_AGENT = "image-policy/0.1"
 
@@ -30,8 +37,9 @@ class RegistrySession(requests.Session):
     """A `requests.Session` that reads proxies and the CA bundle from the environment once
     per host, and never reads `~/.netrc`."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: Transport | None = None) -> None:
         super().__init__()
+        self.transport = transport
         self.trust_env = False
         self._proxies: dict[tuple[str, str], dict[str, str]] = {}
         self.ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
@@ -59,12 +67,31 @@ class RegistrySession(requests.Session):
         return found
 
 
-def new_session() -> RegistrySession:
+def new_session(transport: Transport | None = None) -> RegistrySession:
     """The session the resolver and the tier lookups share: connection pools sized for the
-    resolver's parallel requests, no automatic retries (the client retries itself)."""
-    session = RegistrySession()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=64, max_retries=0)
+    resolver's parallel requests, no automatic retries (the client retries itself), every
+    connection through `transport` (egress policy, total time per exchange). Without one, the
+    strictest policy: the webhook's defaults with nothing configured."""
+    transport = transport or Transport(EgressPolicy(mode="webhook"))
+    session = RegistrySession(transport)
+    adapter = GuardedAdapter(transport, pool_connections=16, pool_maxsize=64, max_retries=0)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def own_addresses(env: Mapping[str, str] | None = None) -> frozenset[Address]:
+    """This pod's addresses: `$POD_IP`/`$POD_IPS` (the downward API) and what the host name
+    resolves to."""
+    env = os.environ if env is None else env
+    found: set[Address] = set()
+    texts = [env.get("POD_IP", ""), *env.get("POD_IPS", "").split(",")]
+    with contextlib.suppress(OSError):  # no name for this host: only the environment's
+        texts += [str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)]
+    for text in texts:
+        try:
+            found.add(ipaddress.ip_address(text.strip().split("%", 1)[0]))
+        except ValueError:
+            continue
+    return frozenset(found)

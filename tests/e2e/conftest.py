@@ -291,6 +291,19 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
+LOOPBACK_EGRESS = 'egress: {allow: ["127.0.0.0/8", "::1"]}\n'
+
+
+def with_loopback_egress(settings: str) -> str:
+    """`settings` allowing the tests' loopback registries (the webhook refuses loopback unless
+    told), unless they say something about egress themselves."""
+    if "egress" in settings:
+        return settings
+    if not settings.strip() or settings.strip() == "{}":
+        return LOOPBACK_EGRESS
+    return settings.rstrip("\n") + "\n" + LOOPBACK_EGRESS
+
+
 def start_webhook(
     directory: Path,
     ca: CA,
@@ -306,7 +319,7 @@ def start_webhook(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "rules").mkdir(exist_ok=True)
     (directory / "rules" / "rules.yaml").write_text(rules)
-    (directory / "settings.yaml").write_text(settings or "{}\n")
+    (directory / "settings.yaml").write_text(with_loopback_egress(settings))
     issued = ca.issue("image-policy.test.svc")
     (directory / "tls.crt").write_bytes(issued.cert)
     (directory / "tls.key").write_bytes(issued.key)

@@ -11,8 +11,15 @@ import pytest
 import requests
 import requests.adapters
 
+from policy.egress import EgressPolicy
 from policy.registry.session import RegistrySession, new_session
+from policy.registry.transport import Transport
 from tests.support.httpserver import ServedInThread
+
+
+def LOOPBACK() -> Transport:  # reads as a constant at the call sites
+    """The CLI's egress defaults: these tests' registries and proxies are on loopback."""
+    return Transport(EgressPolicy(mode="cli"))
 
 
 class Recorder(ServedInThread):
@@ -64,7 +71,7 @@ def test_a_netrc_entry_never_replaces_the_clients_authorization(
     bearer = {"Authorization": "Bearer the-registry-token"}
     with requests.Session() as plain:  # what trust_env does: the netrc login wins
         plain.get(f"{recorder.url}/v2/", headers=bearer, timeout=5).close()
-    with new_session() as session:
+    with new_session(LOOPBACK()) as session:
         session.get(f"{recorder.url}/v2/", headers=bearer, timeout=5).close()
     assert recorder.seen[0][1] is not None and recorder.seen[0][1].startswith("Basic ")
     assert recorder.seen[1] == ("/v2/", "Bearer the-registry-token")
@@ -75,7 +82,7 @@ def test_proxies_come_from_the_environment_and_no_proxy_is_honoured(
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", recorder.url)
     monkeypatch.setenv("NO_PROXY", "direct.example")
-    with Recorder() as direct, new_session() as session:
+    with Recorder() as direct, new_session(LOOPBACK()) as session:
         session.get("http://registry.example:5000/v2/", timeout=5).close()
         assert recorder.seen == [("http://registry.example:5000/v2/", None)]  # via the proxy
         assert session.proxies_for("http://direct.example/v2/") == {}
@@ -88,7 +95,7 @@ def test_the_environment_is_read_once_per_host(
     recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTP_PROXY", recorder.url)
-    with new_session() as session:
+    with new_session(LOOPBACK()) as session:
         first = session.proxies_for("http://registry.example/v2/")
         monkeypatch.setenv("HTTP_PROXY", "http://elsewhere.example:3128")
         assert session.proxies_for("http://registry.example/v2/a") is first

@@ -5,6 +5,7 @@ registry hosts share one metric label instead of adding series."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_a_realm_answering_deep_json_denies_its_image_and_judges_the_others(
     deep_realm_registry: RunningRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = web.create_app(Settings(), rules=loader.load_rules_text(RULES))
+    app = web.create_app(LOOPBACK, rules=loader.load_rules_text(RULES))
     client = app.test_client()
     healthy = f"{registry.host}/oci/app:single"
     hostile = f"{deep_realm_registry.host}/team/app:1"
@@ -104,6 +105,10 @@ def test_the_token_server_fixture_really_answers_deep_json(
     assert challenge.status_code == 401
     realm = challenge.headers["WWW-Authenticate"].split('realm="')[1].split('"')[0]
     assert requests.get(realm, timeout=5).content == DEEP
+
+
+LOOPBACK = Settings(egress_allow=(ipaddress.ip_network("127.0.0.0/8"),))
+"""The webhook's settings with these tests' loopback registries allowed by the egress policy."""
 
 
 def metric_series(client: Any) -> dict[str, float]:
@@ -139,7 +144,7 @@ def test_made_up_registry_hosts_share_one_metric_label(
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES + own_rule(registry.host))
     clock = Clock()
-    client = web.create_app(Settings(), rules=[rules], clock=clock).test_client()
+    client = web.create_app(LOOPBACK, rules=[rules], clock=clock).test_client()
     healthy = f"{registry.host}/oci/app:single"
     assert client.post("/validate", json=review(healthy)).get_json()["response"]["allowed"]
     before = metric_series(client)

@@ -241,7 +241,7 @@ def test_substitution_is_bounded(text: str, message: str) -> None:
     started = time.perf_counter()
     with pytest.raises(InputError) as raised:
         dockerfile.scan(text, "Dockerfile")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0  # exponential growth took minutes and GBs
     assert str(raised.value).startswith(message)
 
 

@@ -1,0 +1,82 @@
+"""Loopback peers that hold a connection open on purpose, and a listener that only counts.
+
+- `Trickle`: answers every request with a status line and headers sent one byte every
+  `interval` seconds, without end (the header slowloris no per-read timeout stops).
+- `Counting`: accepts connections and counts them, answering nothing (a destination that
+  must never be reached).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from tests.support.httpserver import Closing
+
+HEAD = b"HTTP/1.1 200 OK\r\n" + b"".join(
+    b"X-Slow-%d: %s\r\n" % (i, b"x" * 40) for i in range(10**4)
+)
+
+
+class _Listener(Closing):
+    def __init__(self, bind: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((bind, port))
+        self._sock.listen(256)
+        self.port = self._sock.getsockname()[1]
+        self.host = f"{bind}:{self.port}"
+        self.url = f"http://{self.host}"
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.connections = 0
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+
+
+class Trickle(_Listener):
+    """Reads a request, then sends its status line and headers a byte every `interval` s."""
+
+    def __init__(self, interval: float = 0.3) -> None:
+        self.interval = interval
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            for i in range(len(HEAD)):
+                if self._stop.is_set():
+                    return
+                conn.sendall(HEAD[i : i + 1])
+                time.sleep(self.interval)
+        except OSError:
+            return  # the client hung up: what the test wants
+
+
+class Counting(_Listener):
+    """Counts connections; answers nothing."""
+
+    def _serve(self, conn: socket.socket) -> None:
+        return
