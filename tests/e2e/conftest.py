@@ -314,12 +314,15 @@ def start_webhook(
     workers: int = 2,
     threads: int = 16,
     client_ca: Path | None = None,
+    loopback_egress: bool = True,
 ) -> Webhook:
     """Run `python -m policy serve` over TLS on a free loopback port; ready when /readyz is."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "rules").mkdir(exist_ok=True)
     (directory / "rules" / "rules.yaml").write_text(rules)
-    (directory / "settings.yaml").write_text(with_loopback_egress(settings))
+    (directory / "settings.yaml").write_text(
+        with_loopback_egress(settings) if loopback_egress else settings or "{}\n"
+    )
     issued = ca.issue("image-policy.test.svc")
     (directory / "tls.crt").write_bytes(issued.cert)
     (directory / "tls.key").write_bytes(issued.key)

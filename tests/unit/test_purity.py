@@ -23,6 +23,7 @@ CORE = [
     "policy.units",
     "policy.yamlsrc",
     "policy.jsonbound",
+    "policy.egress",
     "policy.rules",
     "policy.checks",
     "policy.loader",
