@@ -22,9 +22,7 @@ def listener() -> Iterator[Counting]:
 
 
 @pytest.fixture(scope="module")
-def hook(
-    tmp_path_factory: pytest.TempPathFactory, ca: CA, registry: Seeded
-) -> Iterator[Webhook]:
+def hook(tmp_path_factory: pytest.TempPathFactory, ca: CA, registry: Seeded) -> Iterator[Webhook]:
     """The webhook with no egress settings at all (the defaults), its rules open to any image,
     and the test registry configured (so allowed on its port only)."""
     rules = """\
