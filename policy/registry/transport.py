@@ -49,6 +49,9 @@ DNS_THREADS = 4
 """Lookups run on their own few threads, so a hung DNS server holds no request past its time
 (a lookup left running there ends when the system resolver gives up)."""
 
+IDLE_SECONDS = 30.0
+"""A watchdog with nothing to watch for this long lets its thread end."""
+
 Resolve = Callable[[str, int], list[tuple[int, Address]]]
 
 
@@ -91,8 +94,11 @@ class EgressBlocked(NewConnectionError):
 class Watchdog:
     """Shuts down the socket of each exchange that outlives its time (one daemon thread)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, idle: float = IDLE_SECONDS
+    ) -> None:
         self._clock = clock
+        self._idle = idle
         self._heap: list[tuple[float, int, _GuardedConnection, int]] = []
         self._seq = itertools.count()
         self._cond = threading.Condition()
@@ -111,6 +117,11 @@ class Watchdog:
             self._cond.notify()
 
     @property
+    def running(self) -> bool:
+        with self._cond:
+            return self._thread is not None
+
+    @property
     def watched(self) -> int:
         with self._cond:
             return len(self._heap)
@@ -119,7 +130,9 @@ class Watchdog:
         while True:
             with self._cond:
                 while not self._heap:
-                    self._cond.wait()
+                    if not self._cond.wait(self._idle) and not self._heap:
+                        self._thread = None  # idle: the next `watch` starts a new thread
+                        return
                 until, _, conn, use = self._heap[0]
                 wait = until - self._clock()
                 if wait > 0:
@@ -257,7 +270,8 @@ class Transport:
         self.watchdog = Watchdog(clock)
         self._resolve = resolve
         self._clock = clock
-        self._dns = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="transport-dns")
+        self._dns: ThreadPoolExecutor | None = None  # made on the first lookup
+        self._dns_lock = threading.Lock()
         self._local = threading.local()
 
     def until(self) -> float | None:
@@ -283,11 +297,22 @@ class Transport:
             family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
             return [(family, address)]
         left = self.left()
-        future = self._dns.submit(self._resolve, host, port)
+        with self._dns_lock:
+            if self._dns is None:
+                self._dns = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="transport-dns")
+            future = self._dns.submit(self._resolve, host, port)
         try:
             return future.result(timeout=left if left is None else max(left, 0.0))
         except FutureTimeout:
             raise TimeoutError(f"no DNS answer for {host}") from None
+
+    def close(self) -> None:
+        """Let the lookup threads go (the session using this transport is closed); a later
+        lookup makes new ones."""
+        with self._dns_lock:
+            dns, self._dns = self._dns, None
+        if dns is not None:
+            dns.shutdown(wait=False, cancel_futures=True)
 
     def report(self, decision: ConnectDecision) -> None:
         if self.on_connect is not None:
@@ -328,6 +353,10 @@ class GuardedAdapter(requests.adapters.HTTPAdapter):
             "https": type("GuardedHTTPSPool", (_GuardedHTTPSPool,), {"ConnectionCls": https}),
         }
         super().__init__(**kwargs)
+
+    def close(self) -> None:
+        super().close()
+        self.transport.close()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
