@@ -313,6 +313,7 @@ def webhook_stack(
     *,
     trivial: bool = True,
     settings: str = SETTINGS,
+    rules: str = RULES,
     wrapper: Sequence[str] = (),
     ready_seconds: float = 20.0,
 ) -> Iterator[Stack]:
@@ -334,7 +335,7 @@ def webhook_stack(
         )
         ca, cert, key = certs.write(bundle, directory / "tls")
         (directory / "rules").mkdir()
-        (directory / "rules" / "rules.yaml").write_text(RULES.format(host=registry.host))
+        (directory / "rules" / "rules.yaml").write_text(rules.format(host=registry.host))
         (directory / "settings.yaml").write_text(settings)
         tls = {"IMAGE_POLICY_TLS_CERT": str(cert), "IMAGE_POLICY_TLS_KEY": str(key)}
         webhook = start_gunicorn(

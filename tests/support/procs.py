@@ -21,3 +21,29 @@ def child_pids(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(entry.name))
     return sorted(out)
+
+
+# x86_64 and aarch64 numbers of the system calls a thread waits in for the network: read,
+# poll, select, recvfrom, epoll_wait, pselect6, ppoll, epoll_pwait (and aarch64's own).
+_NETWORK_WAITS = {
+    "x86_64": {0, 7, 23, 45, 232, 270, 271, 281},
+    "aarch64": {63, 73, 72, 207, 22},
+}
+
+
+def network_waiters(pid: int) -> int:
+    """How many threads of `pid` sit in a network wait right now (a socket read, poll or
+    select) — as opposed to idle threads, which wait on a lock (futex). Reads
+    /proc/PID/task/TID/syscall (root, or the process's owner)."""
+    import platform
+
+    waits = _NETWORK_WAITS.get(platform.machine(), _NETWORK_WAITS["x86_64"])
+    count = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            first = (task / "syscall").read_text().split()[0]
+        except (OSError, IndexError):
+            continue
+        if first.lstrip("-").isdigit() and int(first) in waits:
+            count += 1
+    return count

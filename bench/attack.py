@@ -1,0 +1,268 @@
+"""Under attack — a healthy review's latency and throughput with and without a concurrent
+slowloris attack on the resolver.
+
+The webhook runs as shipped (`gunicorn -c deploy/gunicorn.conf.py`, one gthread worker of 16
+threads, TLS) with the benchmark 1 registry (healthy). HOSTS loopback peers each answer every
+request with a status line and headers trickled one byte every 0.3 s (`tests/support/trickle`).
+The attack is ATTACKERS client threads, each posting, again and again, a review whose Pod has
+one image on each hostile host. The healthy load is `hey -c HEALTHY_CONNECTIONS` posting the
+benchmark 1 Deployment (3 images on the healthy registry) for DURATION seconds, first alone,
+then while the attack runs; a checker posts the same review once a second and counts the
+answers that are right (allowed) and in time (within the decision deadline).
+
+After the attack stops (its clients hang up; the hostile peers go on trickling), the worker's
+threads waiting on the network are counted (`/proc/PID/task/*/syscall`: a socket read, poll or
+select, not an idle pool thread's futex) until they are back to their number before the attack,
+for the decision deadline plus GRACE at most.
+
+    python -m bench attack
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import subprocess
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench import common
+from bench.soak import HEY, parse_hey
+from bench.webhook import RULES, SETTINGS, deployment_review, webhook_stack
+from tests.support.procs import network_waiters
+from tests.support.trickle import Trickle
+
+# The benchmark 1 rules without their registry allow-list: a registry that list refuses is
+# never contacted, and the attack must reach the resolver.
+ATTACK_RULES = RULES.replace(
+    """  - id: trusted-registries
+    match: {{images: ["**"]}}
+    require: {{registries: ["{host}"]}}
+""",
+    "",
+)
+assert ATTACK_RULES != RULES
+HOSTS = 64
+ATTACKERS = 100
+HEALTHY_CONNECTIONS = 4
+DURATION = 10.0
+DEADLINE = 8.0
+GRACE = 2.0
+
+
+def pod_review(images: list[str], uid: str = "attack") -> dict[str, Any]:
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "attack",
+            "operation": "CREATE",
+            "userInfo": {"username": "mallory"},
+            "object": {"kind": "Pod", "spec": {"containers": containers}},
+        },
+    }
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no thread count for {pid}")
+
+
+def hey(url: str, body: Path, duration: float) -> Any:
+    command = common.pinned(
+        [
+            HEY,
+            "-z",
+            f"{duration:g}s",
+            "-c",
+            str(HEALTHY_CONNECTIONS),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-t",
+            "20",
+            "-D",
+            str(body),
+            url,
+        ],
+        common.LOAD_CPU,
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    result = parse_hey(done.stdout)
+    if math.isnan(result.p99):  # hey prints no percentile line it has too few answers for
+        slowest = re.search(r"Slowest:\s+([\d.]+) secs", done.stdout)
+        if slowest:
+            result = dataclasses.replace(result, p99=float(slowest.group(1)) * 1000)
+    return result
+
+
+class Checker:
+    """Posts the healthy review once a second; counts answers right (allowed) and in time."""
+
+    def __init__(self, url: str, ca: Path, body: dict[str, Any]) -> None:
+        self.url, self.ca, self.body = url, ca, body
+        self.latencies: list[float] = []
+        self.right = 0
+        self.asked = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with requests.Session() as s:
+            s.trust_env = False
+            s.verify = str(self.ca)
+            while not self._stop.is_set():
+                started = time.monotonic()
+                self.asked += 1
+                try:
+                    with s.post(self.url, json=self.body, timeout=30) as reply:
+                        ok = reply.status_code == 200 and reply.json()["response"]["allowed"]
+                except requests.RequestException:
+                    ok = False
+                elapsed = time.monotonic() - started
+                self.latencies.append(elapsed)
+                if ok and elapsed <= DEADLINE:
+                    self.right += 1
+                self._stop.wait(max(0.0, 1.0 - elapsed))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=40)
+
+
+class Attack:
+    """ATTACKERS threads posting the hostile review until stopped."""
+
+    def __init__(self, url: str, ca: Path, body: dict[str, Any]) -> None:
+        self.url, self.ca, self.body = url, ca, body
+        self.answered: list[float] = []
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(ATTACKERS)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with requests.Session() as s:
+            s.trust_env = False
+            s.verify = str(self.ca)
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    with s.post(self.url, json=self.body, timeout=30) as reply:
+                        ok = reply.status_code == 200
+                except requests.RequestException:
+                    ok = False
+                with self._lock:
+                    if ok:
+                        self.answered.append(time.monotonic() - started)
+                    else:
+                        self.failed += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=40)
+
+
+def run(*, duration: float = DURATION) -> common.Result:
+    settings = SETTINGS.replace("decision: 8s", f"decision: {DEADLINE:g}s")
+    with (
+        ExitStack() as stack,
+        webhook_stack(trivial=False, settings=settings, rules=ATTACK_RULES) as hook,
+    ):
+        peers = [stack.enter_context(Trickle(interval=0.3)) for _ in range(HOSTS)]
+        healthy = deployment_review(hook.refs)
+        body = hook.directory / "healthy.json"
+        body.write_text(json.dumps(healthy))
+        url = f"{hook.webhook.url}/validate"
+        [worker] = hook.webhook.workers()
+        with hook.webhook.session() as s, s.post(url, json=healthy, timeout=30) as reply:
+            if reply.status_code != 200 or reply.json()["response"]["allowed"] is not True:
+                raise RuntimeError(f"the healthy review is not allowed: {reply.text}")
+
+        alone_check = Checker(url, hook.ca, healthy)
+        alone = hey(url, body, duration)
+        alone_check.stop()
+        threads_before = threads_of(worker)
+        waiting_before = network_waiters(worker)
+
+        hostile = pod_review([f"{peer.host}/trickle/app:1" for peer in peers])
+        attack = Attack(url, hook.ca, hostile)
+        time.sleep(2.0)  # the attack's first wave reaches the resolver
+        attacked_check = Checker(url, hook.ca, healthy)
+        attacked = hey(url, body, duration)
+        attacked_check.stop()
+        threads_during = threads_of(worker)
+        waiting_during = network_waiters(worker)
+        attack.stop()  # the attackers' connections are closed; the hostile peers go on
+        stopped = time.monotonic()
+        waiting_after = network_waiters(worker)
+        while waiting_after > waiting_before and time.monotonic() - stopped < DEADLINE + GRACE:
+            time.sleep(0.2)
+            waiting_after = network_waiters(worker)
+        recovery = time.monotonic() - stopped
+        threads_after = threads_of(worker)
+
+    def row(name: str, load: Any, check: Checker) -> tuple[object, ...]:
+        bad = sum(n for code, n in load.statuses.items() if code != 200) + sum(load.errors.values())
+        return (
+            name,
+            round(load.rps, 1),
+            round(load.p50, 1),
+            round(load.p99, 1),
+            bad,
+            f"{check.right}/{check.asked}",
+            round(max(check.latencies, default=0.0) * 1000, 1),
+        )
+
+    table = common.Table(
+        f"Healthy reviews (3 images, hey -c {HEALTHY_CONNECTIONS}, {duration:g} s) alone and while "
+        f"{ATTACKERS} clients post reviews naming {HOSTS} hosts that trickle headers",
+        ("load", "req/s", "p50 ms", "p99 ms", "errors", "checker right", "checker max ms"),
+        (row("alone", alone, alone_check), row("under attack", attacked, attacked_check)),
+    )
+    attack_median = common.median(attack.answered) * 1000 if attack.answered else float("nan")
+    notes = (
+        f"attack reviews answered: {len(attack.answered)} (median {attack_median:.0f} ms), "
+        f"failed: {attack.failed}",
+        f"worker threads waiting on the network (socket reads, poll): {waiting_before} before "
+        f"the attack, {waiting_during} during it, {waiting_after} {recovery:.1f} s after it "
+        f"stopped (deadline {DEADLINE:g} s + grace {GRACE:g} s); all threads: "
+        f"{threads_before}, {threads_during}, {threads_after} (pool threads stay, idle)",
+        "right = allowed, within the decision deadline; the checker posts once a second",
+    )
+    wrong = attacked_check.asked - attacked_check.right
+    targets = (
+        common.Target("healthy reviews answered wrong or late under attack", wrong, 0),
+        common.Target("p99 under attack / p99 alone", attacked.p99 / alone.p99, 2.0, "×"),
+        common.Target(
+            "threads still waiting on the network after the attack",
+            waiting_after - waiting_before,
+            0,
+        ),
+    )
+    return common.Result(
+        "attack",
+        "Under attack: slowloris registries",
+        (table,),
+        targets,
+        notes,
+        data={"recovery_seconds": recovery, "attack_answered": len(attack.answered)},
+    )
