@@ -960,6 +960,7 @@ class Authenticator:
             raise RegistryUnavailable(
                 f"token realm {realm_host} for {registry} failed (HTTP {status})",
                 registry=registry,
+                status=status,
             )
         if 300 <= status < 400:
             raise RegistryAuthError(
