@@ -26,10 +26,21 @@ from flask.testing import FlaskClient
 from policy import loader, web
 from policy import resolver as resolver_mod
 from policy.settings import RegistrySettings, Settings
+from tests.support.hostile import METADATA_REALM
 
 UID = "c1a551f1-ed00-4b1d-9000-000000000015"
 LEAK = "internal-admin v3.2; db=postgres://10.0.0.7"
-SECRETS = ("internal-admin", "postgres", "10.0.0.7", "Errno", "refused", "timed out", "TLS")
+SECRETS = (
+    "internal-admin",
+    "postgres",
+    "10.0.0.7",
+    "169.254",
+    "realm",
+    "Errno",
+    "refused",
+    "timed out",
+    "TLS",
+)
 
 RULES = """\
 apiVersion: image-policy/v1
@@ -63,6 +74,12 @@ ANSWERS: dict[str, tuple[int, dict[str, str], bytes] | Exception] = {
     "127.0.0.1:5404": (404, {}, _errors_body("MANIFEST_UNKNOWN")),
     "127.0.0.1:5401": (401, {"WWW-Authenticate": 'Basic realm="x"'}, _errors_body("UNAUTHORIZED")),
     "127.0.0.1:5403": (403, {}, _errors_body("DENIED")),
+    # A token realm on the metadata address: refused before anything is sent there.
+    "127.0.0.1:5402": (
+        401,
+        {"WWW-Authenticate": f'Bearer realm="{METADATA_REALM}",service="x"'},
+        _errors_body("UNAUTHORIZED"),
+    ),
     "127.0.0.1:5429": (429, {}, _errors_body("TOOMANYREQUESTS")),
     "127.0.0.1:5200": (200, {"Content-Type": "application/json"}, b'{"schemaVersion": 2'),
     "127.0.0.1:5111": requests.ConnectionError(ConnectionRefusedError(111, "Connection refused")),
@@ -90,6 +107,7 @@ CASES = [
     ),
     ("127.0.0.1:5401", "registry authentication failed", "requires authentication"),
     ("127.0.0.1:5403", "registry authentication failed", f"(HTTP 403): DENIED: {LEAK}"),
+    ("127.0.0.1:5402", "registry authentication failed", "refusing token realm 169.254.169.254"),
     ("127.0.0.1:5429", "rate limited by the registry", "pull rate limit reached"),
     ("127.0.0.1:5200", "registry answered something invalid", "127.0.0.1:5200"),
     ("127.0.0.1:5111", "registry unreachable", "cannot reach 127.0.0.1:5111: connection refused"),
@@ -272,3 +290,28 @@ def test_a_denial_reused_for_the_next_review_stays_classified(
     logged = _flushed(client, lines)
     assert len(logged) == 2
     assert all(LEAK in v["detail"] for line in logged for v in line["images"][0]["violations"])
+
+
+def test_the_pinning_webhook_answers_classified_too(transport: HostileTransport) -> None:
+    """/mutate resolves to pin before it judges: its denial is classified the same way."""
+    session = requests.Session()
+    session.mount("http://", transport)
+    settings = Settings(
+        registries=MappingProxyType({"127.0.0.1:5500": RegistrySettings()}),
+        exclude_namespaces=(),
+        mutate_pin=True,
+    )
+    resolver = resolver_mod.build(settings, session=session)
+    try:
+        app = web.create_app(settings, rules=loader.load_rules_text(RULES), resolver=resolver)
+        reply = app.test_client().post(
+            "/mutate", json=admission_review("127.0.0.1:5500/team/app:1")
+        )
+        text = reply.get_data(as_text=True)
+        response = json.loads(text)["response"]
+        assert response["allowed"] is False
+        assert "(registry answered an error (HTTP 500))" in response["status"]["message"]
+        assert LEAK not in text and "patch" not in response
+    finally:
+        resolver.close()
+        session.close()
