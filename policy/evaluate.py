@@ -240,16 +240,12 @@ def _missing(
         return _error(facts, "tag") if facts.tag_match is None else None
     if fact == "tier":
         return None if facts.tier is not None else _error(facts, "tier", "tier not resolved")
-    errors = facts.errors
-    key = next(
-        (
-            k
-            for k in (fact, "manifest" if fact == "config" else fact, "platforms", "digest")
-            if errors.get(k)
-        ),
-        None,
-    )
-    found = _error(facts, key) if key is not None else None
+    found: tuple[str, str] | None = None
+    if facts.errors:  # the first of these facts that failed says why
+        for key in (fact, "manifest" if fact == "config" else fact, "platforms", "digest"):
+            if facts.errors.get(key):
+                found = _error(facts, key)
+                break
     if facts.index is None:
         return found or ("manifest not resolved", "")
     if fact == "platforms":
