@@ -308,7 +308,8 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for t, r in zip(texts, resolved, strict=True):
         if not r.digest:
             failed += 1
-            err.write(f"image-policy pin: {t}: {r.errors.get('digest', 'no digest')}\n")
+            why = r.details.get("digest") or r.errors.get("digest", "no digest")
+            err.write(f"image-policy pin: {t}: {why}\n")
     changed = 0
     for name, path, text, found in scanned:
         result = pin.pin_file(name, text, found, digests)
@@ -373,6 +374,7 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             else None
         ),
         "errors": dict(facts.errors),
+        "details": dict(facts.details),
     }
     if args.json:
         json.dump(document, out, indent=2)
@@ -395,7 +397,8 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         if rate is not None:
             out.write(f"  rate limit: {rate.describe()}\n")
         for fact, reason in facts.errors.items():
-            out.write(f"  error ({fact}): {reason}\n")
+            detail = facts.details.get(fact)
+            out.write(f"  error ({fact}): {reason}" + (f" ({detail})" if detail else "") + "\n")
     return EXIT_USAGE if facts.errors and facts.digest is None else EXIT_ALLOWED
 
 

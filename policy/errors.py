@@ -15,8 +15,11 @@ PolicyError
     ├── ManifestNotFound
     ├── UnsupportedManifest   (schema1, unknown media types)
     ├── IntegrityError        (digest or media-type mismatch, size cap)
-    └── EgressRefused         (the egress policy refuses the address or host)
+    ├── EgressRefused         (the egress policy refuses the address or host)
+    └── NoSource              (nothing configured can tell the fact: no Docker Hub lookup)
 ```
+A RegistryError's message is for the operator (hosts, addresses, the upstream's words); what a
+pod author is told is its class, `policy.failures.classify`.
 A denial is a value (`Decision(allowed=False, ...)`), never an exception.
 """
 
@@ -103,11 +106,18 @@ class InputError(PolicyError):
 
 
 class RegistryError(PolicyError):
-    """A registry could not tell us a fact we needed."""
+    """A registry could not tell us a fact we needed.
 
-    def __init__(self, message: str, *, registry: str = "", reference: str = "") -> None:
+    `status`: the HTTP status of the answer that made it, when an answer did (None for a
+    failure to connect, a timeout, or a problem found in a 200 answer).
+    """
+
+    def __init__(
+        self, message: str, *, registry: str = "", reference: str = "", status: int | None = None
+    ) -> None:
         self.registry = registry
         self.reference = reference
+        self.status = status
         super().__init__(message)
 
 
@@ -137,3 +147,7 @@ class IntegrityError(RegistryError):
 
 class EgressRefused(RegistryError):
     """The egress policy refuses to contact that host or address (nothing was sent)."""
+
+
+class NoSource(RegistryError):
+    """Nothing configured can tell this fact (no Docker Hub tier lookup); nothing was sent."""

@@ -37,10 +37,15 @@ class Context:
 
 @dataclass(frozen=True)
 class Violation:
+    """One finding. `message` is what the pod author reads (a fact that could not be fetched
+    is named by its class, `ImageFacts.errors`); `detail` is the operator's: the full reason
+    (`ImageFacts.details`), for the decision log and the CLI's reports, "" when none."""
+
     rule: str
     check: str
     action: Action
     message: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,35 +228,46 @@ def _select(facts: ImageFacts, globs: Sequence[patterns.Glob]) -> tuple[Platform
     )
 
 
-def _missing(fact: checks.Fact, facts: ImageFacts, selected: Sequence[PlatformFacts]) -> str | None:
-    """Why `fact` is not known for this image, or None when it is."""
+def _missing(
+    fact: checks.Fact, facts: ImageFacts, selected: Sequence[PlatformFacts]
+) -> tuple[str, str] | None:
+    """Why `fact` is not known for this image — the reason (classified) and its detail ("" when
+    none) — or None when it is."""
     if fact == "reference":
         return None
     if fact == "tag":
         # Known, or nothing to confirm (no tag beside a digest): the check has its answer.
-        return facts.errors.get("tag") if facts.tag_match is None else None
+        return _error(facts, "tag") if facts.tag_match is None else None
     if fact == "tier":
-        return None if facts.tier is not None else facts.errors.get("tier", "tier not resolved")
-    reason = (
-        facts.errors.get(fact)
-        or facts.errors.get("manifest" if fact == "config" else fact)
-        or facts.errors.get("platforms")
-        or facts.errors.get("digest")
-    )
+        return None if facts.tier is not None else _error(facts, "tier", "tier not resolved")
+    found: tuple[str, str] | None = None
+    if facts.errors:  # the first of these facts that failed says why
+        for key in (fact, "manifest" if fact == "config" else fact, "platforms", "digest"):
+            if facts.errors.get(key):
+                found = _error(facts, key)
+                break
     if facts.index is None:
-        return reason or "manifest not resolved"
+        return found or ("manifest not resolved", "")
     if fact == "platforms":
         return None
     for p in selected:
         if fact == "manifest" and p.layers is None:
-            return reason or f"manifest for {p.platform} not resolved"
+            return found or (f"manifest for {p.platform} not resolved", "")
         if fact == "config" and not p.config_known:
-            return reason or f"config for {p.platform} not resolved"
+            return found or (f"config for {p.platform} not resolved", "")
     return None
 
 
+def _error(facts: ImageFacts, key: str, default: str | None = None) -> tuple[str, str] | None:
+    """`facts.errors[key]` with its detail, or `default` (no detail), or None."""
+    reason = facts.errors.get(key, default)
+    if reason is None:
+        return None
+    return reason, facts.details.get(key, "")
+
+
 def _resolve_violation(
-    ruleset: RuleSet, rule: Rule, check: str, ref: Reference, fact: str, reason: str
+    ruleset: RuleSet, rule: Rule, check: str, ref: Reference, fact: str, why: tuple[str, str]
 ) -> Violation | None:
     """A fact the check needs could not be fetched: `onResolveError` decides, but never more
     strictly than the rule itself would (a warn rule that cannot be checked only warns)."""
@@ -265,12 +281,14 @@ def _resolve_violation(
         "platforms": "platform list",
         "tag": "where the tag points",
     }
+    reason, detail = why
     return Violation(
         rule.id,
         check,
         action,
         f"cannot check {ref}: {what.get(fact, fact)} could not be fetched ({reason}); "
         f"onResolveError is {mode}",
+        detail,
     )
 
 
@@ -289,9 +307,9 @@ def _judge_rule(
     no_platform_reported = False
     for check in rule.checks:
         spec = checks.CHECKS[check.name]
-        reason = _missing(spec.fact, facts, selected)
-        if reason is not None:
-            violation = _resolve_violation(ruleset, rule, check.name, ref, spec.fact, reason)
+        why = _missing(spec.fact, facts, selected)
+        if why is not None:
+            violation = _resolve_violation(ruleset, rule, check.name, ref, spec.fact, why)
             if violation is not None:
                 out.append(violation)
             continue
@@ -326,10 +344,11 @@ def judged_as(ref: Reference, facts: ImageFacts, rules: Applicable) -> tuple[Ref
 
 
 def _tag_finding(ref: Reference, facts: ImageFacts) -> Violation:
+    detail = ""
     if facts.tag_match is False:
         why = f"tag {ref.tag} points to {_short(facts.tag_digest)}, not to {_short(ref.digest)}"
     else:
-        reason = facts.errors.get("tag", "the registry was not asked")
+        reason, detail = _error(facts, "tag", "the registry was not asked") or ("", "")
         why = f"tag {ref.tag} could not be confirmed to point to {_short(ref.digest)} ({reason})"
     # Short digests: the message goes into an AdmissionReview warning (256 characters at most)
     # after the image text, which holds the full digest already.
@@ -338,6 +357,7 @@ def _tag_finding(ref: Reference, facts: ImageFacts) -> Violation:
         "tagMatchesDigest",
         TAG_ACTION,
         f"{why}; judged by digest alone (the runtime pulls the digest and ignores the tag)",
+        detail,
     )
 
 

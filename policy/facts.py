@@ -59,6 +59,9 @@ class Needs(NamedTuple):
 
 NO_NEEDS = Needs()
 
+NO_REASONS: Mapping[str, str] = MappingProxyType({})
+"""An empty `ImageFacts.errors` / `ImageFacts.details`, shared."""
+
 
 @dataclass(frozen=True)
 class PlatformFacts:
@@ -85,7 +88,11 @@ class ImageFacts:
     `platforms` lists its entries (attestations included, flagged by platform). For a
     single manifest `platforms` has exactly one entry once the manifest is known.
     `errors` maps a fact name (`tier`, `digest`, `platforms`, `manifest`, `config`, `tag`) to
-    the reason it could not be fetched; `onResolveError` decides what that means.
+    the reason it could not be fetched, classified (`policy.failures`: "registry unreachable",
+    "image not found", …): the words a pod author may read; `onResolveError` decides what that
+    means. `details` maps the same facts to the full reason for the operator (the upstream's
+    words, the host and address tried), which goes to the decision log and the CLI's reports,
+    never into an admission answer.
 
     For a reference written with both a tag and a digest whose tag was asked about
     (`Needs.tag`): `tag_digest` is the digest the tag points at, and `tag_match` whether that
@@ -100,6 +107,7 @@ class ImageFacts:
     tier_source: str | None = None
     platforms: tuple[PlatformFacts, ...] = ()
     errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tag_digest: str | None = None
     tag_match: bool | None = None
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from policy import reference, units
 from policy.errors import InputError, InvalidReference, Location, RuleError
 from policy.facts import TIERS, ImageFacts, Needs, PlatformFacts, offline_tier
+from policy.failures import Cause
 from policy.yamlsrc import Node, Reader, join, load
 
 if TYPE_CHECKING:
@@ -249,12 +250,13 @@ class FactsResolver:
             return found
         tagged = self._facts.get(f"{ref.name}:{ref.tag}")
         if tagged is None or tagged.digest is None:
-            errors = dict(found.errors)
-            errors["tag"] = (
-                f"{ref.name}:{ref.tag} has no digest in the {self._source} "
-                "(record it to confirm the tag)"
+            return _not_recorded(
+                found,
+                {
+                    "tag": f"{ref.name}:{ref.tag} has no digest in the {self._source} "
+                    "(record it to confirm the tag)"
+                },
             )
-            return dataclasses.replace(found, errors=MappingProxyType(errors))
         match = tagged.digest == ref.digest or bool(
             tagged.index and any(p.digest == ref.digest for p in tagged.platforms)
         )
@@ -265,25 +267,30 @@ class FactsResolver:
         if found is None and ref.digest is not None:
             found = self._facts.get(f"{ref.name}@{ref.digest}")
         if found is None:
-            found = ImageFacts(
-                errors=MappingProxyType(
-                    {
-                        fact: f"{ref} is not in the {self._source}"
-                        for fact in ("digest", "platforms", "manifest", "config")
-                    }
-                )
+            missing = f"{ref} is not in the {self._source}"
+            found = _not_recorded(
+                ImageFacts(), dict.fromkeys(("digest", "platforms", "manifest", "config"), missing)
             )
         if found.digest is None and ref.digest is not None:
             found = dataclasses.replace(found, digest=ref.digest)
         if found.tier is None:
             tier = offline_tier(ref.registry, ref.repository)
-            errors = dict(found.errors)
-            if tier is None:
-                errors["tier"] = f"{ref} has no tier in the {self._source}"
             found = dataclasses.replace(
-                found,
-                tier=tier,
-                tier_source="offline rule" if tier else None,
-                errors=MappingProxyType(errors),
+                found, tier=tier, tier_source="offline rule" if tier else None
             )
+            if tier is None:
+                found = _not_recorded(found, {"tier": f"{ref} has no tier in the {self._source}"})
         return found
+
+
+NOT_RECORDED = Cause.NOT_RECORDED.text()
+
+
+def _not_recorded(found: ImageFacts, details: Mapping[str, str]) -> ImageFacts:
+    """`found` with facts the file does not record: classified as such in `errors` (the same
+    words for any file, as the registry resolver's are), `details` saying which and where."""
+    return dataclasses.replace(
+        found,
+        errors=MappingProxyType({**found.errors, **dict.fromkeys(details, NOT_RECORDED)}),
+        details=MappingProxyType({**found.details, **details}),
+    )

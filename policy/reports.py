@@ -10,6 +10,12 @@
 - `junit`: JUnit XML, a `testsuite` per file and a `testcase` per image; denied images fail.
 - `github`: GitHub Actions workflow commands (`::error file=…,line=…::message`) that annotate
   the offending lines of a pull request.
+
+The CLI is run by the operator, so each format shows a violation's `detail` (the full reason a
+fact could not be fetched: the upstream's words, the host and address tried) beside its
+message (the classified words the webhook would tell a pod author): a line of its own in
+`text`, a `detail` key in `json` (and in a SARIF result's properties), appended as
+`(detail: …)` elsewhere.
 """
 
 from __future__ import annotations
@@ -99,6 +105,12 @@ class _Finding:
     check: str
     action: Action
     message: str
+    detail: str = ""
+
+    @property
+    def described(self) -> str:
+        """The message with its detail, for formats with one text per finding."""
+        return f"{self.message} (detail: {self.detail})" if self.detail else self.message
 
 
 def violations(result: Result) -> tuple[Violation, ...]:
@@ -116,7 +128,7 @@ def violations(result: Result) -> tuple[Violation, ...]:
 
 
 def _findings(result: Result) -> list[_Finding]:
-    out = [_Finding(v.rule, v.check, v.action, v.message) for v in violations(result)]
+    out = [_Finding(v.rule, v.check, v.action, v.message, v.detail) for v in violations(result)]
     if result.decision is not None:
         out.extend(
             _Finding(EXPIRED_EXCEPTION_RULE, "exception", "warn", w)
@@ -189,15 +201,19 @@ def json_document(results: Sequence[Result]) -> dict[str, object]:
                 "digest": (d.facts.digest or d.reference.digest) if d is not None else None,
                 "source": _source(r.found),
                 "allowed": r.allowed,
-                "violations": [
-                    {"rule": v.rule, "check": v.check, "action": v.action, "message": v.message}
-                    for v in violations(r)
-                ],
+                "violations": [_violation_json(v) for v in violations(r)],
                 "warnings": list(d.warnings) if d is not None else [],
             }
         )
     counts = summary(results)
     return {"allowed": counts["denied"] == 0, "results": out, "summary": counts}
+
+
+def _violation_json(v: Violation) -> dict[str, str]:
+    out = {"rule": v.rule, "check": v.check, "action": v.action, "message": v.message}
+    if v.detail:
+        out["detail"] = v.detail
+    return out
 
 
 def _json(results: Sequence[Result]) -> str:
@@ -238,6 +254,8 @@ def _text(results: Sequence[Result], color: bool, quiet: bool) -> str:
             for v in r.decision.violations:
                 text = f"    {_MARKS[v.action]} {v.action} {v.rule}: {v.message}"
                 lines.append(paint(text, _ACTION_COLOUR[v.action]))
+                if v.detail:
+                    lines.append(paint(f"        detail: {v.detail}", "dim"))
             for w in r.decision.warnings:
                 lines.append(paint(f"    ! warn: {w}", "yellow"))
     lines.append(_summary_line(results))
@@ -321,12 +339,14 @@ def _sarif(
             properties: dict[str, object] = {"check": finding.check, "image": r.found.image}
             if r.decision is not None:
                 properties["reference"] = str(r.decision.reference)
+            if finding.detail:
+                properties["detail"] = finding.detail
             sarif_results.append(
                 {
                     "ruleId": finding.rule,
                     "ruleIndex": index,
                     "level": _LEVELS[finding.action],
-                    "message": {"text": finding.message},
+                    "message": {"text": finding.described},
                     "locations": [location],
                     "partialFingerprints": {
                         FINGERPRINT_KEY: _fingerprint(uri, r.found, finding, occurrences[slot])
@@ -415,20 +435,20 @@ def _junit(results: Sequence[Result]) -> str:
                     case,
                     "failure",
                     {
-                        "message": _xml(f"{first.rule}: {first.message}{more}"),
+                        "message": _xml(f"{first.rule}: {first.described}{more}"),
                         "type": _xml(first.rule),
                     },
                 )
                 failure.text = _xml(
                     "\n".join(
                         [f"{_source(r.found)}: {r.found.image}"]
-                        + [f"{f.action} {f.rule} ({f.check}): {f.message}" for f in denials]
+                        + [f"{f.action} {f.rule} ({f.check}): {f.described}" for f in denials]
                     )
                 )
             others = [f for f in findings if f.action != "deny"]
             if others:
                 out = ET.SubElement(case, "system-out")
-                out.text = _xml("\n".join(f"{f.action} {f.rule}: {f.message}" for f in others))
+                out.text = _xml("\n".join(f"{f.action} {f.rule}: {f.described}" for f in others))
     ET.indent(top)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(top, encoding="unicode") + "\n"
 
@@ -459,7 +479,7 @@ def _github(results: Sequence[Result], root: str | None) -> str:
         for finding in _findings(r):
             title = ("title", f"{TOOL_NAME} {finding.rule}")
             rendered = ",".join(f"{k}={escape_property(v)}" for k, v in [*props, title])
-            message = finding.message
+            message = finding.described
             if not _has_file(r.found):
                 message = f"{r.found.image}: {message}"
             lines.append(f"::{_COMMANDS[finding.action]} {rendered}::{escape_data(message)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -24,13 +24,14 @@ from typing import Protocol, TypeVar, cast
 
 import requests
 
+from policy import failures
 from policy import tiers as tiers_mod
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.egress import Mode
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
-from policy.facts import ATTESTATION_PLATFORM, ImageFacts, Needs, PlatformFacts
+from policy.facts import ATTESTATION_PLATFORM, NO_REASONS, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
 from policy.registry import media
 from policy.registry.auth import Authenticator
@@ -167,15 +168,18 @@ class RegistryResolver:
         ]
 
     def resolve_one(self, ref: Reference, needs: Needs, deadline: Deadline) -> ImageFacts:
-        """Facts for one image (blocking; errors go into `ImageFacts.errors`)."""
-        errors: dict[str, str] = {}
+        """Facts for one image (blocking; errors go into `ImageFacts.errors`, classified, and
+        `ImageFacts.details`)."""
+        errors: dict[str, RegistryError] = {}
         tier, tier_source = self._tier(ref, needs, deadline, errors)
         if not needs.registry:
+            reasons, details = _reasons(errors)
             return ImageFacts(
                 digest=ref.digest,
                 tier=tier,
                 tier_source=tier_source,
-                errors=MappingProxyType(errors),
+                errors=reasons,
+                details=details,
             )
         digest: str | None = ref.digest
         media_type: str | None = None
@@ -194,7 +198,7 @@ class RegistryResolver:
                 platforms = self._platforms(ref, document, digest, needs, deadline, errors)
         except _Failed as failed:
             for fact in _facts_after(failed.fact):
-                errors.setdefault(fact, str(failed.error))
+                errors.setdefault(fact, failed.error)
         tag_digest: str | None = None
         tag_match: bool | None = None
         if needs.tag and ref.tag is not None and ref.digest is not None:
@@ -202,7 +206,8 @@ class RegistryResolver:
                 tag_digest, tag_match, fresh_for = self._tag_points(ref, ref.digest, deadline)
                 valid_for = min(valid_for, fresh_for)
             except _Failed as failed:
-                errors["tag"] = str(failed.error)
+                errors["tag"] = failed.error
+        reasons, details = _reasons(errors)
         facts = ImageFacts(
             digest=digest,
             media_type=media_type,
@@ -210,7 +215,8 @@ class RegistryResolver:
             tier=tier,
             tier_source=tier_source,
             platforms=platforms,
-            errors=MappingProxyType(errors),
+            errors=reasons,
+            details=details,
             tag_digest=tag_digest,
             tag_match=tag_match,
         )
@@ -247,15 +253,14 @@ class RegistryResolver:
         try:
             return future.result(timeout=deadline.remaining())
         except FutureTimeout:
-            reason = f"no answer from {ref.registry} within the decision deadline"
+            late = _late(ref.registry)
             facts = [f for f in _FACT_ORDER if getattr(needs, f)]
             if needs.tier:
                 facts.append("tier")
             if needs.tag:
                 facts.append("tag")
-            return ImageFacts(
-                digest=ref.digest, errors=MappingProxyType(dict.fromkeys(facts, reason))
-            )
+            reasons, details = _reasons(dict.fromkeys(facts, late))
+            return ImageFacts(digest=ref.digest, errors=reasons, details=details)
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -266,7 +271,7 @@ class RegistryResolver:
         return result  # type: ignore[return-value]
 
     def _tier(
-        self, ref: Reference, needs: Needs, deadline: Deadline, errors: dict[str, str]
+        self, ref: Reference, needs: Needs, deadline: Deadline, errors: dict[str, RegistryError]
     ) -> tuple[str | None, str | None]:
         """Catalog and offline rule always (no I/O); Docker Hub only when a check reads the tier."""
         known = self._tiers.known(ref)
@@ -277,7 +282,7 @@ class RegistryResolver:
         try:
             return self._tiers.tier(ref, deadline=deadline)
         except RegistryError as exc:
-            errors["tier"] = str(exc)
+            errors["tier"] = exc
             return None, None
 
     def _head(
@@ -475,13 +480,7 @@ class RegistryResolver:
         except RegistryError as exc:
             raise _Failed(fact, exc) from None
         except TimeoutError:
-            registry = str(key[1]) if isinstance(key, tuple) else ""
-            raise _Failed(
-                fact,
-                RegistryUnavailable(
-                    f"no answer from {registry} within the decision deadline", registry=registry
-                ),
-            ) from None
+            raise _Failed(fact, _late(str(key[1]) if isinstance(key, tuple) else "")) from None
 
     def _platforms(
         self,
@@ -490,7 +489,7 @@ class RegistryResolver:
         digest: str,
         needs: Needs,
         deadline: Deadline,
-        errors: dict[str, str],
+        errors: dict[str, RegistryError],
     ) -> tuple[PlatformFacts, ...]:
         if isinstance(document, media.ImageManifest):
             return (self._single(ref, document, digest, needs, deadline, errors),)
@@ -515,12 +514,10 @@ class RegistryResolver:
             try:
                 found = job.result(timeout=deadline.remaining())
             except FutureTimeout:
-                errors.setdefault(
-                    "manifest", f"no answer from {ref.registry} within the decision deadline"
-                )
+                errors.setdefault("manifest", _late(ref.registry))
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             except _Failed as failed:
-                errors.setdefault(failed.fact, str(failed.error))
+                errors.setdefault(failed.fact, failed.error)
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             out.append(found)
         return tuple(out)
@@ -531,7 +528,7 @@ class RegistryResolver:
         entry: media.Descriptor,
         needs: Needs,
         deadline: Deadline,
-        errors: dict[str, str],
+        errors: dict[str, RegistryError],
     ) -> PlatformFacts:
         document = self._manifest(ref.registry, ref.repository, entry.digest, deadline)
         if not isinstance(document, media.ImageManifest):
@@ -552,7 +549,7 @@ class RegistryResolver:
         digest: str,
         needs: Needs,
         deadline: Deadline,
-        errors: dict[str, str],
+        errors: dict[str, RegistryError],
         *,
         platform: str | None = None,
     ) -> PlatformFacts:
@@ -563,7 +560,7 @@ class RegistryResolver:
             try:
                 config = self._config(ref.registry, ref.repository, manifest.config, deadline)
             except _Failed as failed:
-                errors.setdefault("config", str(failed.error))
+                errors.setdefault("config", failed.error)
         if platform is None and config is not None and config.os and config.architecture:
             platform = f"{config.os}/{config.architecture}"
             if config.variant:
@@ -581,6 +578,30 @@ class RegistryResolver:
 
 
 _FACT_ORDER = ("digest", "platforms", "manifest", "config")
+
+
+def _late(registry: str) -> RegistryUnavailable:
+    """The error of a fact not fetched within the decision deadline."""
+    return RegistryUnavailable(
+        f"no answer from {registry} within the decision deadline", registry=registry
+    )
+
+
+def _reasons(
+    errors: Mapping[str, RegistryError],
+) -> tuple[Mapping[str, str], Mapping[str, str]]:
+    """`ImageFacts.errors` (each error's class, `policy.failures`) and `ImageFacts.details`
+    (its whole message) for the errors met; the tier is Docker Hub's to answer."""
+    if not errors:
+        return NO_REASONS, NO_REASONS
+    reasons = {
+        fact: failures.classify(
+            error, party=failures.DOCKER_HUB if fact == "tier" else failures.REGISTRY
+        )
+        for fact, error in errors.items()
+    }
+    details = {fact: str(error) for fact, error in errors.items()}
+    return MappingProxyType(reasons), MappingProxyType(details)
 
 
 def _facts_after(fact: str) -> tuple[str, ...]:

@@ -15,10 +15,12 @@ An image's tier is, in this order of precedence:
 
 Badges map to tiers as `official` → `official`, `verified_publisher` → `verified_publisher`,
 `open_source` → `sponsored_oss`, `none` or null → `none`. When Docker Hub cannot answer, the
-tier is unknown: `HubTiers.tier` raises a `RegistryError` saying so and why, and the rule set's
-`onResolveError` decides. Failures are remembered for a short while (`negative_ttl`) so an
-outage is not hammered. Requests to the Hub API never carry credentials, never follow
-redirects, and are bounded by the decision's deadline, a per-request timeout and a size cap.
+tier is unknown: `HubTiers.tier` raises a `RegistryError` saying so and why (for the
+operator; with the HTTP status, when Docker Hub answered one, from which `policy.failures`
+classifies it for the pod author), and the rule set's `onResolveError` decides. Failures are
+remembered for a short while (`negative_ttl`) so an outage is not hammered. Requests to the Hub
+API never carry credentials, never follow redirects, and are bounded by the decision's
+deadline, a per-request timeout and a size cap.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from policy.cache import Coalescer, TTLCache
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.egress import Mode
-from policy.errors import EgressRefused, RateLimited, RegistryError, RegistryUnavailable
+from policy.errors import EgressRefused, NoSource, RateLimited, RegistryError, RegistryUnavailable
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
@@ -154,6 +156,8 @@ class _Failure:
 
     kind: type[RegistryError]
     reason: str
+    status: int | None = None
+    """The HTTP status Docker Hub answered, when that was the failure."""
 
 
 class _Unanswered(Exception):
@@ -235,7 +239,7 @@ class HubTiers:
         message saying the tier is unknown, and why) when Docker Hub cannot answer."""
         namespace = hub_namespace(ref)
         if namespace is None:
-            raise RegistryError(
+            raise NoSource(
                 f"trusted-content tier of {ref} is unknown: Docker Hub only knows docker.io images",
                 registry=ref.registry,
                 reference=str(ref),
@@ -263,7 +267,7 @@ class HubTiers:
             return cached
         failed = self._failures.get(namespace)
         if failed is not None:
-            raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)"))
+            raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)", failed.status))
         stored = self._disk.get_tier(namespace, max_age=self._ttl) if self._disk else None
         if stored is not None:
             self._answers.put(namespace, stored)
@@ -317,8 +321,9 @@ class HubTiers:
             (k for k in (RateLimited, RegistryUnavailable) if any(f.kind is k for f in failures)),
             RegistryError,
         )
+        status = next((f.status for f in failures if f.kind is kind and f.status), None)
         reasons = "; ".join(f.reason for f in failures)
-        raise _Unanswered(_Failure(kind, reasons))
+        raise _Unanswered(_Failure(kind, reasons, status))
 
     def _get(
         self,
@@ -384,12 +389,12 @@ def _status_failure(what: str, response: requests.Response) -> _Failure:
     if status == 429:
         after = response.headers.get("Retry-After")
         hint = f", retry after {after}s" if after and after.isdigit() else ""
-        return _Failure(RateLimited, f"{what}: rate limited (HTTP 429{hint})")
+        return _Failure(RateLimited, f"{what}: rate limited (HTTP 429{hint})", status)
     if status >= 500:
-        return _Failure(RegistryUnavailable, f"{what}: HTTP {status}")
+        return _Failure(RegistryUnavailable, f"{what}: HTTP {status}", status)
     if 300 <= status < 400:
-        return _Failure(RegistryError, f"{what}: HTTP {status} redirect (not followed)")
-    return _Failure(RegistryError, f"{what}: HTTP {status}")
+        return _Failure(RegistryError, f"{what}: HTTP {status} redirect (not followed)", status)
+    return _Failure(RegistryError, f"{what}: HTTP {status}", status)
 
 
 def _checked(tier: str, namespace: str) -> str:
@@ -408,6 +413,7 @@ def _error(ref: Reference, namespace: str, failure: _Failure) -> RegistryError:
         f"{namespace!r} ({failure.reason})",
         registry=HUB,
         reference=str(ref),
+        status=failure.status,
     )
 
 
@@ -438,7 +444,7 @@ class Tiers:
         if known is not None:
             return known
         if self.hub is None:
-            raise RegistryError(
+            raise NoSource(
                 f"trusted-content tier of {ref} is unknown: no Docker Hub tier lookup is "
                 "configured (add it to the `tiers` catalog)",
                 registry=HUB,

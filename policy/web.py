@@ -57,7 +57,7 @@ from policy import resolver as resolver_mod
 from policy import settings as settings_mod
 from policy.deadline import Deadline
 from policy.errors import ConfigErrors, InvalidReference, PolicyError, ReviewError
-from policy.evaluate import ImageDecision
+from policy.evaluate import ImageDecision, Violation
 from policy.k8s import admission
 from policy.k8s.admission import Finding
 from policy.k8s.workloads import ImageSite
@@ -622,6 +622,20 @@ def _ensure_handler(logger: logging.Logger) -> None:
         logger.setLevel(logging.INFO)
 
 
+def _violation_log(v: Violation) -> dict[str, object]:
+    """A violation in the decision log: with its detail (the upstream's words, the address
+    tried), which the answer to the API server never carries."""
+    line: dict[str, object] = {
+        "rule": v.rule,
+        "check": v.check,
+        "action": v.action,
+        "message": v.message,
+    }
+    if v.detail:
+        line["detail"] = v.detail
+    return line
+
+
 def _finding_log(f: Finding) -> dict[str, object]:
     d = f.decision
     return {
@@ -631,10 +645,7 @@ def _finding_log(f: Finding) -> dict[str, object]:
         "digest": (d.facts.digest or d.reference.digest) if d is not None else None,
         "allowed": f.allowed,
         "violations": (
-            [
-                {"rule": v.rule, "check": v.check, "action": v.action, "message": v.message}
-                for v in d.violations
-            ]
+            [_violation_log(v) for v in d.violations]
             if d is not None
             else [{"rule": "(reference)", "action": "deny", "message": f.invalid}]
         ),
@@ -870,7 +881,9 @@ def create_app(
     def current_policy() -> tuple[Policy, Service, Service]:
         policy = holder.policy
         if policy.validate is None or policy.pin is None:
-            raise _Unavailable(f"no valid rules are loaded: {policy.rules_error}")
+            # The API server may hand this body to whoever applied the object: the error
+            # (file paths, rule text) is for the operator, in /readyz and the reload log line.
+            raise _Unavailable("no valid rules are loaded; see /readyz or the webhook's log")
         return policy, policy.validate, policy.pin
 
     def answer(

@@ -966,6 +966,7 @@ class Authenticator:
             raise RegistryUnavailable(
                 f"token realm {realm_host} for {registry} failed (HTTP {status})",
                 registry=registry,
+                status=status,
             )
         if 300 <= status < 400:
             raise RegistryAuthError(

@@ -580,6 +580,7 @@ class RegistryClient:
                     + _registry_message(answer.body, secrets),
                     registry=registry,
                     reference=ref,
+                    status=status,
                 )
                 if endpoint.mirror:
                     raise _Fallback(unavailable)
@@ -592,6 +593,7 @@ class RegistryClient:
                 + _registry_message(answer.body, secrets),
                 registry=registry,
                 reference=ref,
+                status=status,
             )
 
     def _authorization(
@@ -1056,4 +1058,6 @@ def _display(registry: str, repository: str, reference: str) -> str:
 
 def _with(error: RegistryError, registry: str, reference: str) -> RegistryError:
     """The same error, its message prefixed with the reference, and located."""
-    return type(error)(f"{reference}: {error}", registry=registry, reference=reference)
+    return type(error)(
+        f"{reference}: {error}", registry=registry, reference=reference, status=error.status
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -241,6 +242,20 @@ class Webhook:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def decision_line(self, uid: str, seconds: float = 5.0) -> dict[str, Any]:
+        """The decision log line of the review `uid` (written in batches: waits for it)."""
+        end = time.monotonic() + seconds
+        while True:
+            for text in self.log().splitlines():
+                if not text.startswith("{") or uid not in text:
+                    continue
+                line = json.loads(text)
+                if line.get("event") == "decision" and line.get("uid") == uid:
+                    return dict(line)
+            if time.monotonic() > end:
+                raise AssertionError(f"no decision line for uid {uid} in:\n{self.log()}")
+            time.sleep(0.05)
 
     def session(self) -> requests.Session:
         s = requests.Session()

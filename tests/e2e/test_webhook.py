@@ -286,8 +286,15 @@ def test_a_hanging_registry_is_decided_within_the_deadline(
         assert elapsed < 4.0
         assert response["allowed"] is False
         message = response["status"]["message"]
-        assert f"no answer from {hanging_registry.host} within the decision deadline" in message
-        assert "onResolveError is deny" in message
+        assert "could not be fetched (registry unreachable); onResolveError is deny" in message
+        # What happened is the operator's to read, in the decision log line of the review.
+        line = hook.decision_line(response["uid"])
+        (violation,) = line["images"][0]["violations"]
+        assert violation["message"] in message
+        assert (
+            f"no answer from {hanging_registry.host} within the decision deadline"
+            in violation["detail"]
+        )
     finally:
         hook.stop()
 

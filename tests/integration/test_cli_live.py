@@ -70,7 +70,12 @@ def test_resolve_platform_filter_and_missing_tag(registry: SeededRegistry) -> No
     assert [p["platform"] for p in json.loads(out)["platforms"]] == ["linux/arm64/v8"]
     code, out, _ = run("resolve", f"{registry.host}/docker/app:nope")
     assert code == 2
-    assert "error (digest)" in out and "manifest unknown" in out
+    # The operator sees the class and, beside it, the registry's own words.
+    assert "error (digest): image not found (manifest unknown: " in out
+    code, out, _ = run("resolve", f"{registry.host}/docker/app:nope", "--json")
+    doc = json.loads(out)
+    assert doc["errors"]["digest"] == "image not found"
+    assert "MANIFEST_UNKNOWN" in doc["details"]["digest"]
 
 
 def test_check_live_allows_and_denies(registry: SeededRegistry, tmp_path: Path) -> None:
@@ -130,8 +135,9 @@ def test_check_with_token_auth_credentials_from_settings(
     # Without credentials the token server refuses: decided by onResolveError, clearly.
     code, out, _ = run("check", "--rules", rules, "--format", "json", "--image", image)
     assert code == 1
-    message = json.loads(out)["results"][0]["violations"][0]["message"]
-    assert "could not be fetched" in message
+    violation = json.loads(out)["results"][0]["violations"][0]
+    assert "could not be fetched (registry authentication failed)" in violation["message"]
+    assert "requires authentication" in violation["detail"]  # the CLI shows the operator why
     assert PASSWORD not in out
     # With the password in the settings file it resolves, and the image is allowed.
     (tmp_path / "pw").write_text(PASSWORD + "\n")

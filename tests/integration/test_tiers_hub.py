@@ -331,7 +331,8 @@ def test_resolver_takes_tiers_from_settings(hub: HubServer) -> None:
             [(ref(f"down/app@{DIGEST}"), Needs(tier=True))], deadline=Deadline(5)
         )
         assert failed.tier is None
-        assert failed.errors["tier"].startswith("trusted-content tier of docker.io/down/app@")
+        assert failed.errors["tier"] == "Docker Hub answered an error (HTTP 500)"
+        assert failed.details["tier"].startswith("trusted-content tier of docker.io/down/app@")
     finally:
         resolver.close()
 
@@ -400,9 +401,12 @@ def test_check_end_to_end(hub: HubServer, files: tuple[str, str]) -> None:
         "search); rule trusted-tier allows official, verified_publisher, sponsored_oss"
     )
     (down,) = results[f"down/app@{DIGEST}"]["violations"]
-    assert "trusted-content tier of docker.io/down/app@" in down["message"]
-    assert "is unknown: Docker Hub could not answer" in down["message"]
-    assert "onResolveError is deny" in down["message"]
+    assert down["message"] == (
+        f"cannot check docker.io/down/app@{DIGEST}: tier could not be fetched "
+        "(Docker Hub answered an error (HTTP 500)); onResolveError is deny"
+    )
+    assert "trusted-content tier of docker.io/down/app@" in down["detail"]
+    assert "is unknown: Docker Hub could not answer" in down["detail"]
     assert results[f"registry.corp.example/base/app@{DIGEST}"]["allowed"] is True
     assert results[f"nginx@{DIGEST}"]["allowed"] is True
     # One lookup for acme, one for nobody, two (search + org) for down: nothing else.

@@ -1,11 +1,13 @@
 """The webhook (Flask test client, real resolver, real distribution registries) facing hostile
 registries and image strings: a token realm answering deep JSON denies its image with the reason
-while the healthy image is judged as usual (never a RecursionError, never a 500); made-up
-registry hosts share one metric label instead of adding series."""
+classified (the realm's failure in the decision log only) while the healthy image is judged as
+usual (never a RecursionError, never a 500); made-up registry hosts share one metric label
+instead of adding series."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,20 +77,30 @@ def test_a_realm_answering_deep_json_denies_its_image_and_judges_the_others(
     deep_realm_registry: RunningRegistry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = web.create_app(LOOPBACK, rules=loader.load_rules_text(RULES))
+    logger = logging.getLogger(f"{web.LOGGER}.deep-realm")
+    app = web.create_app(LOOPBACK, rules=loader.load_rules_text(RULES), logger=logger)
     client = app.test_client()
     healthy = f"{registry.host}/oci/app:single"
     hostile = f"{deep_realm_registry.host}/team/app:1"
-    with caplog.at_level(logging.ERROR, logger=web.LOGGER):
+    with caplog.at_level(logging.INFO, logger=logger.name):
         reply = client.post("/validate", json=review(healthy, hostile))
+        app.extensions["image_policy_log"].flush()
     assert reply.status_code == 200, reply.get_data(as_text=True)
     response = reply.get_json()["response"]
     assert response["allowed"] is False
     message = response["status"]["message"]
     assert hostile in message
-    assert "JSON nested 100000 levels deep, more than the limit of 64" in message
+    assert "image manifest could not be fetched (registry authentication failed)" in message
+    assert "JSON" not in message and "token realm" not in message  # the realm's words: logged
     assert healthy not in message  # two layers: the healthy image passes its rule
     assert not [r for r in caplog.records if "internal_error" in r.getMessage()]
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == logger.name]
+    assert line["uid"] == "deep-1"
+    (denied,) = [i for i in line["images"] if not i["allowed"]]
+    assert (
+        "JSON nested 100000 levels deep, more than the limit of 64"
+        in (denied["violations"][0]["detail"])
+    )
 
     # The same image alone, and the healthy one alone: the service keeps answering.
     assert client.post("/validate", json=review(healthy)).get_json()["response"]["allowed"]

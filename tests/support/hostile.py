@@ -32,6 +32,8 @@ from tests.support.images import (
 
 SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 METADATA_REALM = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+LEAKY_MESSAGE = "internal-admin v3.2; db=postgres://10.0.0.7"
+"""What the `leaky` scenario's 500 says: `X: internal-admin v3.2; db=postgres://10.0.0.7`."""
 
 GOOD_CONFIG = canonical(image_config("linux/amd64", user="1000", labels={"team": "x"}))
 GOOD_LAYER = blob_bytes("hostile-layer", 2048)
@@ -83,6 +85,7 @@ SCENARIOS = (
     "teapot",
     "echo-auth",
     "stall",
+    "leaky",
 )
 
 
@@ -412,6 +415,10 @@ def _handler(server: HostileServer) -> type[BaseHTTPRequestHandler]:
         def scenario_bearer_metadata_realm(self, kind: str, ref: str, before: int) -> None:
             challenge = f'Bearer realm="{METADATA_REALM}",service="hostile"'
             self.errors(401, "UNAUTHORIZED", "token needed", **{"WWW-Authenticate": challenge})
+
+        def scenario_leaky(self, kind: str, ref: str, before: int) -> None:
+            """A 500 whose error tells what runs inside (never to be shown to a pod author)."""
+            self.errors(500, "X", LEAKY_MESSAGE)
 
         def scenario_forbidden(self, kind: str, ref: str, before: int) -> None:
             self.errors(403, "DENIED", "requested access to the resource is denied")

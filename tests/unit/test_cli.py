@@ -103,10 +103,13 @@ def test_warn_only_is_allowed_with_exit_zero() -> None:
 def test_unknown_image_is_decided_by_on_resolve_error() -> None:
     code, report = check_json("--image", "ghcr.io/acme/unknown:1", "--namespace", "default")
     assert code == 1
-    messages = [v["message"] for v in report["results"][0]["violations"]]  # type: ignore[index]
-    assert messages == [
-        "cannot check ghcr.io/acme/unknown:1: image manifest could not be fetched "
-        "(ghcr.io/acme/unknown:1 is not in the facts file); onResolveError is deny"
+    violations = report["results"][0]["violations"]  # type: ignore[index]
+    assert [(v["message"], v["detail"]) for v in violations] == [
+        (
+            "cannot check ghcr.io/acme/unknown:1: image manifest could not be fetched "
+            "(not recorded in the facts file); onResolveError is deny",
+            "ghcr.io/acme/unknown:1 is not in the facts file",
+        )
     ]
 
 

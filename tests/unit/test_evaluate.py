@@ -3,6 +3,7 @@ with exceptions on an injected clock, namespaces, platform selection and resolve
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -486,6 +487,71 @@ def test_on_resolve_error(
 def test_facts_not_resolved(require: str, facts: ImageFacts, message: str) -> None:
     d = decide(ruleset(rule("r", require)), "ghcr.io/o/app:1", facts)
     assert [v.message for v in d.violations] == [message]
+
+
+LEAK = "ghcr.io/o/app:1: 10.0.0.7:5000 answered HTTP 500: X: internal-admin v3.2"
+
+
+@pytest.mark.parametrize(
+    ("require", "facts", "reason", "detail"),
+    [
+        (
+            "{maxLayers: 3}",
+            ImageFacts(
+                errors=MappingProxyType(dict.fromkeys(("digest", "manifest"), "image not found")),
+                details=MappingProxyType({"digest": "manifest unknown: x", "manifest": LEAK}),
+            ),
+            "image manifest could not be fetched (image not found)",
+            LEAK,
+        ),
+        (
+            "{nonRootUser: true}",
+            ImageFacts(
+                errors=MappingProxyType({"digest": "registry unreachable"}),
+                details=MappingProxyType({"digest": LEAK}),
+            ),
+            "image config could not be fetched (registry unreachable)",
+            LEAK,
+        ),
+        (
+            "{tier: [official]}",
+            ImageFacts(
+                errors=MappingProxyType({"tier": "Docker Hub unreachable"}),
+                details=MappingProxyType({"tier": LEAK}),
+            ),
+            "tier could not be fetched (Docker Hub unreachable)",
+            LEAK,
+        ),
+        (  # a reason without a detail (facts made without one): no detail
+            "{maxLayers: 3}",
+            ImageFacts(errors=MappingProxyType({"manifest": "registry unreachable"})),
+            "image manifest could not be fetched (registry unreachable)",
+            "",
+        ),
+    ],
+)
+def test_a_fact_not_fetched_is_told_by_its_class_with_the_detail_beside(
+    require: str, facts: ImageFacts, reason: str, detail: str
+) -> None:
+    """The message (what a pod author reads) has the classified reason of the fact the check
+    reads; the violation's detail carries that same fact's full reason, for the operator."""
+    d = decide(ruleset(rule("r", require)), "ghcr.io/o/app:1", facts)
+    (violation,) = d.violations
+    assert violation.message == f"cannot check ghcr.io/o/app:1: {reason}; onResolveError is deny"
+    assert violation.detail == detail
+    assert "10.0.0.7" not in violation.message
+
+
+def test_the_tag_finding_keeps_the_detail_apart() -> None:
+    facts = dataclasses.replace(
+        tagged(None, tag="registry unreachable"), details=MappingProxyType({"tag": LEAK})
+    )
+    d = decide(ruleset(TAG_RULES, exceptions=LEGACY_TAG), f"mycorp/app:legacy-1@{DEBUG}", facts)
+    (finding,) = [v for v in d.violations if v.rule == "(tag)"]
+    assert "could not be confirmed to point to sha256:dddddddddddd… (registry unreachable)" in (
+        finding.message
+    )
+    assert finding.detail == LEAK and "10.0.0.7" not in finding.message
 
 
 # --- needs --------------------------------------------------------------------------------------

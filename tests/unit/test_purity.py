@@ -18,6 +18,7 @@ POLICY = ROOT / "policy"
 
 CORE = [
     "policy.errors",
+    "policy.failures",
     "policy.reference",
     "policy.patterns",
     "policy.units",

@@ -438,3 +438,44 @@ def test_github_escapes_file_names_and_messages() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown report format 'yaml'"):
         reports.render("yaml", RESULTS, RULES, tool_version="1")  # type: ignore[arg-type]
+
+
+# --- the operator sees the detail a pod author is not told ----------------------------------
+
+UNFETCHED = Violation(
+    "few-layers",
+    "maxLayers",
+    "deny",
+    "cannot check ghcr.io/x/y:1: image manifest could not be fetched (registry answered an "
+    "error (HTTP 500)); onResolveError is deny",
+    "ghcr.io/x/y:1: ghcr.io answered HTTP 500: X: internal-admin v3.2",
+)
+DETAILED = [decided("ghcr.io/x/y:1", UNFETCHED, DENY)]
+
+
+def test_json_has_the_detail_beside_the_message_and_only_when_there_is_one() -> None:
+    doc = json.loads(render("json", DETAILED))
+    first, second = doc["results"][0]["violations"]
+    assert (first["message"], first["detail"]) == (UNFETCHED.message, UNFETCHED.detail)
+    assert "detail" not in second
+
+
+def test_text_shows_the_detail_on_a_line_of_its_own() -> None:
+    lines = render("text", DETAILED).splitlines()
+    at = lines.index(f"    ✗ deny few-layers: {UNFETCHED.message}")
+    assert lines[at + 1] == f"        detail: {UNFETCHED.detail}"
+    assert lines[at + 2] == f"    ✗ deny few-layers: {DENY.message}"  # no detail, no line
+
+
+def test_sarif_junit_and_github_append_the_detail(sarif_validator: Any) -> None:
+    described = f"{UNFETCHED.message} (detail: {UNFETCHED.detail})"
+    doc = sarif(DETAILED)
+    assert list(sarif_validator.iter_errors(doc)) == []
+    first, second = doc["runs"][0]["results"]
+    assert first["message"]["text"] == described
+    assert first["properties"]["detail"] == UNFETCHED.detail
+    assert second["message"]["text"] == DENY.message and "detail" not in second["properties"]
+    failure = ET.fromstring(render("junit", DETAILED)).find(".//failure")
+    assert failure is not None and failure.text is not None
+    assert f"deny few-layers (maxLayers): {described}" in failure.text
+    assert f"::{described}" in render("github", DETAILED)
