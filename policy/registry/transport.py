@@ -235,7 +235,8 @@ class _GuardedConnection(u3connection.HTTPConnection):
                     raise ConnectTimeoutError(self, f"no time left to connect to {host}") from None
         if last is None and refusals:
             raise EgressBlocked(self, refusals[0])
-        raise NewConnectionError(self, f"cannot connect to {host}: {last}")
+        # Chained, so the cause (connection refused, unreachable) can be told.
+        raise NewConnectionError(self, f"cannot connect to {host}: {last}") from last
 
 
 class _GuardedHTTPSConnection(_GuardedConnection, u3connection.HTTPSConnection):

@@ -76,8 +76,15 @@ def guarded(
 
 
 def digest_error(resolver: resolver_mod.RegistryResolver, image: str) -> str | None:
+    """The operator's detail of why the digest could not be had (None: it was); the class
+    (what a pod author reads) must then be the egress policy's when the detail says so."""
     [facts] = resolver.resolve([(reference.parse(image), Needs(digest=True))], deadline=Deadline(5))
-    return facts.errors.get("digest")
+    if "digest" not in facts.errors:
+        return None
+    detail = facts.details["digest"]
+    if "refused by egress policy" in detail:
+        assert facts.errors["digest"] == "refused by egress policy"
+    return detail
 
 
 @pytest.fixture
