@@ -258,9 +258,16 @@ class PolicyHolder:
                     settings_error = str(exc)
                     self._on_reload("settings", "error", settings_error)
                 else:
-                    if self._fixed_resolver is None:
-                        resolver = self._build_resolver(settings)
-                    self._on_reload("settings", "ok", None)
+                    try:
+                        if self._fixed_resolver is None:
+                            resolver = self._build_resolver(settings)
+                    except PolicyError as exc:
+                        # e.g. a `dockerConfig` that is no docker config: the old settings and
+                        # resolver keep serving, and /readyz says why (never a 500 later).
+                        settings, settings_error = current.settings, str(exc)
+                        self._on_reload("settings", "error", settings_error)
+                    else:
+                        self._on_reload("settings", "ok", None)
             else:
                 settings_error = current.settings_error
         ruleset, rules_error = current.ruleset, current.rules_error

@@ -944,6 +944,33 @@ def test_settings_reload(tmp_path: Path, resolver: FakeResolver) -> None:
     assert "excludeNamespaces" in client.get("/readyz").get_json()["settingsError"]
 
 
+def test_a_settings_reload_whose_resolver_cannot_be_built_keeps_the_old_settings(
+    tmp_path: Path,
+) -> None:
+    """A reloaded settings file naming a docker config that is not one: refused like a broken
+    settings file (old settings serve, /readyz says why without quoting the file), no 500."""
+    config = tmp_path / "settings.yaml"
+    config.write_text("excludeNamespaces: [kube-system]\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    clock = Clock()
+    env = {"IMAGE_POLICY_CONFIG": str(config), "IMAGE_POLICY_RULES": str(rules)}
+    app = web.create_app(env=env, clock=clock)
+    client = app.test_client()
+    broken = tmp_path / "config.json"
+    broken.write_text('{"auths": {"ghcr.io": {"auth": "c2VjcmV0OnNlY3JldA=="')
+    config.write_text(f"dockerConfig: {broken}\nexcludeNamespaces: [kube-system, dev]\n")
+    clock.now += 2
+    empty = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}
+    reply = client.post("/validate", json=review(empty, namespace="dev"))
+    assert reply.status_code == 200
+    holder = app.extensions["image_policy"]
+    assert holder.current.settings.exclude_namespaces == ("kube-system",)
+    error = client.get("/readyz").get_json()["settingsError"]
+    assert str(broken) in error and "not valid JSON" in error
+    assert "c2VjcmV0" not in error
+
+
 def test_create_app_needs_rules() -> None:
     with pytest.raises(web.PolicyError, match="IMAGE_POLICY_RULES"):
         web.create_app(Settings(), env={})
