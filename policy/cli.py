@@ -36,7 +36,9 @@ from policy.errors import InputError, InvalidReference, PolicyError, RegistryErr
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
 from policy.rules import RuleSet
-from policy.scanners import FoundImage, detect
+from policy import walk
+from policy.k8s import workloads
+from policy.scanners import FoundImage, Skipped, detect, dotenv
 from policy.service import Item, Resolver, Service
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -53,34 +55,66 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
 
-def _input_files(paths: Sequence[str]) -> list[tuple[str, Path | None]]:
-    """(name, path) per input: `-` is stdin (path None); directories are walked recursively
-    for Kubernetes YAML, compose files and Dockerfiles."""
-    out: list[tuple[str, Path | None]] = []
-    for name in paths:
-        if name == "-":
-            out.append(("<stdin>", None))
-            continue
-        path = Path(name)
-        if path.is_dir():
-            out.extend(
-                (str(p), p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and detect.is_candidate(p.name)
-            )
-        else:
-            out.append((name, path))
-    return out
+_KINDS = ("kubernetes", "compose", "dockerfile", "images")
 
 
-def _read_text(path: Path | None, stdin: IO[str]) -> str:
-    if path is None:
-        return stdin.read()
+class _Inputs:
+    """What the inputs hold: the images found, the files skipped, and how each file (and,
+    for `--explain`, each Kubernetes kind) was read."""
+
+    def __init__(self) -> None:
+        self.found: list[FoundImage] = []
+        self.skipped: list[Skipped] = []
+        self.explained: list[str] = []
+
+
+def _in_chart(path: Path) -> bool:
+    """Whether `path` lies in a Helm chart's `templates/` tree (a `Chart.yaml` above it)."""
+    parents = path.parents
+    return any(
+        parent.name == "templates" and (parent.parent / "Chart.yaml").is_file()
+        for parent in list(parents)[:-1]
+    )
+
+
+def _env_files(names: Sequence[str]) -> dict[str, str]:
+    texts = {}
+    for name in names:
+        texts[name] = _read_bounded(Path(name), dotenv.MAX_BYTES)
+    return texts
+
+
+def _read_bounded(path: Path, limit: int) -> str:
     try:
-        # Bytes decoded as they are: line endings are kept (pin rewrites CRLF files exactly).
-        return path.read_bytes().decode("utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise InputError(f"{path}: larger than {limit // 1024} KiB; not read")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
+
+
+class _ComposeEnv:
+    """Interpolation variables per compose project directory: the environment over the
+    `--env-file` files, or over the project directory's `.env`, each read once."""
+
+    def __init__(self, environ: Mapping[str, str], env_files: Sequence[str]) -> None:
+        self.environ = environ
+        self.given = dotenv.environment(_env_files(env_files), environ) if env_files else None
+        self.by_dir: dict[Path, Mapping[str, str]] = {}
+
+    def for_file(self, path: Path | None) -> Mapping[str, str]:
+        if self.given is not None:
+            return self.given
+        directory = Path.cwd() if path is None else path.parent
+        if directory not in self.by_dir:
+            dot = directory / ".env"
+            files = {str(dot): _read_bounded(dot, dotenv.MAX_BYTES)} if dot.is_file() else {}
+            self.by_dir[directory] = dotenv.environment(files, self.environ) if files else (
+                self.environ
+            )
+        return self.by_dir[directory]
 
 
 def _read_inputs(
@@ -89,23 +123,53 @@ def _read_inputs(
     *,
     env: Mapping[str, str] | None = None,
     build_args: Mapping[str, str] | None = None,
-) -> list[FoundImage]:
-    """Every image in the inputs, each file's type detected from its name and content."""
+    env_files: Sequence[str] = (),
+    workload_table: workloads.Table | None = None,
+) -> _Inputs:
+    """Every image in the inputs, each file's kind told by `detect.triage` (standard input by
+    `detect.kind_of`); files that are not inputs are skipped, those named explicitly that
+    cannot be read are errors."""
     environment = os.environ if env is None else env
-    found: list[FoundImage] = []
-    for name, path in _input_files(paths):
-        text = _read_text(path, stdin)
-        found.extend(detect.scan(name, text, env=environment, build_args=build_args or {}))
-    return found
+    compose_env = _ComposeEnv(environment, env_files)
+    inputs = _Inputs()
+    for source in walk.sources(paths):
+        try:
+            text = walk.read_text(source, stdin.read() if source.path is None else None)
+        except InputError as exc:
+            if source.explicit:
+                raise
+            inputs.skipped.append(Skipped(source.name, str(exc).removeprefix(f"{source.path}: ")))
+            continue
+        if source.path is None:
+            kind: str = detect.kind_of(source.name, text)
+        else:
+            kind = detect.triage(source.name, text, chart_template=_in_chart(source.path))
+        if kind not in _KINDS:
+            inputs.skipped.append(Skipped(source.name, kind))
+            inputs.explained.append(f"{source.name}: skipped: {kind}")
+            continue
+        found = detect.scan_as(
+            kind,  # type: ignore[arg-type]
+            source.name,
+            text,
+            env=compose_env.for_file(source.path) if kind == "compose" else environment,
+            build_args=build_args or {},
+            table=workload_table,
+            explain=inputs.explained,
+        )
+        inputs.explained.append(f"{source.name}: {kind}, {len(found)} image(s)")
+        inputs.found.extend(found)
+    return inputs
 
 
 def _images_from(files: Sequence[str], stdin: IO[str]) -> list[FoundImage]:
     found: list[FoundImage] = []
     for name in files:
-        path = None if name == "-" else Path(name)
-        found.extend(
-            detect.images_from(_read_text(path, stdin), "<stdin>" if path is None else name)
+        source = walk.Source("<stdin>", None, True) if name == "-" else walk.Source(
+            name, Path(name), True
         )
+        text = walk.read_text(source, stdin.read() if source.path is None else None)
+        found.extend(detect.images_from(text, source.name))
     return found
 
 
@@ -203,23 +267,41 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         err.write("image-policy check: give manifest files, '-' for stdin, or --image REF\n")
         return EXIT_USAGE
     ruleset = loader.load_rules(args.rules)
+    settings = settings_mod.load_settings(args.config)
+    inputs = _read_inputs(
+        args.inputs,
+        sys.stdin,
+        build_args=_build_args(args.build_arg),
+        env_files=args.env_file,
+        workload_table=settings.workload_table,
+    )
+    if args.explain:
+        for line in inputs.explained:
+            err.write(f"{line}\n")
+    if args.strict and inputs.skipped:
+        for skipped in inputs.skipped:
+            err.write(f"image-policy check: {skipped.file}: {skipped.reason}\n")
+        err.write(f"image-policy check: {len(inputs.skipped)} file(s) skipped (--strict)\n")
+        return EXIT_USAGE
     found = (
-        _from_flags(args.image)
-        + _images_from(args.images_from, sys.stdin)
-        + _read_inputs(args.inputs, sys.stdin, build_args=_build_args(args.build_arg))
+        _from_flags(args.image) + _images_from(args.images_from, sys.stdin) + inputs.found
     )
     resolver: Resolver
     if args.facts is not None:
         resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
     else:
         resolver = resolver_mod.build(
-            settings_mod.load_settings(args.config),
+            settings,
             mode="cli",
             disk=_disk_cache(args),
             max_workers=args.jobs,
         )
     if not found:
-        err.write("image-policy check: no images found in the inputs\n")
+        skipped = f" ({len(inputs.skipped)} file(s) skipped)" if inputs.skipped else ""
+        err.write(f"image-policy check: no images found in the inputs{skipped}\n")
+        if inputs.skipped and not args.quiet:
+            for item in inputs.skipped:
+                err.write(f"  skipped {item.file}: {item.reason}\n")
         return EXIT_ALLOWED
     distinct = len({f.image for f in found})
     progress = _Progress(err, len(found), enabled=err.isatty() and not args.quiet and distinct > 20)
@@ -241,6 +323,7 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         quiet=args.quiet,
         tool_version=__version__,
         root=os.getcwd(),
+        skipped=inputs.skipped,
     )
     _emit(report, args.output, out)
     return EXIT_ALLOWED if all(r.allowed for r in results) else EXIT_DENIED
@@ -279,12 +362,29 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if "-" in args.files:
         err.write("image-policy pin: give files (stdin cannot be rewritten)\n")
         return EXIT_USAGE
-    files = [(name, path) for name, path in _input_files(args.files) if path is not None]
     scanned = []
-    for name, path in files:
-        text = _read_text(path, sys.stdin)
-        found = detect.scan(name, text, env=os.environ, build_args=build_args)
-        scanned.append((name, path, text, found))
+    compose_env = _ComposeEnv(os.environ, ())
+    for source in walk.sources(args.files):
+        assert source.path is not None  # "-" refused above
+        try:
+            text = walk.read_text(source)
+        except InputError:
+            if source.explicit:
+                raise
+            continue
+        kind = detect.triage(source.name, text, chart_template=_in_chart(source.path))
+        if kind not in _KINDS:
+            if source.explicit:
+                err.write(f"image-policy pin: {source.name}: skipped: {kind}\n")
+            continue
+        found = detect.scan_as(
+            kind,  # type: ignore[arg-type]
+            source.name,
+            text,
+            env=compose_env.for_file(source.path) if kind == "compose" else os.environ,
+            build_args=build_args,
+        )
+        scanned.append((source.name, source.path, text, found))
     wanted = {}
     for *_, found in scanned:
         for f in found:
@@ -434,7 +534,7 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
     files: list[str] = []
     for item in args.inputs:
         (files if item == "-" or Path(item).exists() else images).append(item)
-    found = _from_flags(images) + _read_inputs(files, sys.stdin)
+    found = _from_flags(images) + _read_inputs(files, sys.stdin).found
     if not found:
         err.write("image-policy tiers export: give images or manifest files\n")
         return EXIT_USAGE
@@ -622,6 +722,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--build-arg", action="append", default=[], metavar="NAME=VALUE", help="for Dockerfiles"
+    )
+    check.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="compose variables, instead of the .env beside each compose file",
+    )
+    check.add_argument(
+        "--strict", action="store_true", help="skipped files (not manifests, Helm templates) are errors (exit 2)"
+    )
+    check.add_argument(
+        "--explain",
+        action="store_true",
+        help="say how each file and Kubernetes kind was read (to stderr)",
     )
     check.add_argument("--namespace", metavar="NS", help="the namespace the images will run in")
     check.add_argument("--format", choices=reports.FORMATS, default="text")

@@ -76,7 +76,9 @@ def test_check_reports_every_image_with_its_line_and_verdict() -> None:
     assert [v["rule"] for v in nginx["violations"]] == ["shop-pinned"]  # type: ignore[index]
     assert nginx["violations"][0]["action"] == "audit"  # type: ignore[index]
     summary = report["summary"]
-    assert summary == {"images": 11, "allowed": 9, "denied": 2, "warnings": 1, "audits": 5}
+    assert summary == {
+        "images": 11, "allowed": 9, "denied": 2, "warnings": 1, "audits": 5, "skipped": 0
+    }
 
 
 def test_only_the_amd64_entry_is_read_and_attestations_never_count() -> None:
