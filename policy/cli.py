@@ -26,6 +26,7 @@ from policy import (
     ruletests,
     schema,
     units,
+    walk,
 )
 from policy import resolver as resolver_mod
 from policy import settings as settings_mod
@@ -35,9 +36,8 @@ from policy.diskcache import DiskCache
 from policy.errors import InputError, InvalidReference, PolicyError, RegistryError, RuleErrors
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
-from policy.rules import RuleSet
-from policy import walk
 from policy.k8s import workloads
+from policy.rules import RuleSet
 from policy.scanners import FoundImage, Skipped, detect, dotenv
 from policy.service import Item, Resolver, Service
 
@@ -111,8 +111,8 @@ class _ComposeEnv:
         if directory not in self.by_dir:
             dot = directory / ".env"
             files = {str(dot): _read_bounded(dot, dotenv.MAX_BYTES)} if dot.is_file() else {}
-            self.by_dir[directory] = dotenv.environment(files, self.environ) if files else (
-                self.environ
+            self.by_dir[directory] = (
+                dotenv.environment(files, self.environ) if files else (self.environ)
             )
         return self.by_dir[directory]
 
@@ -165,8 +165,10 @@ def _read_inputs(
 def _images_from(files: Sequence[str], stdin: IO[str]) -> list[FoundImage]:
     found: list[FoundImage] = []
     for name in files:
-        source = walk.Source("<stdin>", None, True) if name == "-" else walk.Source(
-            name, Path(name), True
+        source = (
+            walk.Source("<stdin>", None, True)
+            if name == "-"
+            else walk.Source(name, Path(name), True)
         )
         text = walk.read_text(source, stdin.read() if source.path is None else None)
         found.extend(detect.images_from(text, source.name))
@@ -283,9 +285,7 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             err.write(f"image-policy check: {skipped.file}: {skipped.reason}\n")
         err.write(f"image-policy check: {len(inputs.skipped)} file(s) skipped (--strict)\n")
         return EXIT_USAGE
-    found = (
-        _from_flags(args.image) + _images_from(args.images_from, sys.stdin) + inputs.found
-    )
+    found = _from_flags(args.image) + _images_from(args.images_from, sys.stdin) + inputs.found
     resolver: Resolver
     if args.facts is not None:
         resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
@@ -297,8 +297,8 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             max_workers=args.jobs,
         )
     if not found:
-        skipped = f" ({len(inputs.skipped)} file(s) skipped)" if inputs.skipped else ""
-        err.write(f"image-policy check: no images found in the inputs{skipped}\n")
+        count = f" ({len(inputs.skipped)} file(s) skipped)" if inputs.skipped else ""
+        err.write(f"image-policy check: no images found in the inputs{count}\n")
         if inputs.skipped and not args.quiet:
             for item in inputs.skipped:
                 err.write(f"  skipped {item.file}: {item.reason}\n")
@@ -731,7 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="compose variables, instead of the .env beside each compose file",
     )
     check.add_argument(
-        "--strict", action="store_true", help="skipped files (not manifests, Helm templates) are errors (exit 2)"
+        "--strict",
+        action="store_true",
+        help="skipped files (not manifests, Helm templates) are errors (exit 2)",
     )
     check.add_argument(
         "--explain",

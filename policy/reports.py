@@ -177,9 +177,7 @@ def _summary_line(results: Sequence[Result]) -> str:
 # --- json ---------------------------------------------------------------------------------
 
 
-def json_document(
-    results: Sequence[Result], skipped: Sequence[Skipped] = ()
-) -> dict[str, object]:
+def json_document(results: Sequence[Result], skipped: Sequence[Skipped] = ()) -> dict[str, object]:
     """The `--format json` document (as a dict): `skipped` lists the files not judged (with
     why), and `summary.skipped` counts them."""
     out = []

@@ -48,10 +48,10 @@ from pathlib import Path
 from types import MappingProxyType
 
 from policy import units
-from policy.k8s import workloads
 from policy.egress import Address, EgressPolicy, Mode, Network, parse_entry
 from policy.errors import Location, SettingsError, SettingsErrors
 from policy.facts import TIERS
+from policy.k8s import workloads
 from policy.patterns import Glob, ImagePattern, image_pattern
 from policy.reference import LOCALHOST, canonical_host
 from policy.yamlsrc import Node, Reader, join, load
@@ -280,7 +280,9 @@ def _workload_table(reader: Reader, node: Node) -> workloads.Table:
         path = f"workloads.{name}"
         group, _, kind = name.rpartition("/")
         if not kind or not kind[:1].isupper() or not kind.isalnum():
-            reader.error(child, path, "expected group/Kind (Kind alone for the core group)", at_key=True)
+            reader.error(
+                child, path, "expected group/Kind (Kind alone for the core group)", at_key=True
+            )
             continue
         if workloads.pod_spec_path(kind) is not None and workloads.is_builtin_group(group):
             reader.error(child, path, f"{kind} is a built-in workload kind", at_key=True)

@@ -94,9 +94,7 @@ BUILTIN_TABLE: Table = {
         ("tekton.dev", kind): KindImages(images=_paths(*_under("spec", _TEKTON_STEPS)))
         for kind in ("Task", "ClusterTask")
     },
-    ("tekton.dev", "TaskRun"): KindImages(
-        images=_paths(*_under("spec.taskSpec", _TEKTON_STEPS))
-    ),
+    ("tekton.dev", "TaskRun"): KindImages(images=_paths(*_under("spec.taskSpec", _TEKTON_STEPS))),
     ("tekton.dev", "Pipeline"): KindImages(
         images=_paths(
             *_under("spec.tasks[*].taskSpec", _TEKTON_STEPS),
@@ -110,7 +108,9 @@ BUILTIN_TABLE: Table = {
         )
     ),
     **{
-        ("argoproj.io", kind): KindImages(images=_paths(*_under("spec.templates[*]", _ARGO_TEMPLATES)))
+        ("argoproj.io", kind): KindImages(
+            images=_paths(*_under("spec.templates[*]", _ARGO_TEMPLATES))
+        )
         for kind in ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
     },
     ("argoproj.io", "CronWorkflow"): KindImages(

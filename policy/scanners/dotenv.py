@@ -111,9 +111,7 @@ def _closing(body: str, quote: str) -> int | None:
     return None
 
 
-def environment(
-    files: Mapping[str, str], environ: Mapping[str, str]
-) -> dict[str, str]:
+def environment(files: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """Interpolation variables as compose sees them: each env file's (text by name, later
     ones overriding earlier ones), under the process environment, which wins."""
     merged: dict[str, str] = {}

@@ -77,7 +77,12 @@ def test_check_reports_every_image_with_its_line_and_verdict() -> None:
     assert nginx["violations"][0]["action"] == "audit"  # type: ignore[index]
     summary = report["summary"]
     assert summary == {
-        "images": 11, "allowed": 9, "denied": 2, "warnings": 1, "audits": 5, "skipped": 0
+        "images": 11,
+        "allowed": 9,
+        "denied": 2,
+        "warnings": 1,
+        "audits": 5,
+        "skipped": 0,
     }
 
 

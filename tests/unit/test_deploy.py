@@ -856,3 +856,56 @@ def test_the_docker_build_context_builds_the_wheel(tmp_path: Path) -> None:
         assert "image-policy = policy.cli:main" in archive.read(entry_points).decode()
     for module in ("policy/web.py", "policy/server.py", "policy/certs.py", "policy/py.typed"):
         assert module in names
+
+
+# Custom resources registered by overlays/custom-resources → a sample object of that kind.
+CUSTOM_SAMPLES = {
+    ("argoproj.io", "rollouts"): "rollout.yaml",
+    ("argoproj.io", "workflows"): "argo-workflow.yaml",
+    ("serving.knative.dev", "services"): "knative-service.yaml",
+    ("apps.kruise.io", "clonesets"): "cloneset.yaml",
+    ("tekton.dev", "tasks"): "tekton-task.yaml",
+}
+CUSTOM_KINDS_WITHOUT_SAMPLE = {
+    ("argoproj.io", "workflowtemplates"): "WorkflowTemplate",
+    ("argoproj.io", "cronworkflows"): "CronWorkflow",
+    ("tekton.dev", "taskruns"): "TaskRun",
+    ("tekton.dev", "pipelines"): "Pipeline",
+    ("tekton.dev", "pipelineruns"): "PipelineRun",
+}
+
+
+def test_custom_resources_overlay_registers_kinds_the_webhook_reads() -> None:
+    """Every kind the overlay registers beyond the base is one whose images the webhook finds:
+    its sample (tests/data/realworld) has images by shape or by the built-in table, and the
+    rest are built-in table entries; the overlay's settings load, with its example kind."""
+    from policy.k8s import admission, workloads
+
+    docs = _build(KUSTOMIZE / "overlays" / "custom-resources")
+    hook = _one(docs, "ValidatingWebhookConfiguration")["webhooks"][0]
+    custom = [r for r in hook["rules"] if r["apiGroups"] not in ([""], ["apps"], ["batch"])]
+    registered = {(g, res) for r in custom for g in r["apiGroups"] for res in r["resources"]}
+    assert registered == set(CUSTOM_SAMPLES) | set(CUSTOM_KINDS_WITHOUT_SAMPLE)
+    samples = ROOT / "tests" / "data" / "realworld" / "deploy" / "crds"
+    for (group, _), name in CUSTOM_SAMPLES.items():
+        obj = yaml.safe_load((samples / name).read_text())
+        request = admission.parse_review(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u",
+                    "kind": {"group": group, "version": "v1", "kind": obj["kind"]},
+                    "operation": "CREATE",
+                    "object": obj,
+                },
+            }
+        )
+        assert admission.plan(request).check, name
+    for (group, _), kind in CUSTOM_KINDS_WITHOUT_SAMPLE.items():
+        assert (group, kind) in workloads.BUILTIN_TABLE
+    settings = settings_mod.load_settings(
+        KUSTOMIZE / "overlays" / "custom-resources" / "settings.yaml", env={}
+    )
+    assert ("batch.example.com", "Runner") in settings.workload_table
+    assert settings.decision_timeout < 10

@@ -164,7 +164,12 @@ def test_json_counts_expired_exceptions_as_warnings_and_allows_when_nothing_is_d
     assert doc["allowed"] is True
     assert doc["results"][0]["warnings"] == [EXPIRED]
     assert doc["summary"] == {
-        "images": 2, "allowed": 2, "denied": 0, "warnings": 1, "audits": 0, "skipped": 0
+        "images": 2,
+        "allowed": 2,
+        "denied": 0,
+        "warnings": 1,
+        "audits": 0,
+        "skipped": 0,
     }
 
 

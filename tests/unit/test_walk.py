@@ -219,7 +219,9 @@ def test_a_huge_tree_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert walk.walk(tmp_path, max_files=40) == []
 
 
-def test_a_file_over_the_size_limit_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_over_the_size_limit_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("a: 1\n" * 100)
     monkeypatch.setattr(walk, "MAX_FILE_BYTES", 100)
@@ -236,7 +238,18 @@ def test_pin_walks_the_same_way(tree: Path) -> None:
 
 def test_cli_runs_as_a_program_on_the_tree(tree: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "policy", "check", "--rules", RULES, "--facts", FACTS, "-q", str(tree)],
+        [
+            sys.executable,
+            "-m",
+            "policy",
+            "check",
+            "--rules",
+            RULES,
+            "--facts",
+            FACTS,
+            "-q",
+            str(tree),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
