@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -694,13 +695,38 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_ALLOWED
 
 
+_MAX_SECONDS = 24 * 3600.0
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds, at most a day (`--timeout`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= _MAX_SECONDS):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {_MAX_SECONDS:.0f}, got {text!r}"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer (at most 1000000), got {text!r}"
+        )
     return value
 
 
@@ -746,7 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--quiet", "-q", action="store_true", help="no progress; text lists only findings"
     )
-    check.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    check.add_argument("--timeout", type=_seconds, default=60.0, help="seconds for all lookups")
     check.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -765,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--platform", action="append", default=[], metavar="OS/ARCH")
     resolve.add_argument("--json", action="store_true")
     resolve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
-    resolve.add_argument("--timeout", type=float, default=None, help="seconds (default 8)")
+    resolve.add_argument("--timeout", type=_seconds, default=None, help="seconds (default 8)")
     resolve.set_defaults(func=_cmd_resolve)
 
     tiers = sub.add_parser("tiers", help="Docker Hub trusted-content tiers")
@@ -779,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--image", action="append", default=[], metavar="REF")
     export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--config", metavar="FILE", help="settings file (dockerHub.api)")
-    export.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    export.add_argument("--timeout", type=_seconds, default=60.0, help="seconds for all lookups")
     export.set_defaults(func=_cmd_tiers_export)
 
     test = sub.add_parser("test", help="run rule tests: facts and expected verdicts in YAML")
@@ -795,7 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin_cmd.add_argument("--cache-dir", metavar="DIR")
     pin_cmd.add_argument("--no-cache", action="store_true")
     pin_cmd.add_argument("--jobs", type=_positive_int, default=16, metavar="N")
-    pin_cmd.add_argument("--timeout", type=float, default=60.0)
+    pin_cmd.add_argument("--timeout", type=_seconds, default=60.0)
     pin_cmd.set_defaults(func=_cmd_pin)
 
     lint = sub.add_parser("lint", help="report every error in rule files (exit 0 or 2)")
@@ -812,9 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     serve.add_argument("--client-ca", metavar="FILE", help="require client certs from this CA")
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0 with TLS)")
-    serve.add_argument("--port", type=int, help="default 8443 with TLS, 8080 without")
-    serve.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
+    serve.add_argument("--port", type=_port, help="default 8443 with TLS, 8080 without")
+    serve.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    serve.add_argument("--threads", type=_positive_int, default=16, help="threads per worker (16)")
     serve.set_defaults(func=_cmd_serve)
 
     certs_cmd = sub.add_parser(

@@ -327,7 +327,9 @@ def parse_review(document: object) -> Request:
         obj = _mapping(obj, "request.object", required=operation in _WRITES)
     old = get("oldObject")
     if old.__class__ is not dict:
-        old = _mapping(old, "request.oldObject")
+        # Only UPDATE reads it, to skip unchanged images; anything but an object (recorded
+        # samples send `"oldObject": ""` on CREATE) means "no old object": every image is judged.
+        old = old if isinstance(old, MAPPING) else None
     dry_run = get("dryRun", False)
     if dry_run is None:
         dry_run = False

@@ -390,3 +390,38 @@ def test_pre_commit_hooks_name_real_commands() -> None:
         "image-policy-lint",
         "image-policy-pin",
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["check", "--rules", RULES, "--image", "nginx", "--timeout", value], "--timeout")
+        for value in ("-1", "0", "nan", "inf", "-inf", "1e400", "ten", "86401")
+    ]
+    + [
+        (["resolve", "nginx", "--timeout", "nan"], "--timeout"),
+        (["pin", "x.yaml", "--timeout", "inf"], "--timeout"),
+        (["tiers", "export", "nginx", "--timeout", "-5"], "--timeout"),
+        (["check", "--rules", RULES, "--image", "nginx", "--jobs", "0"], "--jobs"),
+        (["check", "--rules", RULES, "--image", "nginx", "--jobs", "99999999999"], "--jobs"),
+        (["serve", "--rules", RULES, "--port", "70000"], "--port"),
+        (["serve", "--rules", RULES, "--port", "-1"], "--port"),
+        (["serve", "--rules", RULES, "--workers", "0"], "--workers"),
+        (["serve", "--rules", RULES, "--threads", "nan"], "--threads"),
+        (["certs", "--check", "d", "--days", "-3"], "--days"),
+    ],
+)
+def test_numeric_flags_are_validated_with_the_flags_name(argv: list[str], flag: str) -> None:
+    """`--timeout -1`, `nan` or `inf` once crashed with a traceback and exit 1 (= denied)."""
+    code, out, err = run(*argv)
+    assert code == 2
+    assert out == ""
+    assert f"error: argument {flag}: expected" in err
+    assert "Traceback" not in err
+
+
+def test_a_valid_timeout_is_taken() -> None:
+    code, _, err = run(
+        "check", "--rules", RULES, "--facts", FACTS, "--image", "nginx:1.25", "--timeout", "2.5"
+    )
+    assert code == 0, err
