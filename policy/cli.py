@@ -34,7 +34,14 @@ from policy import settings as settings_mod
 from policy import tiers as tiers_mod
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
-from policy.errors import InputError, InvalidReference, PolicyError, RegistryError, RuleErrors
+from policy.errors import (
+    ConfigError,
+    InputError,
+    InvalidReference,
+    PolicyError,
+    RegistryError,
+    RuleErrors,
+)
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
 from policy.k8s import workloads
@@ -409,7 +416,10 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for t, r in zip(texts, resolved, strict=True):
         if not r.digest:
             failed += 1
-            err.write(f"image-policy pin: {t}: {r.errors.get('digest', 'no digest')}\n")
+            reason = r.errors.get("digest", "no digest")
+            # Registry errors start with the reference they are about: do not say it twice.
+            said = reason.startswith((f"{wanted[t]}:", f"{t}:")) or f" {wanted[t]}" in reason
+            err.write(f"image-policy pin: {reason if said else f'{t}: {reason}'}\n")
     changed = 0
     for name, path, text, found in scanned:
         result = pin.pin_file(name, text, found, digests)
@@ -490,14 +500,32 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         source = f" ({facts.tier_source})" if facts.tier_source else ""
         out.write(f"  tier:       {facts.tier or 'unknown'}{source}\n")
         for p in shown:
-            size = units.format_size(p.size) if p.size is not None else "-"
-            user = p.user if p.user else "(root)" if p.config_known else "-"
-            out.write(f"  {p.platform or '?':<16} {p.layers} layers, {size}, user {user}\n")
+            out.write(f"  {p.platform or '?':<16} {_platform_line(p)}\n")
+            for name, value in sorted((p.labels or {}).items()):
+                out.write(f"  {'':<16}   label {name}={value}\n")
         if rate is not None:
             out.write(f"  rate limit: {rate.describe()}\n")
+        # One line per distinct reason: a failure shared by every fact is said once.
+        by_reason: dict[str, list[str]] = {}
         for fact, reason in facts.errors.items():
-            out.write(f"  error ({fact}): {reason}\n")
-    return EXIT_USAGE if facts.errors and facts.digest is None else EXIT_ALLOWED
+            by_reason.setdefault(reason, []).append(fact)
+        for reason, names in by_reason.items():
+            out.write(f"  error ({', '.join(names)}): {reason}\n")
+    # Any fact the registry (or Docker Hub) could not give is a failed lookup: exit 2.
+    return EXIT_USAGE if facts.errors else EXIT_ALLOWED
+
+
+def _platform_line(p: PlatformFacts) -> str:
+    """`7 layers, 70.0 MiB, user 1000, created 2026-01-01` (what is known of one platform)."""
+    parts = []
+    if p.layers is not None:
+        parts.append(f"{p.layers} layer{'' if p.layers == 1 else 's'}")
+    parts.append(units.format_size(p.size) if p.size is not None else "size -")
+    parts.append(f"user {p.user if p.user else '(root)' if p.config_known else '-'}")
+    if p.created is not None:
+        created = p.created.astimezone(UTC) if p.created.tzinfo else p.created
+        parts.append(f"created {created:%Y-%m-%d %H:%M} UTC")
+    return ", ".join(parts)
 
 
 def _catalog_entry(ref: reference.Reference, source: str) -> str:
@@ -568,9 +596,6 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
             continue
         tier, source = answer
         entries.setdefault(_catalog_entry(ref, source), (tier, source, ref.name))
-    if failed:
-        err.write(f"image-policy tiers export: {failed} tier(s) unknown; no catalog written\n")
-        return EXIT_USAGE
     text = _catalog_yaml(entries)
     if args.output:
         try:
@@ -580,6 +605,13 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
         err.write(f"wrote {len(entries)} catalog entries to {args.output}\n")
     else:
         out.write(text)
+    if failed:
+        # The known tiers are written all the same; the exit code says the catalog is partial.
+        err.write(
+            f"image-policy tiers export: {failed} tier(s) unknown, left out of the catalog; "
+            "run again when Docker Hub answers\n"
+        )
+        return EXIT_USAGE
     return EXIT_ALLOWED
 
 
@@ -737,8 +769,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="judge the images in manifests or given with --image")
-    check.add_argument("inputs", nargs="*", metavar="FILE", help="Kubernetes YAML files, dirs, -")
+    check = sub.add_parser(
+        "check",
+        help="judge the images in manifests, compose files, Dockerfiles or given with --image",
+        description=(
+            "Judge every image in Kubernetes manifests (any kind with a pod template, and the "
+            "kinds of the workloads table), compose files (with their .env) and Dockerfiles, "
+            "or given with --image. Directories are walked: VCS, node_modules and vendored "
+            "trees and git-ignored files are left out; YAML/JSON files that are not manifests "
+            "and Helm templates are skipped and listed (--strict makes them errors)."
+        ),
+    )
+    check.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="FILE",
+        help="Kubernetes YAML or JSON, compose files, Dockerfiles, directories (walked), - for stdin",
+    )
     check.add_argument("--rules", action="append", required=True, metavar="PATH")
     check.add_argument("--facts", metavar="FILE", help="judge with recorded facts (offline)")
     check.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
@@ -813,7 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("cases", nargs="+", metavar="CASES", help="rule test files or directories")
     test.set_defaults(func=_cmd_test)
 
-    pin_cmd = sub.add_parser("pin", help="rewrite tag references to tag@digest in place")
+    pin_cmd = sub.add_parser(
+        "pin", help="show the diff pinning tag references to tag@digest (--write applies it)"
+    )
     pin_cmd.add_argument("files", nargs="+", metavar="FILE|DIR")
     pin_cmd.add_argument("--write", action="store_true", help="rewrite the files (default: diff)")
     pin_cmd.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
@@ -891,7 +940,9 @@ def main(
         code: int = args.func(args, out, err)
     except RuleErrors as exc:
         for e in exc.errors:
-            err.write(f"{e}\n")
+            # A located error starts with file:line:col (editors jump to it); others say who.
+            located = isinstance(e, ConfigError) and e.location is not None
+            err.write(f"{e}\n" if located else f"image-policy {args.command}: {e}\n")
         return EXIT_USAGE
     except PolicyError as exc:
         err.write(f"image-policy {args.command}: {exc}\n")

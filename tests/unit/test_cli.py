@@ -425,3 +425,42 @@ def test_a_valid_timeout_is_taken() -> None:
         "check", "--rules", RULES, "--facts", FACTS, "--image", "nginx:1.25", "--timeout", "2.5"
     )
     assert code == 0, err
+
+
+def test_a_missing_rules_file_says_who_and_why_in_words(tmp_path: Path) -> None:
+    code, out, err = run("check", "--rules", str(tmp_path / "nope.yaml"), "--image", "nginx")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"image-policy check: {tmp_path / 'nope.yaml'}: cannot read rule file: "
+        "no such file or directory\n"
+    )
+
+
+def test_help_words(capsys: pytest.CaptureFixture[str]) -> None:
+    """check --help names every input kind; pin --help does not say "in place"."""
+    run("check", "--help")
+    flat = " ".join(capsys.readouterr().out.split())
+    for words in ("compose files", "Dockerfiles", "Helm templates", "--strict", "--env-file"):
+        assert words in flat, words
+    run("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "in place" not in out
+    assert "show the diff pinning tag references to tag@digest (--write applies it)" in out
+
+
+def test_pin_says_the_reference_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = f"127.0.0.1:{port}/team/app:1.0"
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        f"apiVersion: v1\nkind: Pod\nspec:\n  containers: [{{name: a, image: {image}}}]\n"
+    )
+    code, out, err = run("pin", "--no-cache", "--timeout", "3", str(manifest))
+    assert (code, out) == (2, "")
+    first = err.splitlines()[0]
+    assert first.startswith(f"image-policy pin: {image}: cannot reach 127.0.0.1:{port}")
+    assert first.count(image) == 1
