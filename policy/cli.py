@@ -784,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="*",
         metavar="FILE",
-        help="Kubernetes YAML or JSON, compose files, Dockerfiles, directories (walked), - for stdin",
+        help="Kubernetes YAML or JSON, compose files, Dockerfiles, directories (walked), -",
     )
     check.add_argument("--rules", action="append", required=True, metavar="PATH")
     check.add_argument("--facts", metavar="FILE", help="judge with recorded facts (offline)")

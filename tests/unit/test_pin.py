@@ -265,7 +265,8 @@ def test_unified_diff() -> None:
         ("Dockerfile", "\ufeffFROM nginx:1.25 AS web\r\n"),
         (
             "pod.yaml",
-            "\ufeffapiVersion: v1\nkind: Pod\nspec:\n  containers: [{name: a, image: nginx:1.25}]\n",
+            "\ufeffapiVersion: v1\nkind: Pod\nspec:\n"
+            "  containers: [{name: a, image: nginx:1.25}]\n",
         ),
         ("compose.yaml", "\ufeffservices: {web: {image: nginx:1.25}}\n"),
     ],
