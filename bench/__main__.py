@@ -9,7 +9,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from bench import cli_scale, coalesce, cold, common, evaluator, instructions, memory, soak, webhook
+from bench import (
+    cli_scale,
+    coalesce,
+    cold,
+    common,
+    evaluator,
+    instructions,
+    memory,
+    soak,
+    walk,
+    webhook,
+)
 from bench.env import Unavailable
 
 BENCHMARKS: dict[str, Callable[[], common.Result]] = {
@@ -21,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "cli_scale": cli_scale.run,
     "evaluator": evaluator.run,
     "soak": soak.run,
+    "walk": walk.run,
 }
 
 
