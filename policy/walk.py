@@ -8,7 +8,8 @@ A path given explicitly is always an input. A directory is walked for candidates
   trees (`vendor`, `third_party`) and tool caches (`.venv`, `.tox`, `.terraform`…);
 - inside a git work tree, the files git would ignore (`.gitignore`, `.git/info/exclude`, the
   global excludes) are not inputs: the list is `git ls-files --cached --others
-  --exclude-standard`, read once per directory given;
+  --exclude-standard`, read once per directory given (a directory git ignores as a whole is
+  walked without git: it was named on purpose);
 - symbolic links to directories are not followed (no loops); a walk that meets more than
   `max_files` entries stops with an InputError that says to narrow the path.
 
@@ -91,7 +92,8 @@ def sources(paths: Sequence[str], *, max_files: int = MAX_FILES) -> list[Source]
 def walk(root: Path, *, max_files: int = MAX_FILES) -> list[Path]:
     """The candidate files under `root`, sorted; see the module docstring for what is left out."""
     listed = _git_files(root)
-    if listed is not None:
+    # A directory git ignores as a whole (`check build/`) was named on purpose: walk it.
+    if listed:
         if len(listed) > max_files:
             raise _too_many(root, max_files)
         found = [

@@ -195,6 +195,8 @@ def test_gitignore_is_honoured_in_a_git_work_tree(tmp_path: Path) -> None:
     # from a subdirectory: paths relative to it, the ignore rules of the repository
     sub = {p.relative_to(root).as_posix() for p in walk.walk(root / "deploy")}
     assert sub == {p for p in paths if p.startswith("deploy/")}
+    # an ignored directory named on purpose is walked (without git)
+    assert walk.walk(root / "generated") == [root / "generated" / "pod.yaml"]
 
 
 def test_without_git_the_skip_list_applies(tree: Path) -> None:
