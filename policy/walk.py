@@ -91,11 +91,9 @@ def sources(paths: Sequence[str], *, max_files: int = MAX_FILES) -> list[Source]
 
 def walk(root: Path, *, max_files: int = MAX_FILES) -> list[Path]:
     """The candidate files under `root`, sorted; see the module docstring for what is left out."""
-    listed = _git_files(root)
+    listed = _git_files(root, max_files)
     # A directory git ignores as a whole (`check build/`) was named on purpose: walk it.
     if listed:
-        if len(listed) > max_files:
-            raise _too_many(root, max_files)
         found = [
             root / rel
             for rel in listed
@@ -128,9 +126,10 @@ def _too_many(root: Path, max_files: int) -> InputError:
     )
 
 
-def _git_files(root: Path) -> list[str] | None:
+def _git_files(root: Path, max_files: int) -> list[str] | None:
     """Paths under `root` (relative to it) that git tracks or would not ignore, or None when
-    `root` is not in a git work tree (or git is not installed)."""
+    `root` is not in a git work tree (or git is not installed). The listing is read as it
+    comes and stopped past `max_files` paths (InputError), so a huge tree costs no memory."""
     try:
         inside = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"],
@@ -138,33 +137,46 @@ def _git_files(root: Path) -> list[str] | None:
             timeout=_GIT_TIMEOUT,
             check=False,
         )
-        if inside.returncode != 0 or inside.stdout.strip() != b"true":
-            return None
-        listed = subprocess.run(
-            [
-                "git",
-                "-C",
-                str(root),
-                "-c",
-                "core.quotepath=off",
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-                "--deduplicate",
-            ],
-            capture_output=True,
-            timeout=_GIT_TIMEOUT,
-            check=False,
-        )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if listed.returncode != 0:
+    if inside.returncode != 0 or inside.stdout.strip() != b"true":
         return None
-    return [
-        os.fsdecode(entry) for entry in listed.stdout.split(b"\0") if entry and b"\n" not in entry
+    command = [
+        "git",
+        "-C",
+        str(root),
+        "-c",
+        "core.quotepath=off",
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--deduplicate",
     ]
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    assert process.stdout is not None
+    entries: list[bytes] = []
+    rest = b""
+    try:
+        while chunk := process.stdout.read(1 << 16):
+            *complete, rest = (rest + chunk).split(b"\0")
+            entries.extend(complete)
+            if len(entries) > max_files:
+                raise _too_many(root, max_files)
+        if process.wait(timeout=_GIT_TIMEOUT) != 0:
+            return None
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    return [os.fsdecode(entry) for entry in entries if entry and b"\n" not in entry]
 
 
 def read_text(source: Source, stdin_text: str | None = None) -> str:

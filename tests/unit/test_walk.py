@@ -259,3 +259,14 @@ def test_cli_runs_as_a_program_on_the_tree(tree: Path) -> None:
     )
     assert result.returncode == 1, result.stderr
     assert result.stdout.rstrip().endswith("9 files skipped")
+
+
+def test_a_huge_git_listing_is_stopped_too(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q")
+    for i in range(30):
+        (root / f"f{i}.yaml").write_text("")
+    with pytest.raises(InputError, match=r"more than 20 files under this directory"):
+        walk.walk(root, max_files=20)
+    assert len(walk.walk(root, max_files=40)) == 30
