@@ -19,6 +19,7 @@ from bench import (
     instructions,
     memory,
     soak,
+    walk,
     webhook,
 )
 from bench.env import Unavailable
@@ -33,6 +34,7 @@ BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "evaluator": evaluator.run,
     "soak": soak.run,
     "attack": attack.run,
+    "walk": walk.run,
 }
 
 

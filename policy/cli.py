@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,17 +27,26 @@ from policy import (
     ruletests,
     schema,
     units,
+    walk,
 )
 from policy import resolver as resolver_mod
 from policy import settings as settings_mod
 from policy import tiers as tiers_mod
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
-from policy.errors import InputError, InvalidReference, PolicyError, RegistryError, RuleErrors
+from policy.errors import (
+    ConfigError,
+    InputError,
+    InvalidReference,
+    PolicyError,
+    RegistryError,
+    RuleErrors,
+)
 from policy.evaluate import ImageDecision
 from policy.facts import TIERS, Needs, PlatformFacts
+from policy.k8s import workloads
 from policy.rules import RuleSet
-from policy.scanners import FoundImage, detect
+from policy.scanners import FoundImage, Skipped, detect, dotenv
 from policy.service import Item, Resolver, Service
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -53,34 +63,66 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
 
-def _input_files(paths: Sequence[str]) -> list[tuple[str, Path | None]]:
-    """(name, path) per input: `-` is stdin (path None); directories are walked recursively
-    for Kubernetes YAML, compose files and Dockerfiles."""
-    out: list[tuple[str, Path | None]] = []
-    for name in paths:
-        if name == "-":
-            out.append(("<stdin>", None))
-            continue
-        path = Path(name)
-        if path.is_dir():
-            out.extend(
-                (str(p), p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and detect.is_candidate(p.name)
-            )
-        else:
-            out.append((name, path))
-    return out
+_KINDS = ("kubernetes", "compose", "dockerfile", "images")
 
 
-def _read_text(path: Path | None, stdin: IO[str]) -> str:
-    if path is None:
-        return stdin.read()
+class _Inputs:
+    """What the inputs hold: the images found, the files skipped, and how each file (and,
+    for `--explain`, each Kubernetes kind) was read."""
+
+    def __init__(self) -> None:
+        self.found: list[FoundImage] = []
+        self.skipped: list[Skipped] = []
+        self.explained: list[str] = []
+
+
+def _in_chart(path: Path) -> bool:
+    """Whether `path` lies in a Helm chart's `templates/` tree (a `Chart.yaml` above it)."""
+    parents = path.parents
+    return any(
+        parent.name == "templates" and (parent.parent / "Chart.yaml").is_file()
+        for parent in list(parents)[:-1]
+    )
+
+
+def _env_files(names: Sequence[str]) -> dict[str, str]:
+    texts = {}
+    for name in names:
+        texts[name] = _read_bounded(Path(name), dotenv.MAX_BYTES)
+    return texts
+
+
+def _read_bounded(path: Path, limit: int) -> str:
     try:
-        # Bytes decoded as they are: line endings are kept (pin rewrites CRLF files exactly).
-        return path.read_bytes().decode("utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise InputError(f"{path}: larger than {limit // 1024} KiB; not read")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
+
+
+class _ComposeEnv:
+    """Interpolation variables per compose project directory: the environment over the
+    `--env-file` files, or over the project directory's `.env`, each read once."""
+
+    def __init__(self, environ: Mapping[str, str], env_files: Sequence[str]) -> None:
+        self.environ = environ
+        self.given = dotenv.environment(_env_files(env_files), environ) if env_files else None
+        self.by_dir: dict[Path, Mapping[str, str]] = {}
+
+    def for_file(self, path: Path | None) -> Mapping[str, str]:
+        if self.given is not None:
+            return self.given
+        directory = Path.cwd() if path is None else path.parent
+        if directory not in self.by_dir:
+            dot = directory / ".env"
+            files = {str(dot): _read_bounded(dot, dotenv.MAX_BYTES)} if dot.is_file() else {}
+            self.by_dir[directory] = (
+                dotenv.environment(files, self.environ) if files else (self.environ)
+            )
+        return self.by_dir[directory]
 
 
 def _read_inputs(
@@ -89,23 +131,55 @@ def _read_inputs(
     *,
     env: Mapping[str, str] | None = None,
     build_args: Mapping[str, str] | None = None,
-) -> list[FoundImage]:
-    """Every image in the inputs, each file's type detected from its name and content."""
+    env_files: Sequence[str] = (),
+    workload_table: workloads.Table | None = None,
+) -> _Inputs:
+    """Every image in the inputs, each file's kind told by `detect.triage` (standard input by
+    `detect.kind_of`); files that are not inputs are skipped, those named explicitly that
+    cannot be read are errors."""
     environment = os.environ if env is None else env
-    found: list[FoundImage] = []
-    for name, path in _input_files(paths):
-        text = _read_text(path, stdin)
-        found.extend(detect.scan(name, text, env=environment, build_args=build_args or {}))
-    return found
+    compose_env = _ComposeEnv(environment, env_files)
+    inputs = _Inputs()
+    for source in walk.sources(paths):
+        try:
+            text = walk.read_text(source, stdin.read() if source.path is None else None)
+        except InputError as exc:
+            if source.explicit:
+                raise
+            inputs.skipped.append(Skipped(source.name, str(exc).removeprefix(f"{source.path}: ")))
+            continue
+        if source.path is None:
+            kind: str = detect.kind_of(source.name, text)
+        else:
+            kind = detect.triage(source.name, text, chart_template=_in_chart(source.path))
+        if kind not in _KINDS:
+            inputs.skipped.append(Skipped(source.name, kind))
+            inputs.explained.append(f"{source.name}: skipped: {kind}")
+            continue
+        found = detect.scan_as(
+            kind,  # type: ignore[arg-type]
+            source.name,
+            text,
+            env=compose_env.for_file(source.path) if kind == "compose" else environment,
+            build_args=build_args or {},
+            table=workload_table,
+            explain=inputs.explained,
+        )
+        inputs.explained.append(f"{source.name}: {kind}, {len(found)} image(s)")
+        inputs.found.extend(found)
+    return inputs
 
 
 def _images_from(files: Sequence[str], stdin: IO[str]) -> list[FoundImage]:
     found: list[FoundImage] = []
     for name in files:
-        path = None if name == "-" else Path(name)
-        found.extend(
-            detect.images_from(_read_text(path, stdin), "<stdin>" if path is None else name)
+        source = (
+            walk.Source("<stdin>", None, True)
+            if name == "-"
+            else walk.Source(name, Path(name), True)
         )
+        text = walk.read_text(source, stdin.read() if source.path is None else None)
+        found.extend(detect.images_from(text, source.name))
     return found
 
 
@@ -203,23 +277,39 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         err.write("image-policy check: give manifest files, '-' for stdin, or --image REF\n")
         return EXIT_USAGE
     ruleset = loader.load_rules(args.rules)
-    found = (
-        _from_flags(args.image)
-        + _images_from(args.images_from, sys.stdin)
-        + _read_inputs(args.inputs, sys.stdin, build_args=_build_args(args.build_arg))
+    settings = settings_mod.load_settings(args.config)
+    inputs = _read_inputs(
+        args.inputs,
+        sys.stdin,
+        build_args=_build_args(args.build_arg),
+        env_files=args.env_file,
+        workload_table=settings.workload_table,
     )
+    if args.explain:
+        for line in inputs.explained:
+            err.write(f"{line}\n")
+    if args.strict and inputs.skipped:
+        for skipped in inputs.skipped:
+            err.write(f"image-policy check: {skipped.file}: {skipped.reason}\n")
+        err.write(f"image-policy check: {len(inputs.skipped)} file(s) skipped (--strict)\n")
+        return EXIT_USAGE
+    found = _from_flags(args.image) + _images_from(args.images_from, sys.stdin) + inputs.found
     resolver: Resolver
     if args.facts is not None:
         resolver = factsfile.FactsResolver(factsfile.load_facts(args.facts))
     else:
         resolver = resolver_mod.build(
-            settings_mod.load_settings(args.config),
+            settings,
             mode="cli",
             disk=_disk_cache(args),
             max_workers=args.jobs,
         )
     if not found:
-        err.write("image-policy check: no images found in the inputs\n")
+        count = f" ({len(inputs.skipped)} file(s) skipped)" if inputs.skipped else ""
+        err.write(f"image-policy check: no images found in the inputs{count}\n")
+        if inputs.skipped and not args.quiet:
+            for item in inputs.skipped:
+                err.write(f"  skipped {item.file}: {item.reason}\n")
         return EXIT_ALLOWED
     distinct = len({f.image for f in found})
     progress = _Progress(err, len(found), enabled=err.isatty() and not args.quiet and distinct > 20)
@@ -241,6 +331,7 @@ def _cmd_check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         quiet=args.quiet,
         tool_version=__version__,
         root=os.getcwd(),
+        skipped=inputs.skipped,
     )
     _emit(report, args.output, out)
     return EXIT_ALLOWED if all(r.allowed for r in results) else EXIT_DENIED
@@ -279,12 +370,29 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     if "-" in args.files:
         err.write("image-policy pin: give files (stdin cannot be rewritten)\n")
         return EXIT_USAGE
-    files = [(name, path) for name, path in _input_files(args.files) if path is not None]
     scanned = []
-    for name, path in files:
-        text = _read_text(path, sys.stdin)
-        found = detect.scan(name, text, env=os.environ, build_args=build_args)
-        scanned.append((name, path, text, found))
+    compose_env = _ComposeEnv(os.environ, ())
+    for source in walk.sources(args.files):
+        assert source.path is not None  # "-" refused above
+        try:
+            text = walk.read_text(source)
+        except InputError:
+            if source.explicit:
+                raise
+            continue
+        kind = detect.triage(source.name, text, chart_template=_in_chart(source.path))
+        if kind not in _KINDS:
+            if source.explicit:
+                err.write(f"image-policy pin: {source.name}: skipped: {kind}\n")
+            continue
+        found = detect.scan_as(
+            kind,  # type: ignore[arg-type]
+            source.name,
+            text,
+            env=compose_env.for_file(source.path) if kind == "compose" else os.environ,
+            build_args=build_args,
+        )
+        scanned.append((source.name, source.path, text, found))
     wanted = {}
     for *_, found in scanned:
         for f in found:
@@ -308,8 +416,10 @@ def _cmd_pin(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     for t, r in zip(texts, resolved, strict=True):
         if not r.digest:
             failed += 1
-            why = r.details.get("digest") or r.errors.get("digest", "no digest")
-            err.write(f"image-policy pin: {t}: {why}\n")
+            reason = r.details.get("digest") or r.errors.get("digest", "no digest")
+            # Registry errors start with the reference they are about: do not say it twice.
+            said = reason.startswith((f"{wanted[t]}:", f"{t}:")) or f" {wanted[t]}" in reason
+            err.write(f"image-policy pin: {reason if said else f'{t}: {reason}'}\n")
     changed = 0
     for name, path, text, found in scanned:
         result = pin.pin_file(name, text, found, digests)
@@ -391,15 +501,33 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         source = f" ({facts.tier_source})" if facts.tier_source else ""
         out.write(f"  tier:       {facts.tier or 'unknown'}{source}\n")
         for p in shown:
-            size = units.format_size(p.size) if p.size is not None else "-"
-            user = p.user if p.user else "(root)" if p.config_known else "-"
-            out.write(f"  {p.platform or '?':<16} {p.layers} layers, {size}, user {user}\n")
+            out.write(f"  {p.platform or '?':<16} {_platform_line(p)}\n")
+            for name, value in sorted((p.labels or {}).items()):
+                out.write(f"  {'':<16}   label {name}={value}\n")
         if rate is not None:
             out.write(f"  rate limit: {rate.describe()}\n")
+        # One line per distinct reason: a failure shared by every fact is said once.
+        by_reason: dict[str, list[str]] = {}
         for fact, reason in facts.errors.items():
             detail = facts.details.get(fact)
-            out.write(f"  error ({fact}): {reason}" + (f" ({detail})" if detail else "") + "\n")
-    return EXIT_USAGE if facts.errors and facts.digest is None else EXIT_ALLOWED
+            by_reason.setdefault(f"{reason} ({detail})" if detail else reason, []).append(fact)
+        for reason, names in by_reason.items():
+            out.write(f"  error ({', '.join(names)}): {reason}\n")
+    # Any fact the registry (or Docker Hub) could not give is a failed lookup: exit 2.
+    return EXIT_USAGE if facts.errors else EXIT_ALLOWED
+
+
+def _platform_line(p: PlatformFacts) -> str:
+    """`7 layers, 70.0 MiB, user 1000, created 2026-01-01` (what is known of one platform)."""
+    parts = []
+    if p.layers is not None:
+        parts.append(f"{p.layers} layer{'' if p.layers == 1 else 's'}")
+    parts.append(units.format_size(p.size) if p.size is not None else "size -")
+    parts.append(f"user {p.user if p.user else '(root)' if p.config_known else '-'}")
+    if p.created is not None:
+        created = p.created.astimezone(UTC) if p.created.tzinfo else p.created
+        parts.append(f"created {created:%Y-%m-%d %H:%M} UTC")
+    return ", ".join(parts)
 
 
 def _catalog_entry(ref: reference.Reference, source: str) -> str:
@@ -437,7 +565,7 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
     files: list[str] = []
     for item in args.inputs:
         (files if item == "-" or Path(item).exists() else images).append(item)
-    found = _from_flags(images) + _read_inputs(files, sys.stdin)
+    found = _from_flags(images) + _read_inputs(files, sys.stdin).found
     if not found:
         err.write("image-policy tiers export: give images or manifest files\n")
         return EXIT_USAGE
@@ -470,9 +598,6 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
             continue
         tier, source = answer
         entries.setdefault(_catalog_entry(ref, source), (tier, source, ref.name))
-    if failed:
-        err.write(f"image-policy tiers export: {failed} tier(s) unknown; no catalog written\n")
-        return EXIT_USAGE
     text = _catalog_yaml(entries)
     if args.output:
         try:
@@ -482,6 +607,13 @@ def _cmd_tiers_export(args: argparse.Namespace, out: IO[str], err: IO[str]) -> i
         err.write(f"wrote {len(entries)} catalog entries to {args.output}\n")
     else:
         out.write(text)
+    if failed:
+        # The known tiers are written all the same; the exit code says the catalog is partial.
+        err.write(
+            f"image-policy tiers export: {failed} tier(s) unknown, left out of the catalog; "
+            "run again when Docker Hub answers\n"
+        )
+        return EXIT_USAGE
     return EXIT_ALLOWED
 
 
@@ -597,13 +729,38 @@ def _cmd_certs(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     return EXIT_ALLOWED
 
 
+_MAX_SECONDS = 24 * 3600.0
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds, at most a day (`--timeout`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= _MAX_SECONDS):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {_MAX_SECONDS:.0f}, got {text!r}"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer (at most 1000000), got {text!r}"
+        )
     return value
 
 
@@ -614,8 +771,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="judge the images in manifests or given with --image")
-    check.add_argument("inputs", nargs="*", metavar="FILE", help="Kubernetes YAML files, dirs, -")
+    check = sub.add_parser(
+        "check",
+        help="judge the images in manifests, compose files, Dockerfiles or given with --image",
+        description=(
+            "Judge every image in Kubernetes manifests (any kind with a pod template, and the "
+            "kinds of the workloads table), compose files (with their .env) and Dockerfiles, "
+            "or given with --image. Directories are walked: VCS, node_modules and vendored "
+            "trees and git-ignored files are left out; YAML/JSON files that are not manifests "
+            "and Helm templates are skipped and listed (--strict makes them errors)."
+        ),
+    )
+    check.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="FILE",
+        help="Kubernetes YAML or JSON, compose files, Dockerfiles, directories (walked), -",
+    )
     check.add_argument("--rules", action="append", required=True, metavar="PATH")
     check.add_argument("--facts", metavar="FILE", help="judge with recorded facts (offline)")
     check.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
@@ -626,13 +798,30 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--build-arg", action="append", default=[], metavar="NAME=VALUE", help="for Dockerfiles"
     )
+    check.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="compose variables, instead of the .env beside each compose file",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="skipped files (not manifests, Helm templates) are errors (exit 2)",
+    )
+    check.add_argument(
+        "--explain",
+        action="store_true",
+        help="say how each file and Kubernetes kind was read (to stderr)",
+    )
     check.add_argument("--namespace", metavar="NS", help="the namespace the images will run in")
     check.add_argument("--format", choices=reports.FORMATS, default="text")
     check.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     check.add_argument(
         "--quiet", "-q", action="store_true", help="no progress; text lists only findings"
     )
-    check.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    check.add_argument("--timeout", type=_seconds, default=60.0, help="seconds for all lookups")
     check.add_argument(
         "--cache-dir",
         metavar="DIR",
@@ -651,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--platform", action="append", default=[], metavar="OS/ARCH")
     resolve.add_argument("--json", action="store_true")
     resolve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
-    resolve.add_argument("--timeout", type=float, default=None, help="seconds (default 8)")
+    resolve.add_argument("--timeout", type=_seconds, default=None, help="seconds (default 8)")
     resolve.set_defaults(func=_cmd_resolve)
 
     tiers = sub.add_parser("tiers", help="Docker Hub trusted-content tiers")
@@ -665,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--image", action="append", default=[], metavar="REF")
     export.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
     export.add_argument("--config", metavar="FILE", help="settings file (dockerHub.api)")
-    export.add_argument("--timeout", type=float, default=60.0, help="seconds for all lookups")
+    export.add_argument("--timeout", type=_seconds, default=60.0, help="seconds for all lookups")
     export.set_defaults(func=_cmd_tiers_export)
 
     test = sub.add_parser("test", help="run rule tests: facts and expected verdicts in YAML")
@@ -673,7 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("cases", nargs="+", metavar="CASES", help="rule test files or directories")
     test.set_defaults(func=_cmd_test)
 
-    pin_cmd = sub.add_parser("pin", help="rewrite tag references to tag@digest in place")
+    pin_cmd = sub.add_parser(
+        "pin", help="show the diff pinning tag references to tag@digest (--write applies it)"
+    )
     pin_cmd.add_argument("files", nargs="+", metavar="FILE|DIR")
     pin_cmd.add_argument("--write", action="store_true", help="rewrite the files (default: diff)")
     pin_cmd.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
@@ -681,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin_cmd.add_argument("--cache-dir", metavar="DIR")
     pin_cmd.add_argument("--no-cache", action="store_true")
     pin_cmd.add_argument("--jobs", type=_positive_int, default=16, metavar="N")
-    pin_cmd.add_argument("--timeout", type=float, default=60.0)
+    pin_cmd.add_argument("--timeout", type=_seconds, default=60.0)
     pin_cmd.set_defaults(func=_cmd_pin)
 
     lint = sub.add_parser("lint", help="report every error in rule files (exit 0 or 2)")
@@ -698,9 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     serve.add_argument("--client-ca", metavar="FILE", help="require client certs from this CA")
     serve.add_argument("--host", help="address to listen on (default 0.0.0.0 with TLS)")
-    serve.add_argument("--port", type=int, help="default 8443 with TLS, 8080 without")
-    serve.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    serve.add_argument("--threads", type=int, default=16, help="threads per worker (16)")
+    serve.add_argument("--port", type=_port, help="default 8443 with TLS, 8080 without")
+    serve.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    serve.add_argument("--threads", type=_positive_int, default=16, help="threads per worker (16)")
     serve.set_defaults(func=_cmd_serve)
 
     certs_cmd = sub.add_parser(
@@ -751,7 +942,9 @@ def main(
         code: int = args.func(args, out, err)
     except RuleErrors as exc:
         for e in exc.errors:
-            err.write(f"{e}\n")
+            # A located error starts with file:line:col (editors jump to it); others say who.
+            located = isinstance(e, ConfigError) and e.location is not None
+            err.write(f"{e}\n" if located else f"image-policy {args.command}: {e}\n")
         return EXIT_USAGE
     except PolicyError as exc:
         err.write(f"image-policy {args.command}: {exc}\n")

@@ -233,6 +233,13 @@ class FactsResolver:
     def __init__(self, facts: Mapping[str, ImageFacts], *, source: str = "facts file") -> None:
         self._facts = dict(facts)
         self._source = source
+        # (name, digest) → the facts of an entry recording that digest (`nginx:1.25` with
+        # `digest:`), so `nginx:1.25@<that digest>` and `nginx@<that digest>` find them.
+        self._by_digest: dict[tuple[str, str], ImageFacts] = {}
+        for key, entry in self._facts.items():
+            if entry.digest is not None:
+                name = reference.parse(key).name
+                self._by_digest.setdefault((name, entry.digest), entry)
 
     def resolve(
         self, items: Sequence[tuple[reference.Reference, Needs]], *, deadline: Deadline
@@ -266,6 +273,8 @@ class FactsResolver:
         found = self._facts.get(str(ref))
         if found is None and ref.digest is not None:
             found = self._facts.get(f"{ref.name}@{ref.digest}")
+            if found is None:
+                found = self._by_digest.get((ref.name, ref.digest))
         if found is None:
             missing = f"{ref} is not in the {self._source}"
             found = _not_recorded(

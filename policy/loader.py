@@ -38,6 +38,9 @@ class _Parts:
     defaults: dict[str, tuple[object, Location]] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     rule_paths: list[str] = field(default_factory=list)
+    # Every rule's id in file order, (id, rule path, location, the rule or None when it has
+    # errors): duplicates and exceptions are checked against broken rules too, in one pass.
+    ids: list[tuple[str, str, Location | None, Rule | None]] = field(default_factory=list)
     exceptions: list[PolicyException] = field(default_factory=list)
     # Every rule id an exception names: (id, path, location), to report unknown ones precisely.
     exception_refs: list[tuple[str, str, Location]] = field(default_factory=list)
@@ -232,17 +235,23 @@ def _document(reader: Reader, root: Node, parts: _Parts) -> None:
             if rule is not None:
                 parts.rules.append(rule)
                 parts.rule_paths.append(item_path)
+                parts.ids.append((rule.id, item_path, rule.location, rule))
+            elif isinstance(child.value, dict):
+                id_node = child.value.get("id")
+                if id_node is not None and isinstance(id_node.value, str):
+                    parts.ids.append((id_node.value, item_path, child.location, None))
     if "exceptions" in top:
         for item_path, child in reader.items(top["exceptions"], "exceptions", nonempty=False):
             exc = _exception(reader, child, item_path)
             if exc is not None:
                 parts.exceptions.append(exc)
-                names = child.value.get("rules") if isinstance(child.value, dict) else None
-                if names is not None and isinstance(names.value, list):
-                    parts.exception_refs.extend(
-                        (str(n.value), f"{item_path}.rules[{j}]", n.location)
-                        for j, n in enumerate(names.value)
-                    )
+            names = child.value.get("rules") if isinstance(child.value, dict) else None
+            if names is not None and isinstance(names.value, list):
+                parts.exception_refs.extend(
+                    (str(n.value), f"{item_path}.rules[{j}]", n.location)
+                    for j, n in enumerate(names.value)
+                    if isinstance(n.value, str)
+                )
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -298,18 +307,19 @@ def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.Rul
                     )
                 )
             defaults.setdefault(key, (value, loc))
-        for rule, rule_path in zip(parts.rules, parts.rule_paths, strict=True):
-            if rule.id in seen_ids:
+        for rule_id, rule_path, location, rule in parts.ids:
+            if rule_id in seen_ids:
                 reader.errors.append(
                     RuleError(
-                        f"duplicate rule id {rule.id!r} (first defined at {seen_ids[rule.id]})",
-                        location=rule.location,
+                        f"duplicate rule id {rule_id!r} (first defined at {seen_ids[rule_id]})",
+                        location=location,
                         path=f"{rule_path}.id",
                     )
                 )
                 continue
-            seen_ids[rule.id] = rule.location
-            merged_rules.append(rule)
+            seen_ids[rule_id] = location
+            if rule is not None:
+                merged_rules.append(rule)
         exceptions.extend(parts.exceptions)
     for _, parts in all_parts:
         for rule_id, ref_path, loc in parts.exception_refs:
@@ -377,6 +387,13 @@ def lint(paths: str | Path | Iterable[str | Path]) -> list[RuleError]:
     return []
 
 
+def _why_unreadable(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, in words (no exception class names)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return (exc.strerror or "unreadable").lower()
+
+
 def load_rules(paths: str | Path | Iterable[str | Path]) -> rules.RuleSet:
     """Load and merge rule files and directories (one path or several); raise RuleErrors
     listing every problem."""
@@ -390,7 +407,7 @@ def load_rules(paths: str | Path | Iterable[str | Path]) -> rules.RuleSet:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reader.errors.append(
-                RuleError(f"cannot read rule file: {exc.__class__.__name__}: {exc}", path=str(path))
+                RuleError(f"cannot read rule file: {_why_unreadable(exc)}", path=str(path))
             )
             continue
         all_parts.append((str(path), parse_text(text, str(path), reader)))

@@ -200,7 +200,8 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.starts = [0]
+        # The scanners count line 1's columns after a byte order mark, as editors show them.
+        self.starts = [1 if text.startswith("\ufeff") else 0]
         self.ends: list[int] = []
         for match in _LINE_BREAK.finditer(text):
             self.ends.append(match.start())

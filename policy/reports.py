@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from policy.evaluate import UNMATCHED_RULE, ImageDecision, Violation
 from policy.rules import Action, RuleSet
-from policy.scanners import FoundImage
+from policy.scanners import FoundImage, Skipped
 
 Format = Literal["text", "json", "sarif", "junit", "github"]
 FORMATS: tuple[Format, ...] = ("text", "json", "sarif", "junit", "github")
@@ -189,8 +189,9 @@ def _summary_line(results: Sequence[Result]) -> str:
 # --- json ---------------------------------------------------------------------------------
 
 
-def json_document(results: Sequence[Result]) -> dict[str, object]:
-    """The `--format json` document (as a dict)."""
+def json_document(results: Sequence[Result], skipped: Sequence[Skipped] = ()) -> dict[str, object]:
+    """The `--format json` document (as a dict): `skipped` lists the files not judged (with
+    why), and `summary.skipped` counts them."""
     out = []
     for r in results:
         d = r.decision
@@ -206,7 +207,10 @@ def json_document(results: Sequence[Result]) -> dict[str, object]:
             }
         )
     counts = summary(results)
-    return {"allowed": counts["denied"] == 0, "results": out, "summary": counts}
+    document: dict[str, object] = {"allowed": counts["denied"] == 0, "results": out}
+    document["skipped"] = [{"file": s.file, "reason": s.reason} for s in skipped]
+    document["summary"] = {**counts, "skipped": len(skipped)}
+    return document
 
 
 def _violation_json(v: Violation) -> dict[str, str]:
@@ -216,8 +220,8 @@ def _violation_json(v: Violation) -> dict[str, str]:
     return out
 
 
-def _json(results: Sequence[Result]) -> str:
-    return json.dumps(json_document(results), indent=2) + "\n"
+def _json(results: Sequence[Result], skipped: Sequence[Skipped]) -> str:
+    return json.dumps(json_document(results, skipped), indent=2) + "\n"
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -234,7 +238,9 @@ def _written(r: Result) -> str:
     return f"{r.found.image} ({ref})"
 
 
-def _text(results: Sequence[Result], color: bool, quiet: bool) -> str:
+def _text(
+    results: Sequence[Result], color: bool, quiet: bool, skipped: Sequence[Skipped] = ()
+) -> str:
     def paint(text: str, *styles: str) -> str:
         if not color:
             return text
@@ -258,7 +264,13 @@ def _text(results: Sequence[Result], color: bool, quiet: bool) -> str:
                     lines.append(paint(f"        detail: {v.detail}", "dim"))
             for w in r.decision.warnings:
                 lines.append(paint(f"    ! warn: {w}", "yellow"))
-    lines.append(_summary_line(results))
+    if skipped and not quiet:
+        lines.append(paint("skipped (not judged)", "bold"))
+        lines.extend(paint(f"  {s.file}: {s.reason}", "dim") for s in skipped)
+    summary_line = _summary_line(results)
+    if skipped:
+        summary_line += f"; {len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped"
+    lines.append(summary_line)
     return "\n".join(lines) + "\n"
 
 
@@ -497,6 +509,7 @@ def render(
     tool_version: str,
     root: str | None = None,
     information_uri: str | None = None,
+    skipped: Sequence[Skipped] = (),
 ) -> str:
     """The report of `results` in `format`, ending with a newline.
 
@@ -505,11 +518,12 @@ def render(
     (an absolute directory, usually the working directory) makes absolute file paths relative
     in `sarif` and `github`, as code scanning and annotations want repository-relative paths.
     `information_uri` is the project page SARIF's `tool.driver.informationUri` points at.
+    `skipped` (files not judged, and why) are listed in `text` and `json`.
     """
     if format == "text":
-        return _text(results, color, quiet)
+        return _text(results, color, quiet, skipped)
     if format == "json":
-        return _json(results)
+        return _json(results, skipped)
     if format == "sarif":
         return _sarif(results, ruleset, tool_version, root, information_uri)
     if format == "junit":

@@ -25,6 +25,10 @@ breakGlass: false            # ImageReview: break-glass.image-policy.k8s.io/* al
 egress:                      # where the resolver may connect (policy/egress.py); configured
   allow: ["10.20.0.0/16", "*.corp.example"]   # registries, mirrors and realms always may
   deny: ["10.20.99.0/24"]                     # refused whatever else says
+workloads:                   # custom kinds' image paths (over the built-in table)
+  example.com/Runner:        # group/Kind (Kind alone for the core group)
+    podSpecs: ["spec.pod"]
+    images: ["spec.steps[*].image"]
 ```
 When `excludeNamespaces` is not set, it is `kube-system` plus the webhook's own namespace
 (`$POD_NAMESPACE`, else `image-policy`).
@@ -47,6 +51,7 @@ from policy import units
 from policy.egress import Address, EgressPolicy, Mode, Network, parse_entry
 from policy.errors import Location, SettingsError, SettingsErrors
 from policy.facts import TIERS
+from policy.k8s import workloads
 from policy.patterns import Glob, ImagePattern, image_pattern
 from policy.reference import LOCALHOST, canonical_host
 from policy.yamlsrc import Node, Reader, join, load
@@ -66,6 +71,7 @@ _TOP_KEYS = (
     "mutate",
     "breakGlass",
     "egress",
+    "workloads",
 )
 DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
@@ -111,6 +117,8 @@ class Settings:
     # egress.allow / egress.deny: CIDRs and host globs (see policy/egress.py)
     egress_allow: tuple[Network | Glob, ...] = ()
     egress_deny: tuple[Network | Glob, ...] = ()
+    # workloads: (group, kind) → image paths, over workloads.BUILTIN_TABLE
+    workload_table: workloads.Table = field(default_factory=lambda: workloads.BUILTIN_TABLE)
     source: str | None = None
 
     def registry(self, name: str) -> RegistrySettings:
@@ -261,6 +269,42 @@ def _why_unreadable(exc: OSError | UnicodeDecodeError) -> str:
     return exc.strerror or type(exc).__name__
 
 
+def _workload_table(reader: Reader, node: Node) -> workloads.Table:
+    """`workloads:` — `group/Kind` (or `Kind` for the core group) → `podSpecs` and `images`
+    paths (`spec.steps[*].image`), added to (or replacing) the built-in table's entries."""
+    table: dict[tuple[str, str], workloads.KindImages] = dict(workloads.BUILTIN_TABLE)
+    if not isinstance(node.value, dict):
+        reader.expected(node, "workloads", "a mapping of group/Kind to image paths")
+        return table
+    for name, child in node.value.items():
+        path = f"workloads.{name}"
+        group, _, kind = name.rpartition("/")
+        if not kind or not kind[:1].isupper() or not kind.isalnum():
+            reader.error(
+                child, path, "expected group/Kind (Kind alone for the core group)", at_key=True
+            )
+            continue
+        if workloads.pod_spec_path(kind) is not None and workloads.is_builtin_group(group):
+            reader.error(child, path, f"{kind} is a built-in workload kind", at_key=True)
+            continue
+        entry = reader.mapping(child, path, allowed=("podSpecs", "images")) or {}
+        if not entry:
+            if isinstance(child.value, dict):
+                reader.error(child, path, "expected podSpecs or images")
+            continue
+        compiled = {
+            key: reader.compiled(entry[key], f"{path}.{key}", workloads.parse_path) or ()
+            for key in ("podSpecs", "images")
+            if key in entry
+        }
+        table[(group, kind)] = workloads.KindImages(
+            pod_specs=compiled.get("podSpecs", ()),
+            images=compiled.get("images", ()),
+            source=f"settings (workloads.{name})",
+        )
+    return MappingProxyType(table)
+
+
 def _tier_catalog(reader: Reader, node: Node) -> tuple[tuple[str, ImagePattern], ...]:
     children = reader.mapping(node, "tiers", allowed=TIERS) or {}
     catalog: list[tuple[str, ImagePattern]] = []
@@ -326,6 +370,8 @@ def parse_settings(
         for key, attr in (("allow", "egress_allow"), ("deny", "egress_deny")):
             if key in egress:
                 kwargs[attr] = reader.compiled(egress[key], f"egress.{key}", _egress_entry) or ()
+    if "workloads" in top:
+        kwargs["workload_table"] = _workload_table(reader, top["workloads"])
     if "cache" in top:
         cache = reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes")) or {}
         if "tagTTL" in cache:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -43,6 +44,7 @@ from policy.errors import EgressRefused, NoSource, RateLimited, RegistryError, R
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
+from policy.registry.client import describe_failure
 from policy.registry.session import new_session, own_addresses
 from policy.registry.transport import EgressDenied, Transport
 from policy.settings import Settings
@@ -375,8 +377,12 @@ class HubTiers:
                 _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
             ) from None
         except requests.RequestException as exc:
+            # Worded like the registry client's errors: who could not be reached, and why.
+            host = urllib.parse.urlsplit(url).hostname or url
             raise _Unanswered(
-                _Failure(RegistryUnavailable, f"{what}: {type(exc).__name__}")
+                _Failure(
+                    RegistryUnavailable, f"{what}: cannot reach {host}: {describe_failure(exc)}"
+                )
             ) from None
         try:
             return _Fetched(status, jsonbound.loads(bytes(body), max_bytes=BODY_MAX))

@@ -972,7 +972,11 @@ def create_app(
             response = admission.allow(review.uid)
             envelope = admission.review_envelope(review, response)
             return answer(endpoint, "excluded", started, envelope, {"allowed": True}, fields)
-        planned = admission.plan(review, recheck_unchanged=settings.recheck_unchanged)
+        planned = admission.plan(
+            review,
+            recheck_unchanged=settings.recheck_unchanged,
+            table=settings.workload_table,
+        )
         if planned.problems:
             message = admission.problems_message(review.subject, planned.problems)
             response = admission.deny(review.uid, message)

@@ -327,7 +327,9 @@ def parse_review(document: object) -> Request:
         obj = _mapping(obj, "request.object", required=operation in _WRITES)
     old = get("oldObject")
     if old.__class__ is not dict:
-        old = _mapping(old, "request.oldObject")
+        # Only UPDATE reads it, to skip unchanged images; anything but an object (recorded
+        # samples send `"oldObject": ""` on CREATE) means "no old object": every image is judged.
+        old = old if isinstance(old, MAPPING) else None
     dry_run = get("dryRun", False)
     if dry_run is None:
         dry_run = False
@@ -384,24 +386,39 @@ class Plan(NamedTuple):
     skip_reason: str | None = None
 
 
-def _extract(obj: Mapping[str, object], kind: str) -> workloads.Extraction:
+def _extract(
+    obj: Mapping[str, object], request: Request, table: workloads.Table | None
+) -> workloads.Extraction:
+    kind = request.kind
     if kind == "EphemeralContainers":
         return workloads.extract_pod_spec(obj)
-    return workloads.extract(obj, kind=kind)
+    groups = _KIND_GROUPS.get(kind)
+    if groups is not None and request.group in groups:
+        return workloads.extract(obj, kind=kind)
+    return workloads.extract_custom(obj, request.group, kind, table)
 
 
-def plan(request: Request, *, recheck_unchanged: bool = False) -> Plan:
+def plan(
+    request: Request, *, recheck_unchanged: bool = False, table: workloads.Table | None = None
+) -> Plan:
     """Which image sites of the request's object need a verdict.
 
-    Pods (CREATE/UPDATE), `pods/ephemeralcontainers`, and the pod templates of the workload
-    kinds are judged; other kinds, other subresources and DELETE/CONNECT are not. On UPDATE an
-    image string the old object already holds is not re-checked unless `recheck_unchanged`.
+    Pods (CREATE/UPDATE), `pods/ephemeralcontainers`, the pod templates of the workload
+    kinds, and any other kind's pod templates and `table` paths (`workloads.extract_custom`;
+    default: the built-in table) are judged; other subresources and DELETE/CONNECT are not.
+    On UPDATE an image string the old object already holds is not re-checked unless
+    `recheck_unchanged`.
     """
     if request.operation not in _WRITES:
         return Plan(skip_reason=f"{request.operation} is not checked")
     groups = _KIND_GROUPS.get(request.kind)
-    if groups is None or request.group not in groups:
-        shown = f"{request.group}/{request.kind}" if request.group else request.kind
+    builtin = groups is not None and request.group in groups
+    shown = f"{request.group}/{request.kind}" if request.group else request.kind
+    if (
+        not builtin
+        and workloads.is_builtin_group(request.group)
+        and (request.group, request.kind) not in (table or workloads.BUILTIN_TABLE)
+    ):
         return Plan(skip_reason=f"kind {shown} holds no images we check")
     if request.sub_resource and not (
         request.kind in ("Pod", "EphemeralContainers")
@@ -409,12 +426,14 @@ def plan(request: Request, *, recheck_unchanged: bool = False) -> Plan:
     ):
         return Plan(skip_reason=f"subresource {request.sub_resource} adds no images")
     assert request.obj is not None  # parse_review requires it for CREATE and UPDATE
-    extraction = _extract(request.obj, request.kind)
+    extraction = _extract(request.obj, request, table)
     if extraction.problems:
         return Plan(problems=extraction.problems)
+    if not builtin and not extraction.sites:
+        return Plan(skip_reason=f"kind {shown} holds no images we check")
     if request.operation != "UPDATE" or recheck_unchanged or request.old_object is None:
         return Plan(check=extraction.sites)
-    before = {site.image for site in _extract(request.old_object, request.kind).sites}
+    before = {site.image for site in _extract(request.old_object, request, table).sites}
     return Plan(
         check=tuple(s for s in extraction.sites if s.image not in before),
         unchanged=tuple(s for s in extraction.sites if s.image in before),

@@ -6,14 +6,25 @@ is not a non-empty string, a workload without its pod spec). It never raises on 
 object: callers decide whether a problem is a bad request (the webhook), a bad input file
 (the CLI) or a denial. `image_sites(obj)` is the shortcut for callers that only want sites.
 
-Objects are recognized by `kind` alone (not `apiVersion`), so the extraction also works on
-objects whose `apiVersion` is missing or old (`extensions/v1beta1`). Unknown kinds have no
-sites and no problems.
+The built-in workload kinds are recognized by `kind` alone (not `apiVersion`), so the
+extraction also works on objects whose `apiVersion` is missing or old (`extensions/v1beta1`).
+Any other kind (a custom resource: Argo `Rollout`, Knative `Service`, OpenKruise `CloneSet`…)
+is searched two ways, and `Extraction.how` says which found what:
+
+- by shape: every pod template under `spec` — a mapping at a `template.spec` path (so
+  `jobTemplate.spec.template.spec` too) with a `containers` key — is read as a pod spec;
+- by table: a `Table` maps (API group, kind) to paths of pod specs and of image strings, for
+  kinds whose images stand elsewhere (Tekton `steps`, Argo Workflow `templates`).
+  `BUILTIN_TABLE` holds the common ones; the settings' `workloads:` adds to it.
+
+The shape search is bounded (`SEARCH_DEPTH` levels below `spec`, `SEARCH_NODES` values); an
+object larger than that is a problem, so the caller fails closed instead of missing images.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeGuard
@@ -25,7 +36,88 @@ MAPPING = (dict, Mapping)
 """`isinstance` classes of a JSON or YAML object: `dict` first (an exact type check) saves the
 slower ABC check for the documents that are all dicts."""
 
+_CONTAINERS = (dict, Mapping, list)
+
 SiteField = Literal["container", "initContainer", "ephemeralContainer", "volume"]
+
+PathPattern = tuple[str | None, ...]
+"""Mapping keys from an object's root; None stands for every item of a list (`[*]`)."""
+
+
+@dataclass(frozen=True)
+class KindImages:
+    """Where a custom kind holds images: paths to pod specs, and paths to image strings."""
+
+    pod_specs: tuple[PathPattern, ...] = ()
+    images: tuple[PathPattern, ...] = ()
+    source: str = "built-in table"
+
+
+Table = Mapping[tuple[str, str], KindImages]
+"""(API group, kind) → where its images stand. The core group is ""."""
+
+SEARCH_DEPTH = 24
+SEARCH_NODES = 50_000
+
+
+_PATH = re.compile(r"[A-Za-z0-9_$-]+(?:\[\*\])*(?:\.[A-Za-z0-9_$-]+(?:\[\*\])*)*")
+_PATH_TOKEN = re.compile(r"([A-Za-z0-9_$-]+)|\[\*\]")
+
+
+def parse_path(text: str) -> PathPattern:
+    """`spec.steps[*].image` → ("spec", "steps", None, "image"); ValueError when malformed."""
+    if not _PATH.fullmatch(text):
+        raise ValueError(f"expected a path like spec.steps[*].image, got {text!r}")
+    return tuple(m[1] or None for m in _PATH_TOKEN.finditer(text))
+
+
+def _paths(*texts: str) -> tuple[PathPattern, ...]:
+    return tuple(parse_path(t) for t in texts)
+
+
+_TEKTON_STEPS = ("steps[*].image", "sidecars[*].image", "stepTemplate.image")
+_ARGO_TEMPLATES = (
+    "container.image",
+    "script.image",
+    "initContainers[*].image",
+    "sidecars[*].image",
+    "containerSet.containers[*].image",
+)
+
+
+def _under(prefix: str, paths: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{prefix}.{p}" for p in paths)
+
+
+BUILTIN_TABLE: Table = {
+    **{
+        ("tekton.dev", kind): KindImages(images=_paths(*_under("spec", _TEKTON_STEPS)))
+        for kind in ("Task", "ClusterTask")
+    },
+    ("tekton.dev", "TaskRun"): KindImages(images=_paths(*_under("spec.taskSpec", _TEKTON_STEPS))),
+    ("tekton.dev", "Pipeline"): KindImages(
+        images=_paths(
+            *_under("spec.tasks[*].taskSpec", _TEKTON_STEPS),
+            *_under("spec.finally[*].taskSpec", _TEKTON_STEPS),
+        )
+    ),
+    ("tekton.dev", "PipelineRun"): KindImages(
+        images=_paths(
+            *_under("spec.pipelineSpec.tasks[*].taskSpec", _TEKTON_STEPS),
+            *_under("spec.pipelineSpec.finally[*].taskSpec", _TEKTON_STEPS),
+        )
+    ),
+    **{
+        ("argoproj.io", kind): KindImages(
+            images=_paths(*_under("spec.templates[*]", _ARGO_TEMPLATES))
+        )
+        for kind in ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate")
+    },
+    ("argoproj.io", "CronWorkflow"): KindImages(
+        images=_paths(*_under("spec.workflowSpec.templates[*]", _ARGO_TEMPLATES))
+    ),
+}
+"""Custom kinds whose images do not stand in a pod template."""
 
 _POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "Pod": ("spec",),
@@ -115,13 +207,18 @@ class Extraction(NamedTuple):
 
     sites: tuple[ImageSite, ...] = ()
     problems: tuple[Problem, ...] = ()
+    how: str = ""
+    """How the kind was recognised (`--explain`): "built-in", "pod template at …", a table."""
 
 
-def extract(obj: Mapping[str, object], *, kind: str | None = None) -> Extraction:
-    """Find every image site of a workload object; unknown or missing kinds give nothing.
+def extract(
+    obj: Mapping[str, object], *, kind: str | None = None, table: Table | None = None
+) -> Extraction:
+    """Find every image site of an object: a built-in workload kind by its pod spec path,
+    any other kind as `extract_custom` says; a missing kind gives nothing.
 
     `kind` overrides `obj["kind"]`, for objects that carry none (the items of a typed list
-    such as a `DeploymentList` returned by the API).
+    such as a `DeploymentList` returned by the API). `table` defaults to BUILTIN_TABLE.
     """
     if kind is None:
         declared = obj.get("kind")
@@ -130,7 +227,7 @@ def extract(obj: Mapping[str, object], *, kind: str | None = None) -> Extraction
         kind = declared
     spec_path = pod_spec_path(kind)
     if spec_path is None:
-        return Extraction()
+        return extract_custom(obj, group_of(obj), kind, table)
     current: Mapping[Any, object] = obj
     for depth, key in enumerate(spec_path):
         child = current.get(key, _ABSENT)
@@ -138,6 +235,131 @@ def extract(obj: Mapping[str, object], *, kind: str | None = None) -> Extraction
             return Extraction(problems=(_expected(spec_path[: depth + 1], "a mapping", child),))
         current = child
     return extract_pod_spec(current, spec_path)
+
+
+def group_of(obj: Mapping[str, object]) -> str:
+    """The API group of an object's `apiVersion` ("" for the core group or none)."""
+    api_version = obj.get("apiVersion")
+    if not isinstance(api_version, str) or "/" not in api_version:
+        return ""
+    return api_version.rsplit("/", 1)[0]
+
+
+def is_builtin_group(group: str) -> bool:
+    """Whether `group` is one of Kubernetes' own (core, `apps`, `batch`, `*.k8s.io`…), whose
+    kinds holding pod templates are all in the built-in table."""
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def extract_custom(
+    obj: Mapping[str, object], group: str, kind: str, table: Table | None = None
+) -> Extraction:
+    """The image sites of an object of a kind that is not a built-in workload: the paths
+    `table` gives for (group, kind), then every pod template found by shape (not for
+    Kubernetes' own groups), each site once."""
+    entry = (BUILTIN_TABLE if table is None else table).get((group, kind))
+    sites: dict[FieldPath, ImageSite] = {}
+    problems: list[Problem] = []
+    how: list[str] = []
+    if entry is not None:
+        for pattern in entry.pod_specs:
+            for path, value in _follow(obj, pattern, problems):
+                found = extract_pod_spec(value, path)
+                sites.update((site.path, site) for site in found.sites)
+                problems.extend(found.problems)
+        for pattern in entry.images:
+            for path, value in _follow(obj, pattern, problems):
+                if _is_image(value):
+                    holder = _at(obj, path[:-1])
+                    name = _name(holder) if isinstance(holder, MAPPING) else ""
+                    sites[path] = ImageSite(value, path, "container", name)
+                else:
+                    problems.append(_expected_image(path, value))
+        how.append(f"image paths from the {entry.source}")
+    if not is_builtin_group(group):
+        templates = _pod_templates(obj, problems)
+        for path in templates:
+            found = extract_pod_spec(_at(obj, path), path)
+            sites.update((site.path, site) for site in found.sites if site.path not in sites)
+            problems.extend(found.problems)
+        if templates:
+            how.append("pod template at " + ", ".join(dotted(p) for p in templates[:3]))
+            if len(templates) > 3:
+                how[-1] += f" and {len(templates) - 3} more"
+    return Extraction(tuple(sites.values()), tuple(problems), "; ".join(how))
+
+
+def _at(obj: object, path: FieldPath) -> object:
+    for step in path:
+        obj = obj[step]  # type: ignore[index]
+    return obj
+
+
+def _follow(
+    obj: Mapping[str, object], pattern: PathPattern, problems: list[Problem]
+) -> Iterator[tuple[FieldPath, object]]:
+    """The values at `pattern` (absent or null steps end quietly; a value of the wrong type
+    along the way is a problem: it could hide an image)."""
+    frontier: list[tuple[FieldPath, object]] = [((), obj)]
+    for step in pattern:
+        following: list[tuple[FieldPath, object]] = []
+        for path, value in frontier:
+            if step is None:
+                if isinstance(value, list):
+                    following.extend(((*path, i), item) for i, item in enumerate(value))
+                else:
+                    problems.append(_expected(path, "a list", value))
+            elif isinstance(value, MAPPING):
+                child = value.get(step)
+                if child is not None:
+                    following.append(((*path, step), child))
+            else:
+                problems.append(_expected(path, "a mapping", value))
+        frontier = following
+    yield from frontier
+
+
+def _pod_templates(obj: Mapping[str, object], problems: list[Problem]) -> list[FieldPath]:
+    """Paths of the pod specs under `spec` by shape: a mapping at `….template.spec` with a
+    `containers` key. Bounded: SEARCH_DEPTH levels (deeper is not searched) and SEARCH_NODES
+    values (more is a problem, so the object is not taken as searched)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, _CONTAINERS):
+        return []
+    found: list[FieldPath] = []
+    stack: list[tuple[FieldPath, object]] = [(("spec",), spec)]
+    visited = 0
+    while stack:
+        path, value = stack.pop()
+        visited += 1
+        if visited > SEARCH_NODES:
+            problems.append(
+                Problem((), f"too large to search for pod templates (over {SEARCH_NODES:,} values)")
+            )
+            return found
+        if len(path) > SEARCH_DEPTH:
+            continue
+        if isinstance(value, MAPPING):
+            if (
+                len(path) >= 2
+                and path[-1] == "spec"
+                and path[-2] == "template"
+                and "containers" in value
+            ):
+                found.append(path)
+                continue
+            stack.extend(
+                ((*path, key), child)
+                for key, child in reversed(list(value.items()))
+                if isinstance(child, _CONTAINERS) and isinstance(key, str)
+            )
+        elif isinstance(value, list):
+            stack.extend(
+                ((*path, i), child)
+                for i, child in reversed(list(enumerate(value)))
+                if isinstance(child, _CONTAINERS)
+            )
+    return found
 
 
 def image_sites(obj: Mapping[str, object]) -> list[ImageSite]:

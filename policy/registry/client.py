@@ -456,14 +456,33 @@ class RegistryClient:
                 kind=kind,
             )
 
+        # A mirror that fails in any way (unreachable, 401/403/404/429/5xx, a refused token)
+        # hands over to the next endpoint: only a 200 answer is final. Each endpoint gets only
+        # its own host's credentials (`_fetch_from`), so falling through leaks nothing.
         *mirrors, upstream = self._endpoints(registry)
+        tried: list[RegistryError] = []
         for mirror in mirrors:
             try:
                 return fetch(mirror)
-            except _Fallback as fallback:
+            except (_Fallback, RegistryError) as failure:
+                error = failure.error if isinstance(failure, _Fallback) else failure
                 if deadline.expired:
-                    raise fallback.error from None
-        return fetch(upstream)
+                    raise error from None
+                tried.append(error)
+        try:
+            return fetch(upstream)
+        except RegistryError as exc:
+            # Say what the mirrors answered when it differs from the upstream's failure (a
+            # mirror's 404 beside an unreachable upstream), once, in the one error.
+            other = [e for e in tried if type(e) is not type(exc)]
+            if not other:
+                raise
+            said = "; ".join(str(e).removeprefix(f"{ref}: ") for e in other)
+            raise type(exc)(
+                f"{exc} (mirror{'s' if len(other) > 1 else ''}: {said})",
+                registry=exc.registry,
+                reference=exc.reference,
+            ) from None
 
     def _fetch_from(
         self,

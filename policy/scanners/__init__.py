@@ -41,3 +41,11 @@ class FoundImage:
     def location(self) -> str:
         """`file:line`, as editors and CI annotations take it."""
         return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file met that is not judged (not an input, a Helm template, unreadable), and why."""
+
+    file: str
+    reason: str

@@ -123,16 +123,20 @@ def looks_like_compose(text: str) -> bool:
         roots = list(yaml.compose_all(text, Loader=_LOADER))
     except (yaml.YAMLError, RecursionError):
         return False
-    for root in roots:
-        if not isinstance(root, MappingNode):
-            continue
-        services = _pairs(root).get("services")
-        if services is None or not isinstance(services[1], MappingNode):
-            continue
-        for _, service in _pairs(services[1]).values():
-            if isinstance(service, MappingNode) and {"image", "build"} & set(_pairs(service)):
-                return True
-    return False
+    return any(is_compose_root(root) for root in roots)
+
+
+def is_compose_root(root: Node | None) -> bool:
+    """Whether a composed YAML document is a compose file (see `looks_like_compose`)."""
+    if not isinstance(root, MappingNode):
+        return False
+    services = _pairs(root).get("services")
+    if services is None or not isinstance(services[1], MappingNode):
+        return False
+    return any(
+        isinstance(service, MappingNode) and bool({"image", "build"} & set(_pairs(service)))
+        for _, service in _pairs(services[1]).values()
+    )
 
 
 class _Interpolation:

@@ -22,13 +22,18 @@ import fnmatch
 import re
 import types
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
+
+import yaml
+from yaml.nodes import Node
 
 from policy.errors import InputError
+from policy.k8s import workloads
 from policy.scanners import FoundImage, compose, dockerfile, kubernetes
 
 Kind = Literal["kubernetes", "compose", "dockerfile", "images"]
 
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NO_ARGS: Mapping[str, str] = types.MappingProxyType({})
 _COMPOSE_NAMES = (
     "docker-compose*.yml",
@@ -92,6 +97,40 @@ def kind_of(path: str, text: str) -> Kind:
     )
 
 
+HELM_HINT = "a Helm template: render it first (`helm template CHART | image-policy check -`)"
+NOT_AN_INPUT = "not a Kubernetes object or compose file"
+_TEMPLATE_ACTION = re.compile(r"\{\{-?\s*[-.$\w(\"/]")
+
+
+def triage(path: str, text: str, *, chart_template: bool = False) -> Kind | str:
+    """The kind to scan `text` as, or why a YAML/JSON file is skipped (a string).
+
+    Files named as Dockerfiles or compose files are always scanned. A YAML file holding Go
+    template actions (`{{ .Values.x }}`) is a Helm template when it lies in a chart's
+    `templates/` directory (`chart_template`) or is not valid YAML; a `.yaml`/`.yml`/`.json`
+    file that is neither compose nor a Kubernetes manifest (`tsconfig.json`, `values.yaml`,
+    a JSON data file, a GitHub workflow) is skipped. Other files go to `kind_of`.
+    """
+    by_name = kind_by_name(path)
+    if by_name is not None:
+        return by_name
+    if not path.lower().endswith(_YAML_SUFFIXES) or not text.strip():
+        return kind_of(path, text)
+    try:
+        roots: list[Node] | None = list(yaml.compose_all(text, Loader=_LOADER))
+    except (yaml.YAMLError, RecursionError):
+        roots = None
+    if _TEMPLATE_ACTION.search(text) and (chart_template or roots is None):
+        return HELM_HINT
+    if roots is None:  # broken YAML that looks like a manifest is reported by its scanner
+        return "kubernetes" if kubernetes.looks_like_kubernetes(text) else NOT_AN_INPUT
+    if any(compose.is_compose_root(root) for root in roots):
+        return "compose"
+    if any(kubernetes.is_object_root(root) for root in roots):
+        return "kubernetes"
+    return NOT_AN_INPUT
+
+
 def scan(
     path: str,
     text: str,
@@ -103,14 +142,27 @@ def scan(
 
     `env` interpolates compose files; `build_args` are a Dockerfile's build args.
     """
-    kind = kind_of(path, text)
+    return scan_as(kind_of(path, text), path, text, env=env, build_args=build_args)
+
+
+def scan_as(
+    kind: Kind,
+    path: str,
+    text: str,
+    *,
+    env: Mapping[str, str],
+    build_args: Mapping[str, str] = _NO_ARGS,
+    table: workloads.Table | None = None,
+    explain: list[str] | None = None,
+) -> list[FoundImage]:
+    """The images of `text` scanned as `kind` (`table` and `explain`: `kubernetes.scan`)."""
     if kind == "compose":
         return compose.scan(text, path, env=env)
     if kind == "dockerfile":
         return dockerfile.scan(text, path, build_args=build_args)
     if kind == "images":
         return images_from(text, path)
-    return kubernetes.scan(text, path)
+    return kubernetes.scan(text, path, table=table, explain=explain)
 
 
 def images_from(text: str, filename: str) -> list[FoundImage]:

@@ -37,13 +37,21 @@ _DOCUMENT_SEPARATOR = re.compile(r"^---", re.MULTILINE)
 _TOP_LEVEL_KEY = re.compile(r"""^["']?(apiVersion|kind)["']?[ \t]*:""", re.MULTILINE)
 
 
-def scan(text: str, filename: str) -> list[FoundImage]:
+def scan(
+    text: str,
+    filename: str,
+    *,
+    table: workloads.Table | None = None,
+    explain: list[str] | None = None,
+) -> list[FoundImage]:
     """Every image in the Kubernetes objects of `text`, ordered by line and column.
 
     Handles multi-document files, empty documents, `kind: List` and any `<Kind>List` with
     `items` (nested too; items of a typed list without a `kind` take the list's item kind),
     and every kind in `workloads.WORKLOAD_KINDS`. Documents without a string `kind` are not
-    Kubernetes objects and are skipped. Raises InputError, located as `file:line:col: …`, for
+    Kubernetes objects and are skipped. Custom kinds are searched as `workloads.extract_custom`
+    says, with `table` (default: the built-in table); `explain`, when given, gets one line per
+    kind met saying how its images were found. Raises InputError, located as `file:line:col: …`, for
     invalid YAML, a document that is not a mapping, and for structural problems that could
     hide an image (a container whose `image` is not a non-empty string, a Deployment without
     `spec.template.spec`, …), all of a file's problems in one error, one per line.
@@ -61,7 +69,13 @@ def scan(text: str, filename: str) -> list[FoundImage]:
                 f"got {workloads.describe(value)}"
             )
         for prefix, obj, kind in _objects(value, (), None, set(), problems, document):
-            extraction = workloads.extract(obj, kind=kind)
+            extraction = workloads.extract(obj, kind=kind, table=table)
+            if explain is not None:
+                group = workloads.group_of(obj)
+                shown = f"{kind} ({group})" if group else kind
+                line = f"{filename}: {shown}: {_how(kind, obj, extraction)}"
+                if line not in explain:
+                    explain.append(line)
             for problem in extraction.problems:
                 path = (*prefix, *problem.path)
                 problems.append(f"{document.locate(path)}: {Problem(path, problem.message)}")
@@ -95,16 +109,22 @@ def looks_like_kubernetes(text: str) -> bool:
     """
     try:
         for root in yaml.compose_all(text, Loader=_LOADER):
-            if isinstance(root, MappingNode):
-                keys = {key.value for key, _ in root.value if isinstance(key, ScalarNode)}
-                if {"apiVersion", "kind"} <= keys:
-                    return True
+            if is_object_root(root):
+                return True
     except (yaml.YAMLError, RecursionError):
         return any(
             {"apiVersion", "kind"} <= set(_TOP_LEVEL_KEY.findall(chunk))
             for chunk in _DOCUMENT_SEPARATOR.split(text)
         )
     return False
+
+
+def is_object_root(root: Node | None) -> bool:
+    """Whether a composed YAML document is a mapping with `apiVersion` and `kind` keys."""
+    if not isinstance(root, MappingNode):
+        return False
+    keys = {key.value for key, _ in root.value if isinstance(key, ScalarNode)}
+    return {"apiVersion", "kind"} <= keys
 
 
 def _compose(text: str, filename: str) -> Iterator[Node]:
@@ -308,6 +328,20 @@ def _objects(
             yield from _objects(item, path, declared, seen, problems, document)
         elif item_kind and "kind" not in item:
             yield from _objects(item, path, item_kind, seen, problems, document)
+
+
+def _how(kind: str, obj: Mapping[str, object], extraction: workloads.Extraction) -> str:
+    if workloads.pod_spec_path(kind) is not None:
+        return "built-in workload kind"
+    if extraction.how:
+        return extraction.how
+    group = workloads.group_of(obj)
+    if workloads.is_builtin_group(group):
+        return "no images (not a workload kind)"
+    return (
+        "no pod template found and not in the workloads table (add its image paths "
+        "under `workloads:` in the settings)"
+    )
 
 
 def _metadata(obj: Mapping[str, object]) -> tuple[str, str | None]:

@@ -289,12 +289,12 @@ def test_deny_tags_reads_the_tag_the_registry_confirms(hook: Webhook, hub: Hub) 
     assert any("tag latest could not be confirmed" in w for w in response["response"]["warnings"])
 
 
-def resolve(hook: Webhook, image: str) -> dict[str, Any]:
+def resolve(hook: Webhook, image: str, *, code: int = 0) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
     config = str(hook.directory / "settings.yaml")
-    code = cli.main(["resolve", image, "--json", "--config", config], out=out, err=err)
-    assert code == 0, err.getvalue()
+    exit_code = cli.main(["resolve", image, "--json", "--config", config], out=out, err=err)
     document: dict[str, Any] = json.loads(out.getvalue())
+    assert exit_code == code, (err.getvalue(), document["errors"])
     return document
 
 
@@ -311,8 +311,11 @@ def test_resolve_shows_the_canonical_reference_and_where_the_tag_points(
     for digest in (hub.multi.digest, hub.arm):
         entry = resolve(hook, f"mycorp/multi:1.0@{digest}")
         assert (entry["tagDigest"], entry["tagMatchesDigest"]) == (hub.multi.digest, True)
-    other = resolve(hook, f"mycorp/multi:1.0@{hub.app}")
+    # Another repository's digest: the tag is not there, and neither is the manifest (the
+    # registry could not give a fact: exit 2).
+    other = resolve(hook, f"mycorp/multi:1.0@{hub.app}", code=2)
     assert other["tagMatchesDigest"] is False
+    assert "manifest unknown" in other["errors"]["manifest"]
 
 
 # --- /mutate then /validate, as the API server calls them ----------------------------------------

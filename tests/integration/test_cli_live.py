@@ -70,8 +70,9 @@ def test_resolve_platform_filter_and_missing_tag(registry: SeededRegistry) -> No
     assert [p["platform"] for p in json.loads(out)["platforms"]] == ["linux/arm64/v8"]
     code, out, _ = run("resolve", f"{registry.host}/docker/app:nope")
     assert code == 2
-    # The operator sees the class and, beside it, the registry's own words.
-    assert "error (digest): image not found (manifest unknown: " in out
+    # The operator sees the class and, beside it, the registry's own words, once.
+    assert "error (digest, platforms, manifest, config): image not found (" in out
+    assert out.count("manifest unknown") == 1
     code, out, _ = run("resolve", f"{registry.host}/docker/app:nope", "--json")
     doc = json.loads(out)
     assert doc["errors"]["digest"] == "image not found"
@@ -176,3 +177,30 @@ def test_docker_io_mirror_serves_docker_hub_images(tmp_path: Path) -> None:
         assert code == 0, out + err
     finally:
         mirror.stop()
+
+
+def test_resolve_text_shows_created_labels_and_counts_in_words(registry: SeededRegistry) -> None:
+    code, out, err = run("resolve", f"{registry.host}/oci/app:multi", "--platform", "linux/amd64")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.lstrip().startswith("linux/amd64"))
+    assert "2 layers, " in line and ", user 1000" in line and ", created " in line
+    assert "label seed=oci/app/linux-amd64/linux/amd64" in out
+    assert " 1 layers" not in out
+
+
+def test_resolve_exits_2_whenever_a_fact_could_not_be_had() -> None:
+    """A digest reference whose manifest does not match its digest: the digest is known (it
+    is in the reference), the manifest is not — once exit 0 with the error in `errors`."""
+    from tests.support.hostile import HostileServer
+
+    with HostileServer() as hostile:
+        image = f"{hostile.host}/digest-mismatch/app@sha256:{'1' * 64}"
+        code, out, _ = run("resolve", image, "--json", "--timeout", "5")
+        document = json.loads(out)
+        assert document["digest"] == f"sha256:{'1' * 64}"
+        assert document["errors"]
+        assert code == 2
+        code, out, _ = run("resolve", image, "--timeout", "5")
+        assert code == 2
+        errors = [x for x in out.splitlines() if x.lstrip().startswith("error (")]
+        assert len(errors) == len(set(errors)) == 1, out  # one reason, said once

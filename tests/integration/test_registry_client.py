@@ -558,9 +558,94 @@ def test_a_mirror_never_gets_the_upstream_registrys_credentials(
             authenticator=Authenticator(session, store),
             registries={registry_basic.host: RegistryConfig(mirrors=(mirror.url,))},
         )
-        with pytest.raises(RegistryAuthError, match="no credentials"):
+        # The mirror's challenge is not answered with the upstream's password; the request
+        # falls through to the upstream, which says the tag is unknown (with its credentials),
+        # and the error tells what the mirror answered.
+        with pytest.raises(
+            ManifestNotFound,
+            match=r"manifest unknown: .*unauthorized:1\.0 \(mirror: .*requires authentication",
+        ):
             client.head_manifest(registry_basic.host, "unauthorized", "1.0", deadline=deadline())
         assert mirror.authorizations() == []
         # The upstream itself still gets its own credentials.
         head = client.head_manifest(registry_basic.host, "private/app", "1.0", deadline=deadline())
         assert head.digest == registry_basic.image.digest
+
+
+class _StatusMirror:
+    """A mirror answering every request with one status (and counting what it got)."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        seen: list[tuple[str, str | None]] = []
+        self.seen = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append((self.path, self.headers.get("Authorization")))
+                body = b'{"errors":[{"code":"DENIED","message":"mirror says no"}]}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> _StatusMirror:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@registry_test
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 429, 500])
+def test_any_mirror_failure_falls_through_to_the_upstream(
+    registry_basic: BasicRegistry, session: requests.Session, status: int
+) -> None:
+    """The README says mirrors are tried in order before the upstream: a 4xx from a mirror is
+    not final. The upstream gets its credentials; the mirror never does."""
+    from policy.registry.auth import Authenticator
+    from policy.registry.credentials import Credential, CredentialStore
+
+    store = CredentialStore(
+        explicit={registry_basic.host: Credential(registry_basic.user, registry_basic.password)}
+    )
+    with _StatusMirror(status) as mirror:
+        client = make_client(
+            session,
+            authenticator=Authenticator(session, store),
+            registries={registry_basic.host: RegistryConfig(mirrors=(mirror.url,))},
+        )
+        got = client.get_manifest(registry_basic.host, "private/app", "1.0", deadline=deadline())
+        assert got.digest == registry_basic.image.digest
+        assert mirror.seen and all(auth is None for _, auth in mirror.seen)
+
+
+@registry_test
+def test_a_mirrors_404_is_told_once_beside_an_unreachable_upstream(
+    session: requests.Session,
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with _StatusMirror(404) as mirror:
+        client = make_client(session, registries={dead: RegistryConfig(mirrors=(mirror.url,))})
+        with pytest.raises(RegistryUnavailable) as info:
+            client.get_manifest(dead, "team/app", "1.0", deadline=deadline())
+    message = str(info.value)
+    assert message.startswith(f"{dead}/team/app:1.0: cannot reach {dead}")
+    assert message.endswith(
+        f"(mirror: manifest unknown: {dead}/team/app:1.0: DENIED: mirror says no)"
+    )
+    assert message.count("mirror says no") == 1

@@ -493,17 +493,45 @@ def test_tiers_export_round_trips_into_settings(
         assert catalog.known(ref(image)) == (tier, "catalog"), image
 
 
-def test_tiers_export_writes_nothing_when_a_tier_is_unknown(
-    hub: HubServer, files: tuple[str, str]
+def test_tiers_export_writes_the_known_tiers_and_reports_the_unknown(
+    hub: HubServer, files: tuple[str, str], tmp_path: Path
 ) -> None:
     _, config = files
     hub.badges["acme/app"] = "verified_publisher"
     hub.search_modes["down"] = hub.org_modes["down"] = "429"
     code, out, err = run("tiers", "export", "acme/app", "down/app", "--config", config)
-    assert (code, out) == (2, "")
+    assert code == 2
+    assert '    - "docker.io/acme/**"  # Docker Hub search: docker.io/acme/app' in out
+    assert "down" not in out
     assert "trusted-content tier of docker.io/down/app is unknown" in err
     assert "rate limited" in err
-    assert err.endswith("1 tier(s) unknown; no catalog written\n")
+    assert err.endswith(
+        "1 tier(s) unknown, left out of the catalog; run again when Docker Hub answers\n"
+    )
+    output = tmp_path / "catalog.yaml"
+    code, out, err = run(
+        "tiers", "export", "acme/app", "down/app", "--config", config, "-o", str(output)
+    )
+    assert (code, out) == (2, "")
+    assert [str(p) for _, p in parse_settings(output.read_text(), "c").tier_catalog] == [
+        "docker.io/acme/**"
+    ]
+
+
+def test_an_unreachable_hub_is_worded_like_an_unreachable_registry(
+    session: requests.Session, clock: Clock
+) -> None:
+    """Not `search: ConnectionError; org: ConnectionError`: who and why, as registry errors."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    hub = tiers.HubTiers(session, api=f"http://127.0.0.1:{port}", clock=clock)
+    with pytest.raises(RegistryUnavailable) as info:
+        lookup(hub, "acme/app:1")
+    message = str(info.value)
+    assert "search: cannot reach 127.0.0.1: " in message
+    assert "; org: cannot reach 127.0.0.1: " in message
+    assert "ConnectionError" not in message
 
 
 def test_tier_answers_are_kept_in_the_disk_cache(

@@ -132,7 +132,6 @@ GOOD = review(workload("Pod", "nginx:1.25"))
         (_with(GOOD, {"group": ""}, "request", "kind"), "request.kind.kind is missing"),
         (_without(GOOD, "request", "object"), "request.object is missing"),
         (_with(GOOD, [1], "request", "object"), "request.object must be an object"),
-        (_with(GOOD, "x", "request", "oldObject"), "request.oldObject must be an object"),
         (_with(GOOD, "yes", "request", "dryRun"), "request.dryRun must be true or false"),
         (_with(GOOD, 5, "request", "namespace"), "request.namespace must be a string"),
         (_with(GOOD, [], "request", "userInfo"), "request.userInfo must be an object"),
@@ -500,3 +499,17 @@ def test_break_glass_status_allows_and_audits() -> None:
     assert status["auditAnnotations"] == {
         "break-glass": "break-glass.image-policy.k8s.io/x allowed quay.io/a:1"
     }
+
+
+@pytest.mark.parametrize("old", ["", "x", 0, [], False])
+def test_an_old_object_that_is_not_an_object_is_no_old_object(old: object) -> None:
+    """Recorded samples of a widely used project send `"oldObject": ""` on CREATE: the review
+    is judged (not a 400); on UPDATE every image is then re-checked (fail closed)."""
+    create = review(workload("Pod", "nginx:1.25"))
+    create["request"]["oldObject"] = old
+    assert [s.image for s in planned(create).check] == ["nginx:1.25"]
+    update = review(workload("Deployment", "nginx:1.25"), kind="Deployment", group="apps")
+    update["request"]["operation"] = "UPDATE"
+    update["request"]["oldObject"] = old
+    plan = planned(update)
+    assert ([s.image for s in plan.check], plan.unchanged) == (["nginx:1.25"], ())

@@ -76,7 +76,14 @@ def test_check_reports_every_image_with_its_line_and_verdict() -> None:
     assert [v["rule"] for v in nginx["violations"]] == ["shop-pinned"]  # type: ignore[index]
     assert nginx["violations"][0]["action"] == "audit"  # type: ignore[index]
     summary = report["summary"]
-    assert summary == {"images": 11, "allowed": 9, "denied": 2, "warnings": 1, "audits": 5}
+    assert summary == {
+        "images": 11,
+        "allowed": 9,
+        "denied": 2,
+        "warnings": 1,
+        "audits": 5,
+        "skipped": 0,
+    }
 
 
 def test_only_the_amd64_entry_is_read_and_attestations_never_count() -> None:
@@ -386,3 +393,77 @@ def test_pre_commit_hooks_name_real_commands() -> None:
         "image-policy-lint",
         "image-policy-pin",
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["check", "--rules", RULES, "--image", "nginx", "--timeout", value], "--timeout")
+        for value in ("-1", "0", "nan", "inf", "-inf", "1e400", "ten", "86401")
+    ]
+    + [
+        (["resolve", "nginx", "--timeout", "nan"], "--timeout"),
+        (["pin", "x.yaml", "--timeout", "inf"], "--timeout"),
+        (["tiers", "export", "nginx", "--timeout", "-5"], "--timeout"),
+        (["check", "--rules", RULES, "--image", "nginx", "--jobs", "0"], "--jobs"),
+        (["check", "--rules", RULES, "--image", "nginx", "--jobs", "99999999999"], "--jobs"),
+        (["serve", "--rules", RULES, "--port", "70000"], "--port"),
+        (["serve", "--rules", RULES, "--port", "-1"], "--port"),
+        (["serve", "--rules", RULES, "--workers", "0"], "--workers"),
+        (["serve", "--rules", RULES, "--threads", "nan"], "--threads"),
+        (["certs", "--check", "d", "--days", "-3"], "--days"),
+    ],
+)
+def test_numeric_flags_are_validated_with_the_flags_name(argv: list[str], flag: str) -> None:
+    """`--timeout -1`, `nan` or `inf` once crashed with a traceback and exit 1 (= denied)."""
+    code, out, err = run(*argv)
+    assert code == 2
+    assert out == ""
+    assert f"error: argument {flag}: expected" in err
+    assert "Traceback" not in err
+
+
+def test_a_valid_timeout_is_taken() -> None:
+    code, _, err = run(
+        "check", "--rules", RULES, "--facts", FACTS, "--image", "nginx:1.25", "--timeout", "2.5"
+    )
+    assert code == 0, err
+
+
+def test_a_missing_rules_file_says_who_and_why_in_words(tmp_path: Path) -> None:
+    code, out, err = run("check", "--rules", str(tmp_path / "nope.yaml"), "--image", "nginx")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"image-policy check: {tmp_path / 'nope.yaml'}: cannot read rule file: "
+        "no such file or directory\n"
+    )
+
+
+def test_help_words(capsys: pytest.CaptureFixture[str]) -> None:
+    """check --help names every input kind; pin --help does not say "in place"."""
+    run("check", "--help")
+    flat = " ".join(capsys.readouterr().out.split())
+    for words in ("compose files", "Dockerfiles", "Helm templates", "--strict", "--env-file"):
+        assert words in flat, words
+    run("--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "in place" not in out
+    assert "show the diff pinning tag references to tag@digest (--write applies it)" in out
+
+
+def test_pin_says_the_reference_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    image = f"127.0.0.1:{port}/team/app:1.0"
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        f"apiVersion: v1\nkind: Pod\nspec:\n  containers: [{{name: a, image: {image}}}]\n"
+    )
+    code, out, err = run("pin", "--no-cache", "--timeout", "3", str(manifest))
+    assert (code, out) == (2, "")
+    first = err.splitlines()[0]
+    assert first.startswith(f"image-policy pin: {image}: cannot reach 127.0.0.1:{port}")
+    assert first.count(image) == 1

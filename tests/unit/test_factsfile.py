@@ -312,3 +312,62 @@ def test_a_pinned_reference_keeps_its_digest_even_with_a_recorded_tier() -> None
     resolver = factsfile.FactsResolver(factsfile.parse_facts(text, "facts.yaml"))
     found = resolver.lookup(parse(f"ghcr.io/a/b:1@{digest}"))
     assert (found.digest, found.tier, found.errors) == (digest, "none", {})
+
+
+def test_an_entry_keyed_by_tag_answers_for_its_digest() -> None:
+    """`nginx:1.25` with `digest: D` is used for `nginx:1.25@D` and `nginx@D` (and confirms
+    the tag); another digest, or another repository with D, is not in the file."""
+    digest = "sha256:" + "4" * 64
+    resolver = factsfile.FactsResolver(
+        factsfile.parse_facts(
+            f"images:\n  nginx:1.25:\n    digest: {digest}\n    layers: 7\n    user: '101'\n",
+            "f.yaml",
+        )
+    )
+    from policy.facts import Needs
+
+    needs = Needs(manifest=True, config=True, tag=True)
+    pinned, bare, other, elsewhere = resolver.resolve(
+        [
+            (parse(f"nginx:1.25@{digest}"), needs),
+            (parse(f"nginx@{digest}"), needs),
+            (parse("nginx:1.25@sha256:" + "5" * 64), needs),
+            (parse(f"redis:7@{digest}"), needs),
+        ],
+        deadline=Deadline(1),
+    )
+    assert [p.layers for p in pinned.platforms] == [7]
+    assert (pinned.tag_digest, pinned.tag_match) == (digest, True)
+    assert [p.layers for p in bare.platforms] == [7]
+    assert "manifest" in other.errors and other.tag_match is False
+    assert "manifest" in elsewhere.errors
+
+
+def test_the_readme_facts_example_allows_its_pinned_reference(tmp_path: Path) -> None:
+    """The README's facts example, judged by rules/default.yaml: nginx:1.25@<its digest> is
+    allowed, nginx:1.25 is denied (not pinned)."""
+    import io
+    import re
+
+    from policy import cli
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Facts files (offline)") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    facts = tmp_path / "facts.yaml"
+    facts.write_text(block.group(1))
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", block.group(1))
+    assert digest is not None
+    rules = str(root / "rules" / "default.yaml")
+
+    def check(image: str) -> int:
+        return cli.main(
+            ["check", "--rules", rules, "--facts", str(facts), "--image", image],
+            out=io.StringIO(),
+            err=io.StringIO(),
+        )
+
+    assert check(f"nginx:1.25@{digest.group(1)}") == 0
+    assert check("nginx:1.25") == 1

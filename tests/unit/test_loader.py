@@ -362,7 +362,9 @@ def test_no_files_and_unreadable_files() -> None:
     with pytest.raises(RuleErrors, match="no rule files given"):
         loader.load_rules([])
     missing = BROKEN / "does-not-exist.yaml"
-    with pytest.raises(RuleErrors, match=r"does-not-exist.yaml: cannot read rule file: "):
+    with pytest.raises(
+        RuleErrors, match=r"does-not-exist.yaml: cannot read rule file: no such file or directory$"
+    ):
         loader.load_rules([missing])
 
 
@@ -375,7 +377,7 @@ def test_directory_without_rule_files(tmp_path: Path) -> None:
 def test_undecodable_file(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"apiVersion: \xff\n")
-    with pytest.raises(RuleErrors, match=r"cannot read rule file: UnicodeDecodeError"):
+    with pytest.raises(RuleErrors, match=r"cannot read rule file: not UTF-8 text$"):
         loader.load_rules([path])
 
 
@@ -571,3 +573,34 @@ def test_a_single_path_is_not_taken_for_a_list_of_characters() -> None:
     root = Path(__file__).resolve().parents[2] / "rules" / "default.yaml"
     assert loader.load_rules(str(root)).rules == loader.load_rules([root]).rules
     assert loader.lint(root) == []
+
+
+def test_lint_reports_duplicates_and_unknown_rules_with_field_errors_in_one_pass(
+    tmp_path: Path,
+) -> None:
+    """A duplicate id (of a rule with a field error) and an exception naming an unknown rule
+    (in an exception with its own error) are reported with the field errors, not after."""
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "apiVersion: image-policy/v1\n"
+        "kind: RuleSet\n"
+        "metadata: {name: x}\n"
+        "rules:\n"
+        "  - id: a\n"
+        '    match: {images: ["**"]}\n'
+        "    require: {maxLayers: ten}\n"
+        "  - id: a\n"
+        '    match: {images: ["**"]}\n'
+        "    require: {digest: true}\n"
+        "exceptions:\n"
+        "  - rules: [nope, a]\n"
+        '    images: ["x"]\n'
+        "    reason: r\n"
+        "    expires: someday\n"
+    )
+    messages = [f"{e.location.line}: {e.path}: {e.message}" for e in loader.lint([path])]
+    assert messages[0] == '7: rules[0].require.maxLayers: expected a positive integer, got "ten"'
+    assert "8: rules[1].id: duplicate rule id 'a' (first defined at " + f"{path}:5:5)" in messages
+    assert "12: exceptions[0].rules[0]: exception names unknown rule 'nope'" in messages
+    assert any(m.startswith("15: exceptions[0].expires:") for m in messages)
+    assert len(messages) == 4

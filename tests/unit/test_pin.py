@@ -256,3 +256,29 @@ def test_unified_diff() -> None:
         "\\ No newline at end of file\n"
     )
     assert pin.unified_diff("x", before, before) == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("Dockerfile", "\ufeffFROM nginx:1.25\nRUN true\n"),
+        ("Dockerfile", "\ufeffFROM nginx:1.25 AS web\r\n"),
+        (
+            "pod.yaml",
+            "\ufeffapiVersion: v1\nkind: Pod\nspec:\n"
+            "  containers: [{name: a, image: nginx:1.25}]\n",
+        ),
+        ("compose.yaml", "\ufeffservices: {web: {image: nginx:1.25}}\n"),
+    ],
+)
+def test_a_byte_order_mark_is_kept_and_line_one_is_pinned(name: str, text: str) -> None:
+    """Files saved by some Windows editors start with a UTF-8 BOM: the scanners count line
+    1's columns after it, and so does pin (it once refused such a Dockerfile)."""
+    from policy.scanners import detect
+
+    digest = "sha256:" + "a" * 64
+    found = detect.scan(name, text, env={})
+    result = pin.pin_file(name, text, found, {"nginx:1.25": digest})
+    assert result.skipped == ()
+    assert result.text == text.replace("nginx:1.25", f"nginx:1.25@{digest}")
+    assert result.text.startswith("\ufeff")

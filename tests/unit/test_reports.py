@@ -147,7 +147,15 @@ def test_json_has_the_cli_shape() -> None:
                 "warnings": [],
             },
         ],
-        "summary": {"images": 3, "allowed": 1, "denied": 2, "warnings": 1, "audits": 1},
+        "skipped": [],
+        "summary": {
+            "images": 3,
+            "allowed": 1,
+            "denied": 2,
+            "warnings": 1,
+            "audits": 1,
+            "skipped": 0,
+        },
     }
 
 
@@ -155,7 +163,14 @@ def test_json_counts_expired_exceptions_as_warnings_and_allows_when_nothing_is_d
     doc = json.loads(render("json", RESULTS[4:]))
     assert doc["allowed"] is True
     assert doc["results"][0]["warnings"] == [EXPIRED]
-    assert doc["summary"] == {"images": 2, "allowed": 2, "denied": 0, "warnings": 1, "audits": 0}
+    assert doc["summary"] == {
+        "images": 2,
+        "allowed": 2,
+        "denied": 0,
+        "warnings": 1,
+        "audits": 0,
+        "skipped": 0,
+    }
 
 
 # --- text -------------------------------------------------------------------------------------

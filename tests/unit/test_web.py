@@ -1302,3 +1302,49 @@ def test_the_review_metrics_expose_what_prometheus_client_would() -> None:
 
     expected = {line for line in samples(theirs) if "_created" not in line}
     assert samples(ours) == expected
+
+
+def test_a_create_with_an_empty_string_old_object_is_judged_not_refused(
+    client: FlaskClient,
+) -> None:
+    """Recorded samples of a widely used project carry `"oldObject": ""` on CREATE: a field
+    the decision does not need must not turn the review into a 400."""
+    doc = review(pod("nginx:1.25", "registry.example/big:1"))
+    doc["request"]["oldObject"] = ""
+    response = respond(client, doc)
+    assert response["allowed"] is False
+    assert "registry.example/big:1" in response["status"]["message"]
+
+
+def test_a_custom_resource_is_judged_like_a_workload(resolver: FakeResolver) -> None:
+    """An Argo Rollout sent to /validate: its pod template's images are judged (the same
+    extraction as `image-policy check`), a settings workloads: kind too."""
+    from policy.k8s import workloads as workloads_mod
+
+    rollout = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": containers("registry.example/big:1")}}},
+    }
+    client = make_app(resolver).test_client()
+    response = respond(client, review(rollout, kind="Rollout", group="argoproj.io"))
+    assert response["allowed"] is False
+    assert "registry.example/big:1" in response["status"]["message"]
+    runner = {
+        "apiVersion": "ci.example.com/v1",
+        "kind": "Runner",
+        "spec": {"steps": [{"name": "s", "image": "registry.example/app:1"}]},
+    }
+    doc = review(runner, kind="Runner", group="ci.example.com")
+    assert respond(client, doc)["allowed"] is True  # not in the table: no images
+    before = len(resolver.asked)
+    table = {
+        **workloads_mod.BUILTIN_TABLE,
+        ("ci.example.com", "Runner"): workloads_mod.KindImages(
+            images=(workloads_mod.parse_path("spec.steps[*].image"),)
+        ),
+    }
+    with_table = make_app(resolver, workload_table=table).test_client()
+    assert respond(with_table, doc)["allowed"] is True  # judged: app has 1 layer
+    assert "registry.example/app:1" in resolver.asked[before:]
