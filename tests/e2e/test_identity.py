@@ -311,11 +311,13 @@ def test_resolve_shows_the_canonical_reference_and_where_the_tag_points(
     for digest in (hub.multi.digest, hub.arm):
         entry = resolve(hook, f"mycorp/multi:1.0@{digest}")
         assert (entry["tagDigest"], entry["tagMatchesDigest"]) == (hub.multi.digest, True)
-    # Another repository's digest: the tag is not there, and neither is the manifest (the
-    # registry could not give a fact: exit 2).
+    # Another repository's digest: the tag is not there, and neither is the manifest — the
+    # mirror says so, and the upstream it then falls through to (Docker Hub) cannot be
+    # reached here: a fact is missing, exit 2.
     other = resolve(hook, f"mycorp/multi:1.0@{hub.app}", code=2)
     assert other["tagMatchesDigest"] is False
-    assert "manifest unknown" in other["errors"]["manifest"]
+    assert "manifest" in other["errors"]
+    assert "manifest unknown" in other["details"]["manifest"], other["details"]
 
 
 # --- /mutate then /validate, as the API server calls them ----------------------------------------

@@ -291,10 +291,13 @@ def test_a_hanging_registry_is_decided_within_the_deadline(
         line = hook.decision_line(response["uid"])
         (violation,) = line["images"][0]["violations"]
         assert violation["message"] in message
+        # The transport cuts the exchange at the deadline ("timed out"), or the resolver stops
+        # waiting for it first ("no answer … within the decision deadline").
+        host = hanging_registry.host
         assert (
-            f"no answer from {hanging_registry.host} within the decision deadline"
-            in violation["detail"]
-        )
+            f"no answer from {host} within the decision deadline" in violation["detail"]
+            or f"cannot reach {host}: timed out" in violation["detail"]
+        ), violation["detail"]
     finally:
         hook.stop()
 
