@@ -24,7 +24,10 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
+
+from policy.deadline import Deadline, SharedDeadline
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -60,15 +63,18 @@ class CacheStats:
 class CoalescerStats:
     """A snapshot of a `Coalescer`'s counters.
 
-    `calls` counts every `do()`; `shared` the callers that got another caller's outcome (value
-    or exception) instead of running `fn`; `timeouts` the waiters that gave up; `in_flight` the
-    keys being computed at snapshot time.
+    `calls` counts every `do()` and `share()`; `shared` the callers that got another caller's
+    outcome (value or exception) instead of running `fn`; `timeouts` the waiters that gave up;
+    `in_flight` the keys being computed at snapshot time.
     """
 
     calls: int = 0
     shared: int = 0
     timeouts: int = 0
     in_flight: int = 0
+    handovers: int = 0
+    """Waiters that ran the call again themselves after it failed once its starter's deadline
+    had passed (`Coalescer.share`)."""
 
 
 # --- sizing -----------------------------------------------------------------------------------
@@ -508,15 +514,20 @@ class TTLCache(Generic[K, V]):
 class _Flight(Generic[V]):
     """One in-flight call: its leader thread, and once `done` is set, its value or error."""
 
-    __slots__ = ("done", "error", "leader", "value")
+    __slots__ = ("deadline", "done", "error", "leader", "starter", "starter_expired", "value")
 
     value: V
     error: BaseException | None
 
-    def __init__(self, leader: int) -> None:
+    def __init__(self, leader: int, starter: Deadline | None = None) -> None:
         self.leader = leader
         self.done = threading.Event()
         self.error = None
+        # `share()` only: the starter's own deadline, the one the call runs under (the latest
+        # of every waiter's), and whether the starter's had passed when the call failed.
+        self.starter = starter
+        self.deadline = SharedDeadline(starter) if starter is not None else None
+        self.starter_expired = False
 
 
 class Coalescer(Generic[K, V]):
@@ -534,6 +545,7 @@ class Coalescer(Generic[K, V]):
         self._calls = 0
         self._shared = 0
         self._timeouts = 0
+        self._handovers = 0
 
     def do(self, key: K, fn: Callable[[], V], *, timeout: float | None = None) -> V:
         """Return `fn()`, or the outcome of the call already in flight for `key`.
@@ -561,11 +573,52 @@ class Coalescer(Generic[K, V]):
             return self._lead(key, flight, fn)
         return self._follow(key, flight, timeout)
 
+    def share(self, key: K, fn: Callable[[Deadline], V], *, deadline: Deadline) -> V:
+        """`do` for a call made on behalf of reviews with deadlines: no waiter fails before
+        its own deadline because the review that started the call ran out of time.
+
+        `fn` is given the flight's deadline: the latest of the starter's and every waiter's
+        (each waiter extends it on joining), so a request begun after a later review joined
+        may use that review's time. A waiter waits until its own `deadline`
+        (`TimeoutError` past it). If the call fails after its starter's deadline has passed
+        (so perhaps only for the starter's lack of time), a waiter with time left does not
+        take that failure: it runs `fn` again under its own deadline, as the leader of a new
+        call that the other waiters join (the call is handed over). A failure while the
+        starter still had time is shared as `do` shares it.
+        """
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                self._calls += 1
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = _Flight(me, deadline)
+                    self._flights[key] = flight
+                    leader = True
+                elif flight.leader == me:
+                    raise RuntimeError(f"re-entrant call for key {key!r} from inside its own fn")
+                else:
+                    leader = False
+                    if flight.deadline is not None:
+                        flight.deadline.join(deadline)
+            if leader:
+                shared = flight.deadline
+                assert shared is not None
+                return self._lead(key, flight, partial(fn, shared))
+            try:
+                return self._follow(key, flight, deadline.remaining())
+            except Exception as exc:
+                if exc is not flight.error or not flight.starter_expired or deadline.expired:
+                    raise
+            with self._lock:
+                self._handovers += 1
+
     def _lead(self, key: K, flight: _Flight[V], fn: Callable[[], V]) -> V:
         try:
             value = fn()
         except BaseException as exc:
             flight.error = exc
+            flight.starter_expired = flight.starter is not None and flight.starter.expired
             raise
         else:
             flight.value = value
@@ -601,4 +654,5 @@ class Coalescer(Generic[K, V]):
                 shared=self._shared,
                 timeouts=self._timeouts,
                 in_flight=len(self._flights),
+                handovers=self._handovers,
             )
