@@ -172,7 +172,7 @@ def _children(item: object) -> tuple[list[object], int, object | None]:
     return referents, extra, None
 
 
-def memory_estimate(value: object) -> int:
+def memory_estimate(value: object, *, opaque: tuple[type, ...] = ()) -> int:
     """The bytes `value` and everything it holds occupy, for sizing cache entries.
 
     A deep size: each object reached counts `sys.getsizeof` rounded up to what the allocator
@@ -186,14 +186,16 @@ def memory_estimate(value: object) -> int:
     terminate and values shared inside `value` are not double-counted (values shared *between*
     entries are charged to each: the estimate errs high). The result is at least 1.
 
-    Reading never changes `value` (an instance's `__dict__` is not materialized).
+    Reading never changes `value` (an instance's `__dict__` is not materialized). Instances
+    of `opaque` types (program state an entry refers to but does not own, such as the rule
+    set's rules) are neither charged nor followed.
     """
     seen: set[int] = set()
     stack: list[object] = [value]
     total = 0
     while stack:
         item = stack.pop()
-        if id(item) in seen or _is_shared(item):
+        if id(item) in seen or _is_shared(item) or (opaque and isinstance(item, opaque)):
             continue
         seen.add(id(item))
         total += _allocated(sys.getsizeof(item))
@@ -207,12 +209,69 @@ def memory_estimate(value: object) -> int:
     return max(total, 1)
 
 
-def entry_size(key: object, value: object) -> int:
+def entry_size(key: object, value: object, *, opaque: tuple[type, ...] = ()) -> int:
     """What caching `value` under `key` costs: both estimated together, plus `ENTRY_OVERHEAD`.
 
     Objects shared by key and value count once. This is the `size=` the resolver charges.
     """
-    return memory_estimate((key, value)) + ENTRY_OVERHEAD
+    return memory_estimate((key, value), opaque=opaque) + ENTRY_OVERHEAD
+
+
+# --- ByteMemo ---------------------------------------------------------------------------------
+
+
+class ByteMemo(Generic[K, V]):
+    """A warm-path memo bounded in bytes: `get` is the dict's own `get` (one C call, no lock,
+    no recency bookkeeping); `put` charges `entry_size(key, value)` (instances of `opaque`
+    types not counted) and, when the total would pass `max_bytes`, empties the memo first — the
+    count-bounded memos it replaces were cleared when full, too. A value larger than the whole
+    budget is not kept.
+    """
+
+    def __init__(self, max_bytes: int, *, opaque: tuple[type, ...] = ()) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._opaque = opaque
+        self._data: dict[K, V] = {}
+        self._sizes: dict[K, int] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.get = self._data.get
+
+    def put(self, key: K, value: V, size: int | None = None) -> bool:
+        """Keep `value` under `key`; say whether it was kept. The size is measured outside
+        the lock."""
+        if size is None:
+            size = entry_size(key, value, opaque=self._opaque)
+        with self._lock:
+            self._bytes -= self._sizes.pop(key, 0)
+            if size > self.max_bytes:
+                self._data.pop(key, None)
+                return False
+            if self._bytes + size > self.max_bytes:
+                self._data.clear()
+                self._sizes.clear()
+                self._bytes = 0
+            self._data[key] = value
+            self._sizes[key] = size
+            self._bytes += size
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._sizes.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def bytes(self) -> int:
+        """The total size charged, never above `max_bytes`."""
+        with self._lock:
+            return self._bytes
 
 
 # --- SizedLRU ---------------------------------------------------------------------------------

@@ -1049,3 +1049,46 @@ def test_shared_deadline_only_grows_and_leaves_the_first_deadline_alone() -> Non
     assert (shared.remaining(), first.remaining()) == (5.0, 1.0)
     clock.now += 4.0
     assert (shared.remaining(), first.expired) == (1.0, True)
+
+
+# --- ByteMemo ---------------------------------------------------------------------------------
+
+
+class Owned:
+    """Program state an entry refers to but does not own (a rule)."""
+
+    def __init__(self) -> None:
+        self.payload = "x" * 100_000
+
+
+def test_byte_memo_is_emptied_before_it_would_pass_its_budget() -> None:
+    memo: cache.ByteMemo[int, str] = cache.ByteMemo(10_000)
+    sizes = [cache.entry_size(i, "v" * 1000) for i in range(3)]
+    for i in range(3):
+        assert memo.put(i, "v" * 1000) is True
+    assert memo.bytes == sum(sizes)
+    assert [memo.get(i) for i in range(3)] == ["v" * 1000] * 3
+    for i in range(3, 20):
+        memo.put(i, "v" * 1000)
+        assert memo.bytes <= 10_000
+    assert 0 < len(memo) < 20
+    assert memo.get(19) == "v" * 1000
+    # replacing an entry charges only the new value
+    before = memo.bytes
+    memo.put(19, "v" * 1000)
+    assert memo.bytes == before
+    # a value over the whole budget is not kept, and does not leave the old one behind
+    assert memo.put(19, "v" * 20_000) is False
+    assert memo.get(19) is None
+    memo.clear()
+    assert (len(memo), memo.bytes) == (0, 0)
+
+
+def test_byte_memo_does_not_charge_opaque_objects() -> None:
+    rule = Owned()
+    charged: cache.ByteMemo[str, tuple[Owned, str]] = cache.ByteMemo(1 << 20)
+    opaque: cache.ByteMemo[str, tuple[Owned, str]] = cache.ByteMemo(1 << 20, opaque=(Owned,))
+    charged.put("k", (rule, "small"))
+    opaque.put("k", (rule, "small"))
+    assert charged.bytes > 100_000
+    assert opaque.bytes < 1_000
