@@ -143,7 +143,8 @@ class _Lane:
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.queue: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
+        # queued jobs: their future, their function, and whether their waiter's time is up
+        self.queue: deque[tuple[Future[Any], Callable[[], Any], Callable[[], bool]]] = deque()
 
 
 class Lanes:
@@ -160,9 +161,13 @@ class Lanes:
         self._lanes: dict[str, _Lane] = {}
         self._running = 0
 
-    def submit(self, key: str, fn: Callable[[], T]) -> Future[T]:
+    def submit(
+        self, key: str, fn: Callable[[], T], *, expired: Callable[[], bool] = lambda: False
+    ) -> Future[T]:
         """Run `fn` on the pool when `key` has a free slot; ShortCircuited when its breaker
-        is open. Cancelling the future before it starts takes the job out of the queue."""
+        is open. Cancelling the future before it starts takes the job out of the queue; so
+        does `expired()` turning true while it waits (its waiter has given up: it is
+        cancelled rather than started)."""
         future: Future[T] = Future()
         self.breakers.admit(key, future)
         with self._lock:
@@ -173,7 +178,7 @@ class Lanes:
                 lane.in_flight += 1
                 self._pool.submit(self._run, key, future, fn)
             else:
-                lane.queue.append((future, fn))
+                lane.queue.append((future, fn, expired))
         return future
 
     def _run(self, key: str, future: Future[Any], fn: Callable[[], Any]) -> None:
@@ -198,8 +203,8 @@ class Lanes:
         with self._lock:
             lane = self._lanes[key]
             while lane.queue:
-                future, fn = lane.queue.popleft()
-                if future.cancelled():
+                future, fn, expired = lane.queue.popleft()
+                if future.cancelled() or (expired() and future.cancel()):
                     continue
                 self._pool.submit(self._run, key, future, fn)
                 return
@@ -208,17 +213,17 @@ class Lanes:
                 del self._lanes[key]
 
     def busy(self, key: str) -> str:
-        """Why a job of `key` still queued at its deadline was not run."""
-        with self._lock:
-            lane = self._lanes.get(key)
-            n = lane.in_flight if lane is not None else 0
-        return f"registry {key} is busy: {n} requests in flight"
+        """Why a job of `key` still queued at its deadline was not run (a job waits only
+        while its key has `cap` jobs in flight)."""
+        return f"registry {key} is busy: {self.cap} requests in flight"
 
     def stats(self) -> dict[str, LaneStats]:
         """Keys with jobs running or queued."""
         with self._lock:
             return {
-                key: LaneStats(lane.in_flight, sum(1 for f, _ in lane.queue if not f.cancelled()))
+                key: LaneStats(
+                    lane.in_flight, sum(1 for f, _, _ in lane.queue if not f.cancelled())
+                )
                 for key, lane in self._lanes.items()
             }
 

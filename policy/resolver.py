@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
@@ -195,7 +195,9 @@ class RegistryResolver:
             if known[i] is None:
                 try:
                     futures[i] = self._image_lanes.submit(
-                        _lane(ref, needs), partial(self.resolve_one, ref, needs, deadline)
+                        _lane(ref, needs),
+                        partial(self.resolve_one, ref, needs, deadline),
+                        expired=_expiry(deadline),
                     )
                 except ShortCircuited as exc:
                     futures[i] = str(exc)
@@ -311,8 +313,8 @@ class RegistryResolver:
         else:
             try:
                 return future.result(timeout=deadline.remaining())
-            except FutureTimeout:
-                if future.cancel():  # still queued: it never got a slot
+            except (FutureTimeout, CancelledError):
+                if future.cancel():  # still queued (or dropped from the queue): never started
                     reason = self._image_lanes.busy(_lane(ref, needs))
                 else:
                     reason = f"no answer from {ref.registry} within the decision deadline"
@@ -608,7 +610,9 @@ class RegistryResolver:
             if entry.digest in selected and entry.digest not in jobs:
                 try:
                     jobs[entry.digest] = self._part_lanes.submit(
-                        ref.registry, partial(self._entry, ref, entry, needs, deadline, errors)
+                        ref.registry,
+                        partial(self._entry, ref, entry, needs, deadline, errors),
+                        expired=_expiry(deadline),
                     )
                 except ShortCircuited as exc:
                     errors.setdefault("manifest", str(exc))
@@ -621,7 +625,7 @@ class RegistryResolver:
                 continue
             try:
                 found = job.result(timeout=deadline.remaining())
-            except FutureTimeout:
+            except (FutureTimeout, CancelledError):
                 errors.setdefault(
                     "manifest",
                     self._part_lanes.busy(ref.registry)
@@ -693,6 +697,11 @@ class RegistryResolver:
 _FACT_ORDER = ("digest", "platforms", "manifest", "config")
 HUB_LANE = tiers_mod.HUB
 HUB_API = "Docker Hub API"
+
+
+def _expiry(deadline: Deadline) -> Callable[[], bool]:
+    """Whether `deadline` has passed, as a function (a queued job asks before it starts)."""
+    return lambda: deadline.expired
 
 
 def _lane(ref: Reference, needs: Needs) -> str:

@@ -51,9 +51,12 @@ def test_a_registry_holds_at_most_its_cap_and_others_keep_their_threads(
     # a waiter that gives up takes its job out of the queue; the message says why
     assert slow[-1].cancel()
     assert lanes.busy("hung.example") == "registry hung.example is busy: 3 requests in flight"
+    # a queued job whose waiter's time is up is not started
+    late: Future[str] = lanes.submit("hung.example", lambda: "never", expired=lambda: True)
     hung.set()
     assert [f.result(timeout=WAIT) for f in slow[:-1]] == ["late"] * 39
     assert slow[-1].cancelled()
+    assert late.cancelled()
     assert lanes.stats() == {}
     assert lanes.running == 0
 
