@@ -205,6 +205,7 @@ class Lanes:
             while lane.queue:
                 future, fn, expired = lane.queue.popleft()
                 if future.cancelled() or (expired() and future.cancel()):
+                    self.breakers.finished(key, future)  # a probe never run lets another probe
                     continue
                 self._pool.submit(self._run, key, future, fn)
                 return

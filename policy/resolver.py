@@ -6,9 +6,14 @@
 - child manifests of an index only for the platforms the checks read, configs only when a
   config check applies, nothing for checks that read only the reference;
 - a short negative cache for 404s;
-- concurrent identical lookups coalesced into one upstream request;
+- concurrent identical lookups coalesced into one upstream request, run under the latest
+  deadline of the reviews waiting on it (`Coalescer.share`);
 - the images of one decision resolved in parallel under one deadline: an image not resolved
-  in time gets an error naming the registry, and `onResolveError` decides.
+  in time gets an error naming the registry, and `onResolveError` decides;
+- bulkheads: each registry runs at most `per_registry` lookups at a time on each pool (the
+  rest queue without a thread: "registry X is busy"), and a registry that keeps timing out is
+  short-circuited for a while (`policy.bulkhead`), so a slow or dead registry cannot take the
+  threads images on other registries need.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ T = TypeVar("T")
 
 NEGATIVE_TTL = 30.0
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
-PER_REGISTRY = 8
+PER_REGISTRY = 16
 """Default cap on one registry's image lookups in flight (and, separately, on its index
 children in flight): its share of each pool's threads."""
 BREAK_AFTER = 5

@@ -19,7 +19,7 @@ tiers:                          # operator catalog: first matching entry wins, i
 cache: {tagTTL: 5m, maxBytes: 256MiB, memoBytes: 32MiB}
 timeouts: {request: 5s, decision: 8s}
 bulkheads:                   # what one slow or dead registry may hold
-  perRegistry: 8             # lookups in flight per registry (its index children: as many again)
+  perRegistry: 16            # lookups in flight per registry (its index children: as many again)
   dockerHub: 4               # Docker Hub API requests in flight
   breakAfter: 5              # consecutive timeouts that short-circuit a registry ...
   breakFor: 5s               # ... for this long, then one request probes it
@@ -109,7 +109,7 @@ class Settings:
     memo_bytes: int = 32 * 1024 * 1024
     """The webhook's and the services' warm-path memos together (judged reviews, batches,
     plans, decisions), outside `cache_max_bytes`."""
-    per_registry: int = 8
+    per_registry: int = 16
     hub_in_flight: int = 4
     break_after: int = 5
     break_for: float = 5.0

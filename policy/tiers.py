@@ -281,7 +281,11 @@ class HubTiers:
         if stored is not None:
             self._answers.put(namespace, stored, size=entry_size(namespace, stored))
             return stored
-        if not self._slots.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX)):
+        acquired = self._slots.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX))
+        if acquired and deadline.expired:
+            self._slots.release()
+            acquired = False
+        if not acquired:
             # Not remembered as a failure: the Hub did not fail, we did not ask it.
             raise _Unanswered(
                 _Failure(

@@ -157,3 +157,27 @@ def test_breakers_of_made_up_hosts_are_bounded() -> None:
     for i in range(3000):
         breakers.timeout(f"h{i}.example")  # one timeout each: none open
     assert len(breakers._breakers) <= 1024
+
+
+def test_a_probe_dropped_from_the_queue_lets_the_next_job_probe(pool: ThreadPoolExecutor) -> None:
+    clock = SteppedClock()
+    breakers = Breakers(break_after=1, break_for=1.0, clock=clock)
+    lanes = Lanes(pool, cap=1, breakers=breakers)
+    release = threading.Event()
+    running = lanes.submit("r", lambda: release.wait(WAIT))  # holds the one slot
+    breakers.timeout("r")
+    clock.now += 1.0
+    probe: Future[str] = lanes.submit("r", lambda: "probe")  # queued: the one probe
+    assert _refused(breakers) is not None
+    assert probe.cancel()  # its waiter gave up before it ran
+    release.set()
+    assert running.result(timeout=WAIT) is True
+    # the slot's release drops the cancelled probe from the queue: the next job may probe
+    pause = threading.Event()
+    admitted = False
+    for _ in range(500):
+        if _refused(breakers) is None:
+            admitted = True
+            break
+        pause.wait(0.01)
+    assert admitted

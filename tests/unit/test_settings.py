@@ -196,5 +196,5 @@ def test_bulkheads_review_cap_and_memo_budget() -> None:
     assert (settings.per_registry, settings.hub_in_flight, settings.break_after) == (3, 2, 4)
     assert (settings.break_for, settings.max_images, settings.memo_bytes) == (1.5, 50, 8 << 20)
     defaults = parse_settings("{}\n", "s.yaml")
-    assert (defaults.per_registry, defaults.hub_in_flight, defaults.break_after) == (8, 4, 5)
+    assert (defaults.per_registry, defaults.hub_in_flight, defaults.break_after) == (16, 4, 5)
     assert (defaults.break_for, defaults.max_images, defaults.memo_bytes) == (5.0, 1000, 32 << 20)
