@@ -24,7 +24,10 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
+
+from policy.deadline import Deadline, SharedDeadline
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -60,15 +63,18 @@ class CacheStats:
 class CoalescerStats:
     """A snapshot of a `Coalescer`'s counters.
 
-    `calls` counts every `do()`; `shared` the callers that got another caller's outcome (value
-    or exception) instead of running `fn`; `timeouts` the waiters that gave up; `in_flight` the
-    keys being computed at snapshot time.
+    `calls` counts every `do()` and `share()`; `shared` the callers that got another caller's
+    outcome (value or exception) instead of running `fn`; `timeouts` the waiters that gave up;
+    `in_flight` the keys being computed at snapshot time.
     """
 
     calls: int = 0
     shared: int = 0
     timeouts: int = 0
     in_flight: int = 0
+    handovers: int = 0
+    """Waiters that ran the call again themselves after it failed once its starter's deadline
+    had passed (`Coalescer.share`)."""
 
 
 # --- sizing -----------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ def _children(item: object) -> tuple[list[object], int, object | None]:
     return referents, extra, None
 
 
-def memory_estimate(value: object) -> int:
+def memory_estimate(value: object, *, opaque: tuple[type, ...] = ()) -> int:
     """The bytes `value` and everything it holds occupy, for sizing cache entries.
 
     A deep size: each object reached counts `sys.getsizeof` rounded up to what the allocator
@@ -180,14 +186,16 @@ def memory_estimate(value: object) -> int:
     terminate and values shared inside `value` are not double-counted (values shared *between*
     entries are charged to each: the estimate errs high). The result is at least 1.
 
-    Reading never changes `value` (an instance's `__dict__` is not materialized).
+    Reading never changes `value` (an instance's `__dict__` is not materialized). Instances
+    of `opaque` types (program state an entry refers to but does not own, such as the rule
+    set's rules) are neither charged nor followed.
     """
     seen: set[int] = set()
     stack: list[object] = [value]
     total = 0
     while stack:
         item = stack.pop()
-        if id(item) in seen or _is_shared(item):
+        if id(item) in seen or _is_shared(item) or (opaque and isinstance(item, opaque)):
             continue
         seen.add(id(item))
         total += _allocated(sys.getsizeof(item))
@@ -201,12 +209,69 @@ def memory_estimate(value: object) -> int:
     return max(total, 1)
 
 
-def entry_size(key: object, value: object) -> int:
+def entry_size(key: object, value: object, *, opaque: tuple[type, ...] = ()) -> int:
     """What caching `value` under `key` costs: both estimated together, plus `ENTRY_OVERHEAD`.
 
     Objects shared by key and value count once. This is the `size=` the resolver charges.
     """
-    return memory_estimate((key, value)) + ENTRY_OVERHEAD
+    return memory_estimate((key, value), opaque=opaque) + ENTRY_OVERHEAD
+
+
+# --- ByteMemo ---------------------------------------------------------------------------------
+
+
+class ByteMemo(Generic[K, V]):
+    """A warm-path memo bounded in bytes: `get` is the dict's own `get` (one C call, no lock,
+    no recency bookkeeping); `put` charges `entry_size(key, value)` (instances of `opaque`
+    types not counted) and, when the total would pass `max_bytes`, empties the memo first — the
+    count-bounded memos it replaces were cleared when full, too. A value larger than the whole
+    budget is not kept.
+    """
+
+    def __init__(self, max_bytes: int, *, opaque: tuple[type, ...] = ()) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self._opaque = opaque
+        self._data: dict[K, V] = {}
+        self._sizes: dict[K, int] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.get = self._data.get
+
+    def put(self, key: K, value: V, size: int | None = None) -> bool:
+        """Keep `value` under `key`; say whether it was kept. The size is measured outside
+        the lock."""
+        if size is None:
+            size = entry_size(key, value, opaque=self._opaque)
+        with self._lock:
+            self._bytes -= self._sizes.pop(key, 0)
+            if size > self.max_bytes:
+                self._data.pop(key, None)
+                return False
+            if self._bytes + size > self.max_bytes:
+                self._data.clear()
+                self._sizes.clear()
+                self._bytes = 0
+            self._data[key] = value
+            self._sizes[key] = size
+            self._bytes += size
+            return True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._sizes.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def bytes(self) -> int:
+        """The total size charged, never above `max_bytes`."""
+        with self._lock:
+            return self._bytes
 
 
 # --- SizedLRU ---------------------------------------------------------------------------------
@@ -508,15 +573,20 @@ class TTLCache(Generic[K, V]):
 class _Flight(Generic[V]):
     """One in-flight call: its leader thread, and once `done` is set, its value or error."""
 
-    __slots__ = ("done", "error", "leader", "value")
+    __slots__ = ("deadline", "done", "error", "leader", "starter", "starter_expired", "value")
 
     value: V
     error: BaseException | None
 
-    def __init__(self, leader: int) -> None:
+    def __init__(self, leader: int, starter: Deadline | None = None) -> None:
         self.leader = leader
         self.done = threading.Event()
         self.error = None
+        # `share()` only: the starter's own deadline, the one the call runs under (the latest
+        # of every waiter's), and whether the starter's had passed when the call failed.
+        self.starter = starter
+        self.deadline = SharedDeadline(starter) if starter is not None else None
+        self.starter_expired = False
 
 
 class Coalescer(Generic[K, V]):
@@ -534,6 +604,7 @@ class Coalescer(Generic[K, V]):
         self._calls = 0
         self._shared = 0
         self._timeouts = 0
+        self._handovers = 0
 
     def do(self, key: K, fn: Callable[[], V], *, timeout: float | None = None) -> V:
         """Return `fn()`, or the outcome of the call already in flight for `key`.
@@ -561,11 +632,52 @@ class Coalescer(Generic[K, V]):
             return self._lead(key, flight, fn)
         return self._follow(key, flight, timeout)
 
+    def share(self, key: K, fn: Callable[[Deadline], V], *, deadline: Deadline) -> V:
+        """`do` for a call made on behalf of reviews with deadlines: no waiter fails before
+        its own deadline because the review that started the call ran out of time.
+
+        `fn` is given the flight's deadline: the latest of the starter's and every waiter's
+        (each waiter extends it on joining), so a request begun after a later review joined
+        may use that review's time. A waiter waits until its own `deadline`
+        (`TimeoutError` past it). If the call fails after its starter's deadline has passed
+        (so perhaps only for the starter's lack of time), a waiter with time left does not
+        take that failure: it runs `fn` again under its own deadline, as the leader of a new
+        call that the other waiters join (the call is handed over). A failure while the
+        starter still had time is shared as `do` shares it.
+        """
+        me = threading.get_ident()
+        while True:
+            with self._lock:
+                self._calls += 1
+                flight = self._flights.get(key)
+                if flight is None:
+                    flight = _Flight(me, deadline)
+                    self._flights[key] = flight
+                    leader = True
+                elif flight.leader == me:
+                    raise RuntimeError(f"re-entrant call for key {key!r} from inside its own fn")
+                else:
+                    leader = False
+                    if flight.deadline is not None:
+                        flight.deadline.join(deadline)
+            if leader:
+                shared = flight.deadline
+                assert shared is not None
+                return self._lead(key, flight, partial(fn, shared))
+            try:
+                return self._follow(key, flight, deadline.remaining())
+            except Exception as exc:
+                if exc is not flight.error or not flight.starter_expired or deadline.expired:
+                    raise
+            with self._lock:
+                self._handovers += 1
+
     def _lead(self, key: K, flight: _Flight[V], fn: Callable[[], V]) -> V:
         try:
             value = fn()
         except BaseException as exc:
             flight.error = exc
+            flight.starter_expired = flight.starter is not None and flight.starter.expired
             raise
         else:
             flight.value = value
@@ -601,4 +713,5 @@ class Coalescer(Generic[K, V]):
                 shared=self._shared,
                 timeouts=self._timeouts,
                 in_flight=len(self._flights),
+                handovers=self._handovers,
             )

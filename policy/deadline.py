@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -40,3 +41,27 @@ class Deadline:
 
     def __repr__(self) -> str:
         return f"Deadline(remaining={self.remaining():.3f})"
+
+    def outlives(self, other: Deadline, *, by: float = 0.0) -> bool:
+        """Whether this deadline ends more than `by` seconds after `other`."""
+        return self.remaining() > other.remaining() + by
+
+
+class SharedDeadline(Deadline):
+    """The deadline of a call shared by several reviews: the latest of the deadlines joined
+    to it, so the call is not cut short while any of them still has time.
+
+    It starts as a copy of the first deadline (never changing that one) and only grows.
+    """
+
+    def __init__(self, first: Deadline) -> None:
+        self._clock = first._clock
+        self._end = first._end
+        self._lock = threading.Lock()
+
+    def join(self, other: Deadline) -> None:
+        """Extend this deadline to `other`'s end if that is later."""
+        end = other._end if other._clock is self._clock else self._clock() + other.remaining()
+        with self._lock:
+            if end > self._end:
+                self._end = end

@@ -6,9 +6,14 @@
 - child manifests of an index only for the platforms the checks read, configs only when a
   config check applies, nothing for checks that read only the reference;
 - a short negative cache for 404s;
-- concurrent identical lookups coalesced into one upstream request;
+- concurrent identical lookups coalesced into one upstream request, run under the latest
+  deadline of the reviews waiting on it (`Coalescer.share`);
 - the images of one decision resolved in parallel under one deadline: an image not resolved
-  in time gets an error naming the registry, and `onResolveError` decides.
+  in time gets an error naming the registry, and `onResolveError` decides;
+- bulkheads: each registry runs at most `per_registry` lookups at a time on each pool (the
+  rest queue without a thread: "registry X is busy"), and a registry that keeps timing out is
+  short-circuited for a while (`policy.bulkhead`), so a slow or dead registry cannot take the
+  threads images on other registries need.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Protocol, TypeVar, cast
 
@@ -26,6 +32,7 @@ import requests
 
 from policy import failures
 from policy import tiers as tiers_mod
+from policy.bulkhead import Breakers, Lanes, ShortCircuited
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
@@ -51,6 +58,11 @@ T = TypeVar("T")
 
 NEGATIVE_TTL = 30.0
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
+PER_REGISTRY = 16
+"""Default cap on one registry's image lookups in flight (and, separately, on its index
+children in flight): its share of each pool's threads."""
+BREAK_AFTER = 5
+BREAK_FOR = 5.0
 
 
 class TierSource(Protocol):
@@ -76,6 +88,22 @@ class ResolverStats:
     config_hits: int
     config_misses: int
     coalesced: int
+
+
+@dataclass(frozen=True)
+class Pressure:
+    """What the resolver's threads are doing now (for metrics and /readyz).
+
+    `in_flight`/`queued`: lookups running and waiting for a slot, by registry (image
+    lookups and index children together); `threads`: the pool threads (both pools);
+    `busy`: those running a lookup; `short_circuited`: registries refused for now.
+    """
+
+    in_flight: dict[str, int]
+    queued: dict[str, int]
+    threads: int
+    busy: int
+    short_circuited: list[str]
 
 
 class _Failed(Exception):
@@ -105,10 +133,16 @@ class RegistryResolver:
         cache_max_bytes: int = 256 * 1024 * 1024,
         negative_ttl: float = NEGATIVE_TTL,
         max_workers: int = 32,
+        per_registry: int = PER_REGISTRY,
+        break_after: int = BREAK_AFTER,
+        break_for: float = BREAK_FOR,
+        request_timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
         disk: DiskCache | None = None,
     ) -> None:
         self.client = client
+        self._request_timeout = request_timeout
+        self._max_workers = max_workers
         self._closed = False
         self._disk = disk
         self._tag_ttl = tag_ttl
@@ -133,6 +167,15 @@ class RegistryResolver:
         self._coalescer: Coalescer[Hashable, object] = Coalescer()
         self._images = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve")
         self._parts = ThreadPoolExecutor(max_workers, thread_name_prefix="resolve-part")
+        # Bulkheads: each registry runs at most `per_registry` image lookups, and as many
+        # index children, at a time; the rest wait in its queue holding no thread. Images and
+        # children have separate shares, as they have separate pools: an image waiting for its
+        # children never waits for a slot another image of its registry holds.
+        self._breakers = Breakers(
+            break_after=break_after, break_for=break_for, clock=clock or time.monotonic
+        )
+        self._image_lanes = Lanes(self._images, cap=per_registry, breakers=self._breakers)
+        self._part_lanes = Lanes(self._parts, cap=per_registry, breakers=self._breakers)
         self._lock = threading.Lock()
         self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
         self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
@@ -155,11 +198,17 @@ class RegistryResolver:
             self._counts["facts_misses"] += misses
         if not misses:
             return cast(list[ImageFacts], known)  # no None left
-        futures = {
-            i: self._images.submit(self.resolve_one, ref, needs, deadline)
-            for i, (ref, needs) in enumerate(items)
-            if known[i] is None
-        }
+        futures: dict[int, Future[ImageFacts] | str] = {}
+        for i, (ref, needs) in enumerate(items):
+            if known[i] is None:
+                try:
+                    futures[i] = self._image_lanes.submit(
+                        _lane(ref, needs),
+                        partial(self.resolve_one, ref, needs, deadline),
+                        expired=_expiry(deadline),
+                    )
+                except ShortCircuited as exc:
+                    futures[i] = str(exc)
         return [
             answer
             if (answer := known[i]) is not None
@@ -236,6 +285,25 @@ class RegistryResolver:
             counts = dict(self._counts)
         return ResolverStats(coalesced=self._coalescer.stats.shared, **counts)
 
+    def pressure(self) -> Pressure:
+        """A snapshot of the bulkheads and breakers."""
+        in_flight: dict[str, int] = {}
+        queued: dict[str, int] = {}
+        for lanes in (self._image_lanes, self._part_lanes):
+            for key, lane in lanes.stats().items():
+                in_flight[key] = in_flight.get(key, 0) + lane.in_flight
+                queued[key] = queued.get(key, 0) + lane.queued
+        hub = getattr(self._tiers, "hub", None)
+        if isinstance(hub, tiers_mod.HubTiers) and hub.in_flight:
+            in_flight[HUB_API] = hub.in_flight
+        return Pressure(
+            in_flight=in_flight,
+            queued=queued,
+            threads=2 * self._max_workers,
+            busy=self._image_lanes.running + self._part_lanes.running,
+            short_circuited=self._breakers.short_circuited(),
+        )
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -248,27 +316,58 @@ class RegistryResolver:
     # --- steps --------------------------------------------------------------------------
 
     def _bounded(
-        self, future: Future[ImageFacts], ref: Reference, needs: Needs, deadline: Deadline
+        self, future: Future[ImageFacts] | str, ref: Reference, needs: Needs, deadline: Deadline
     ) -> ImageFacts:
-        try:
-            return future.result(timeout=deadline.remaining())
-        except FutureTimeout:
-            late = _late(ref.registry)
-            facts = [f for f in _FACT_ORDER if getattr(needs, f)]
-            if needs.tier:
-                facts.append("tier")
-            if needs.tag:
-                facts.append("tag")
-            reasons, details = _reasons(dict.fromkeys(facts, late))
-            return ImageFacts(digest=ref.digest, errors=reasons, details=details)
+        """The job's answer by the deadline; else every fact it was to find fails, with why:
+        its registry was short-circuited (`future` is that reason), too busy to start it, or
+        did not answer in time. To a pod author all three are "registry unreachable"."""
+        error: RegistryError
+        if isinstance(future, str):
+            error = RegistryUnavailable(future, registry=ref.registry)
+        else:
+            try:
+                return future.result(timeout=deadline.remaining())
+            except (FutureTimeout, CancelledError):
+                if future.cancel():  # still queued (or dropped from the queue): never started
+                    busy = self._image_lanes.busy(_lane(ref, needs))
+                    error = RegistryUnavailable(busy, registry=ref.registry)
+                else:
+                    error = _late(ref.registry)
+        facts = [f for f in _FACT_ORDER if getattr(needs, f)]
+        if needs.tier:
+            facts.append("tier")
+        if needs.tag:
+            facts.append("tag")
+        reasons, details = _reasons(dict.fromkeys(facts, error))
+        return ImageFacts(digest=ref.digest, errors=reasons, details=details)
 
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
 
-    def _coalesced(self, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
-        result = self._coalescer.do(key, fn, timeout=deadline.remaining())
+    def _coalesced(self, key: Hashable, fn: Callable[[Deadline], T], deadline: Deadline) -> T:
+        """`fn` shared with concurrent lookups of `key`, under the latest of their deadlines
+        (`Coalescer.share`: no waiter fails early for the starter's lack of time)."""
+        result = self._coalescer.share(key, fn, deadline=deadline)
         return result  # type: ignore[return-value]
+
+    def _ask(self, registry: str, deadline: Deadline, call: Callable[[], T]) -> T:
+        """One registry call, its outcome told to the registry's breaker: an answer (even an
+        error status) closes it; a RegistryUnavailable once the time ran out (the request's
+        timeout or the deadline) counts as a timeout."""
+        started = time.monotonic()
+        try:
+            result = call()
+        except RegistryUnavailable:
+            elapsed = time.monotonic() - started
+            if deadline.expired or elapsed >= self._request_timeout:
+                self._breakers.timeout(registry)
+            raise
+        except RegistryError:
+            self._breakers.success(registry)
+            raise
+        self._breakers.success(registry)
+        return result
 
     def _tier(
         self, ref: Reference, needs: Needs, deadline: Deadline, errors: dict[str, RegistryError]
@@ -303,7 +402,7 @@ class RegistryResolver:
             self._count("tag_hits")
             return cached[0], left
 
-        def fetch() -> ManifestHead:
+        def fetch(deadline: Deadline) -> ManifestHead:
             again = self._tags.get(key)
             if again is not None and self._fresh_for(again) > 0:
                 return again[0]
@@ -327,8 +426,12 @@ class RegistryResolver:
                 if document and again is None and stored is None:
                     head = self._get_by_tag(ref, tag, deadline)
                 else:
-                    head = self.client.head_manifest(
-                        ref.registry, ref.repository, tag, deadline=deadline
+                    head = self._ask(
+                        ref.registry,
+                        deadline,
+                        lambda: self.client.head_manifest(
+                            ref.registry, ref.repository, tag, deadline=deadline
+                        ),
                     )
             except ManifestNotFound as exc:
                 self._remember_missing(key, exc)
@@ -378,7 +481,11 @@ class RegistryResolver:
         """GET a never-seen tag's manifest; cache the document by its digest (as `_manifest`
         would) and answer what a HEAD would have. Counted as the tag miss it is; reading the
         document back by digest then counts as the manifest cache hit it is."""
-        manifest = self.client.get_manifest(ref.registry, ref.repository, tag, deadline=deadline)
+        manifest = self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_manifest(ref.registry, ref.repository, tag, deadline=deadline),
+        )
         key = ("manifest", ref.registry, ref.repository, manifest.digest)
         self._manifests.put(key, manifest.document, entry_size(key, manifest.document))
         if self._disk is not None:
@@ -394,7 +501,7 @@ class RegistryResolver:
             self._count("manifest_hits")
             return cached
 
-        def fetch() -> media.Index | media.ImageManifest:
+        def fetch(deadline: Deadline) -> media.Index | media.ImageManifest:
             again = self._manifests.get(key)
             if again is not None:
                 return again
@@ -409,7 +516,13 @@ class RegistryResolver:
                 return stored
             self._count("manifest_misses")
             try:
-                manifest = self.client.get_manifest(registry, repository, digest, deadline=deadline)
+                manifest = self._ask(
+                    registry,
+                    deadline,
+                    lambda: self.client.get_manifest(
+                        registry, repository, digest, deadline=deadline
+                    ),
+                )
             except ManifestNotFound as exc:
                 self._remember_missing(key, exc)
                 raise
@@ -429,19 +542,23 @@ class RegistryResolver:
             self._count("config_hits")
             return cached
 
-        def fetch() -> media.ImageConfig:
+        def fetch(deadline: Deadline) -> media.ImageConfig:
             again = self._configs.get(key)
             if again is not None:
                 return again
             body = self._disk.get_blob(descriptor.digest) if self._disk is not None else None
             if body is None:
                 self._count("config_misses")
-                body = self.client.get_blob(
+                body = self._ask(
                     registry,
-                    repository,
-                    descriptor.digest,
-                    deadline=deadline,
-                    max_bytes=self.client.limits.config_bytes,
+                    deadline,
+                    lambda: self.client.get_blob(
+                        registry,
+                        repository,
+                        descriptor.digest,
+                        deadline=deadline,
+                        max_bytes=self.client.limits.config_bytes,
+                    ),
                 )
                 if self._disk is not None:
                     self._disk.put_blob(descriptor.digest, body)
@@ -474,7 +591,7 @@ class RegistryResolver:
             return None
         return document
 
-    def _step(self, fact: str, key: Hashable, fn: Callable[[], T], deadline: Deadline) -> T:
+    def _step(self, fact: str, key: Hashable, fn: Callable[[Deadline], T], deadline: Deadline) -> T:
         try:
             return self._coalesced(key, fn, deadline)
         except RegistryError as exc:
@@ -501,9 +618,16 @@ class RegistryResolver:
         jobs: dict[str, Future[PlatformFacts]] = {}
         for entry in document.manifests:
             if entry.digest in selected and entry.digest not in jobs:
-                jobs[entry.digest] = self._parts.submit(
-                    self._entry, ref, entry, needs, deadline, errors
-                )
+                try:
+                    jobs[entry.digest] = self._part_lanes.submit(
+                        ref.registry,
+                        partial(self._entry, ref, entry, needs, deadline, errors),
+                        expired=_expiry(deadline),
+                    )
+                except ShortCircuited as exc:
+                    errors.setdefault(
+                        "manifest", RegistryUnavailable(str(exc), registry=ref.registry)
+                    )
         out = []
         for entry in document.manifests:
             platform = ATTESTATION_PLATFORM if entry.is_attestation else entry.platform or ""
@@ -513,8 +637,13 @@ class RegistryResolver:
                 continue
             try:
                 found = job.result(timeout=deadline.remaining())
-            except FutureTimeout:
-                errors.setdefault("manifest", _late(ref.registry))
+            except (FutureTimeout, CancelledError):
+                errors.setdefault(
+                    "manifest",
+                    RegistryUnavailable(self._part_lanes.busy(ref.registry), registry=ref.registry)
+                    if job.cancel()
+                    else _late(ref.registry),
+                )
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             except _Failed as failed:
                 errors.setdefault(failed.fact, failed.error)
@@ -578,6 +707,19 @@ class RegistryResolver:
 
 
 _FACT_ORDER = ("digest", "platforms", "manifest", "config")
+HUB_LANE = tiers_mod.HUB
+HUB_API = "Docker Hub API"
+
+
+def _expiry(deadline: Deadline) -> Callable[[], bool]:
+    """Whether `deadline` has passed, as a function (a queued job asks before it starts)."""
+    return lambda: deadline.expired
+
+
+def _lane(ref: Reference, needs: Needs) -> str:
+    """The bulkhead an image lookup waits in: its registry's, or Docker Hub's API when only
+    its tier is wanted."""
+    return ref.registry if needs.registry else HUB_LANE
 
 
 def _late(registry: str) -> RegistryUnavailable:
@@ -657,4 +799,8 @@ def build(
         cache_max_bytes=settings.cache_max_bytes,
         disk=disk,
         max_workers=max_workers,
+        per_registry=settings.per_registry,
+        break_after=settings.break_after,
+        break_for=settings.break_for,
+        request_timeout=settings.request_timeout,
     )

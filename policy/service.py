@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import NamedTuple, Protocol
 
+from policy.cache import ByteMemo
 from policy.deadline import Deadline
 from policy.evaluate import (
     Applicable,
@@ -24,7 +25,7 @@ from policy.evaluate import (
 )
 from policy.facts import NO_NEEDS, ImageFacts, Needs
 from policy.reference import Reference
-from policy.rules import RuleSet
+from policy.rules import Rule, RuleSet
 
 
 class Resolver(Protocol):
@@ -47,8 +48,10 @@ class Item(NamedTuple):
     namespace: str | None = None
 
 
-PLAN_CACHE_ENTRIES = 4096
-"""How many (image, namespace) rule plans a Service remembers (cleared when full)."""
+MEMO_BYTES = 16 * 1024 * 1024
+"""Default bytes a Service's memos may hold together: image lists (batches) 1/2, decisions
+1/4, rule plans 1/4, each entry charged `cache.entry_size` (the rules themselves, owned by the
+rule set, not counted); a memo about to pass its share is emptied."""
 
 PlanKey = tuple[Reference, str | None, date]
 _DIGEST = Needs(digest=True)
@@ -68,16 +71,20 @@ class Service:
         *,
         now: Callable[[], datetime] = _utcnow,
         pin: bool = False,
+        memo_bytes: int = MEMO_BYTES,
     ) -> None:
         self.ruleset = ruleset
         self.resolver = resolver
         self._now = now
         self._pin = pin
-        self._plans: dict[PlanKey, tuple[Applicable, Needs]] = {}
-        self._decisions: dict[
+        share = max(16, memo_bytes)
+        self._plans: ByteMemo[PlanKey, tuple[Applicable, Needs]] = ByteMemo(
+            share // 4, opaque=(Rule,)
+        )
+        self._decisions: ByteMemo[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
-        ] = {}
-        self._batches: dict[tuple[Item, ...], _Batch] = {}
+        ] = ByteMemo(share // 4)
+        self._batches: ByteMemo[tuple[Item, ...], _Batch] = ByteMemo(share // 2, opaque=(Rule,))
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -88,9 +95,7 @@ class Service:
             rules = applicable(self.ruleset, ref, context)
             need = needs(self.ruleset, ref, context, rules=rules)
             plan = (rules, need)
-            if len(self._plans) >= PLAN_CACHE_ENTRIES:
-                self._plans.clear()
-            self._plans[key] = plan
+            self._plans.put(key, plan)
         return plan
 
     def decide(self, items: Sequence[Item], *, deadline: Deadline) -> list[ImageDecision]:
@@ -127,14 +132,15 @@ class Service:
             self._judge(item, by_ref[item.reference], rules, now)
             for item, rules in zip(items, batch.rules, strict=True)
         ]
-        if len(self._batches) >= PLAN_CACHE_ENTRIES:
-            self._batches.clear()
-        self._batches[key] = _Batch(
-            wanted=batch.wanted,
-            rules=batch.rules,
-            until=min([batch.until, *(u for _, u in judged)]),
-            facts=tuple(facts),
-            decisions=tuple(d for d, _ in judged),
+        self._batches.put(
+            key,
+            _Batch(
+                wanted=batch.wanted,
+                rules=batch.rules,
+                until=min([batch.until, *(u for _, u in judged)]),
+                facts=tuple(facts),
+                decisions=tuple(d for d, _ in judged),
+            ),
         )
         return [d for d, _ in judged]
 
@@ -192,9 +198,7 @@ class Service:
         context = Context(now=now, namespace=item.namespace)
         decision = evaluate_image(self.ruleset, item.reference, facts, context, rules=rules)
         until = stable_until(self.ruleset, item.reference, facts, context, rules=rules)
-        if len(self._decisions) >= PLAN_CACHE_ENTRIES:
-            self._decisions.clear()
-        self._decisions[key] = (facts, until, decision)
+        self._decisions.put(key, (facts, until, decision))
         return decision, until
 
 

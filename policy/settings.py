@@ -16,8 +16,14 @@ dockerHub: {api: "https://hub.docker.com", tierTTL: 24h}
 tiers:                          # operator catalog: first matching entry wins, in file order
   verified_publisher: ["docker.io/acme/**"]
   official: ["registry.k8s.io/**"]
-cache: {tagTTL: 5m, maxBytes: 256MiB}
+cache: {tagTTL: 5m, maxBytes: 256MiB, memoBytes: 32MiB}
 timeouts: {request: 5s, decision: 8s}
+bulkheads:                   # what one slow or dead registry may hold
+  perRegistry: 16            # lookups in flight per registry (its index children: as many again)
+  dockerHub: 4               # Docker Hub API requests in flight
+  breakAfter: 5              # consecutive timeouts that short-circuit a registry ...
+  breakFor: 5s               # ... for this long, then one request probes it
+review: {maxImages: 1000}    # image sites per review; more: denied at once
 excludeNamespaces: [kube-system, image-policy]   # allowed without lookups (webhook)
 recheckUnchanged: false      # on UPDATE, re-check images identical to oldObject's
 mutate: {pin: true}          # /mutate pins allowed tag references to their digest
@@ -72,7 +78,10 @@ _TOP_KEYS = (
     "breakGlass",
     "egress",
     "workloads",
+    "bulkheads",
+    "review",
 )
+_BULKHEAD_KEYS = ("perRegistry", "dockerHub", "breakAfter", "breakFor")
 DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
 _AUTH_KEYS = ("username", "password", "passwordFile")
@@ -108,6 +117,15 @@ class Settings:
     tier_catalog: tuple[tuple[str, ImagePattern], ...] = ()
     tag_ttl: float = 300.0
     cache_max_bytes: int = 256 * 1024 * 1024
+    memo_bytes: int = 32 * 1024 * 1024
+    """The webhook's and the services' warm-path memos together (judged reviews, batches,
+    plans, decisions), outside `cache_max_bytes`."""
+    per_registry: int = 16
+    hub_in_flight: int = 4
+    break_after: int = 5
+    break_for: float = 5.0
+    max_images: int = 1000
+    """Image sites one review may hold; a review with more is denied at once."""
     request_timeout: float = 5.0
     decision_timeout: float = 8.0
     exclude_namespaces: tuple[str, ...] = ("kube-system", DEFAULT_OWN_NAMESPACE)
@@ -373,16 +391,34 @@ def parse_settings(
     if "workloads" in top:
         kwargs["workload_table"] = _workload_table(reader, top["workloads"])
     if "cache" in top:
-        cache = reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes")) or {}
+        cache = (
+            reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes", "memoBytes")) or {}
+        )
         if "tagTTL" in cache:
             kwargs["tag_ttl"] = _duration(reader, cache["tagTTL"], "cache.tagTTL")
-        if "maxBytes" in cache:
-            try:
-                kwargs["cache_max_bytes"] = units.parse_size(cache["maxBytes"].value)
-            except ValueError:
-                found = reader.found(cache["maxBytes"])
-                message = f"expected a positive size like 256MiB ({_SIZE_UNITS}), got {found}"
-                reader.error(cache["maxBytes"], "cache.maxBytes", message)
+        for key, attr in (("maxBytes", "cache_max_bytes"), ("memoBytes", "memo_bytes")):
+            if key in cache:
+                try:
+                    kwargs[attr] = units.parse_size(cache[key].value)
+                except ValueError:
+                    found = reader.found(cache[key])
+                    message = f"expected a positive size like 256MiB ({_SIZE_UNITS}), got {found}"
+                    reader.error(cache[key], f"cache.{key}", message)
+    if "bulkheads" in top:
+        bulkheads = reader.mapping(top["bulkheads"], "bulkheads", allowed=_BULKHEAD_KEYS) or {}
+        for key, attr in (
+            ("perRegistry", "per_registry"),
+            ("dockerHub", "hub_in_flight"),
+            ("breakAfter", "break_after"),
+        ):
+            if key in bulkheads:
+                kwargs[attr] = reader.positive_int(bulkheads[key], f"bulkheads.{key}")
+        if "breakFor" in bulkheads:
+            kwargs["break_for"] = _duration(reader, bulkheads["breakFor"], "bulkheads.breakFor")
+    if "review" in top:
+        review = reader.mapping(top["review"], "review", allowed=("maxImages",)) or {}
+        if "maxImages" in review:
+            kwargs["max_images"] = reader.positive_int(review["maxImages"], "review.maxImages")
     if "timeouts" in top:
         timeouts = (
             reader.mapping(top["timeouts"], "timeouts", allowed=("request", "decision")) or {}

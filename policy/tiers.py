@@ -36,7 +36,7 @@ import requests
 import requests.auth
 
 from policy import jsonbound
-from policy.cache import Coalescer, TTLCache
+from policy.cache import Coalescer, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.egress import Mode
@@ -209,6 +209,8 @@ class HubTiers:
         negative_ttl: float = NEGATIVE_TTL,
         request_timeout: float = 5.0,
         max_namespaces: int = 10_000,
+        max_bytes: int = 4 * 1024 * 1024,
+        max_in_flight: int = 4,
         clock: Callable[[], float] = time.monotonic,
         disk: DiskCache | None = None,
     ) -> None:
@@ -217,12 +219,19 @@ class HubTiers:
         self._ttl = ttl
         self.api = api.rstrip("/")
         self._request_timeout = request_timeout
+        # Bounded in bytes too (3/4 answers, 1/4 failures), each entry charged `entry_size`.
+        budget = max(16, max_bytes)
         self._answers: TTLCache[str, tuple[str, str]] = TTLCache(
-            ttl=ttl, max_entries=max_namespaces, clock=clock
+            ttl=ttl, max_entries=max_namespaces, max_bytes=budget * 3 // 4, clock=clock
         )
         self._failures: TTLCache[str, _Failure] = TTLCache(
-            ttl=negative_ttl, max_entries=max_namespaces, clock=clock
+            ttl=negative_ttl, max_entries=max_namespaces, max_bytes=budget // 4, clock=clock
         )
+        # A bulkhead of its own: at most `max_in_flight` lookups talk to the Hub API at once;
+        # the others wait for a slot until their deadline, then the tier is unknown ("busy").
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._in_flight = 0
         self._flights: Coalescer[str, tuple[str, str]] = Coalescer()
         self._lock = threading.Lock()
         self._counts = {"hits": 0, "lookups": 0, "requests": 0}
@@ -231,6 +240,12 @@ class HubTiers:
         """A snapshot of the counters."""
         with self._lock:
             return HubStats(**self._counts)
+
+    @property
+    def in_flight(self) -> int:
+        """Lookups talking to the Hub API now."""
+        with self._lock:
+            return self._in_flight
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -251,10 +266,10 @@ class HubTiers:
             self._count("hits")
             return cached
         try:
-            return self._flights.do(
+            return self._flights.share(
                 namespace,
-                lambda: self._lookup(namespace, ref.repository, deadline),
-                timeout=deadline.remaining(),
+                lambda shared: self._lookup(namespace, ref.repository, shared),
+                deadline=deadline,
             )
         except _Unanswered as exc:
             raise _error(ref, namespace, exc.failure) from None
@@ -272,15 +287,34 @@ class HubTiers:
             raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)", failed.status))
         stored = self._disk.get_tier(namespace, max_age=self._ttl) if self._disk else None
         if stored is not None:
-            self._answers.put(namespace, stored)
+            self._answers.put(namespace, stored, size=entry_size(namespace, stored))
             return stored
-        self._count("lookups")
+        acquired = self._slots.acquire(timeout=min(deadline.remaining(), threading.TIMEOUT_MAX))
+        if acquired and deadline.expired:
+            self._slots.release()
+            acquired = False
+        if not acquired:
+            # Not remembered as a failure: the Hub did not fail, we did not ask it.
+            raise _Unanswered(
+                _Failure(
+                    RegistryUnavailable,
+                    f"the Docker Hub API is busy: {self.in_flight} requests in flight",
+                )
+            )
+        with self._lock:
+            self._in_flight += 1
         try:
-            answer = self._ask(namespace, repository, deadline)
-        except _Unanswered as exc:
-            self._failures.put(namespace, exc.failure)
-            raise
-        self._answers.put(namespace, answer)
+            self._count("lookups")
+            try:
+                answer = self._ask(namespace, repository, deadline)
+            except _Unanswered as exc:
+                self._failures.put(namespace, exc.failure, size=entry_size(namespace, exc.failure))
+                raise
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
+        self._answers.put(namespace, answer, size=entry_size(namespace, answer))
         if self._disk is not None:
             self._disk.put_tier(namespace, *answer)
         return answer
@@ -478,6 +512,8 @@ def from_settings(
         api=settings.docker_hub_api,
         ttl=settings.tier_ttl,
         request_timeout=settings.request_timeout,
+        max_bytes=max(16, settings.cache_max_bytes // 32),
+        max_in_flight=settings.hub_in_flight,
         clock=clock,
         disk=disk,
     )

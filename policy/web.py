@@ -55,6 +55,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from policy import loader, reference
 from policy import resolver as resolver_mod
 from policy import settings as settings_mod
+from policy.cache import ByteMemo
 from policy.deadline import Deadline
 from policy.errors import ConfigErrors, InvalidReference, PolicyError, ReviewError
 from policy.evaluate import ImageDecision, Violation
@@ -75,7 +76,9 @@ LOG_INTERVAL = 0.1
 LOG_BATCH = 1000
 """Lines waiting that wake the decision log writer before its interval is up."""
 FRAGMENT_ENTRIES = 4096
-"""Encoded findings the decision log remembers (cleared when full)."""
+"""Encoded findings the decision log remembers (cleared when full) ..."""
+FRAGMENT_BYTES = 4 * 1024 * 1024
+"""... or when their text passes this many bytes."""
 _LOG_JSON = json.JSONEncoder(default=str)
 """Encodes log lines (one encoder, not one built per `json.dumps(..., default=str)` call)."""
 
@@ -89,6 +92,13 @@ class ObservableResolver(Protocol):
     def stats(self) -> resolver_mod.ResolverStats: ...
 
     def rate_limit(self, registry: str) -> RateLimit | None: ...
+
+
+@runtime_checkable
+class PressuredResolver(Protocol):
+    """A resolver with bulkheads and breakers to report (for metrics and /readyz)."""
+
+    def pressure(self) -> resolver_mod.Pressure: ...
 
 
 # --- the policy in force, reloaded when its files change -----------------------------------
@@ -225,8 +235,10 @@ class PolicyHolder:
     ) -> Policy:
         validate = pin = None
         if ruleset is not None:
-            validate = Service(ruleset, resolver, now=self._now)
-            pin = Service(ruleset, resolver, now=self._now, pin=True)
+            # the memo budget: 1/2 the webhook's judged reviews, 1/4 each service's memos
+            share = settings.memo_bytes // 4
+            validate = Service(ruleset, resolver, now=self._now, memo_bytes=share)
+            pin = Service(ruleset, resolver, now=self._now, pin=True, memo_bytes=share)
         return Policy(
             settings=settings,
             resolver=resolver,
@@ -302,14 +314,41 @@ def _retire(resolver: Resolver, *, after: float) -> None:
 # --- metrics -------------------------------------------------------------------------------
 
 
-class _ResolverCollector:
-    """Cache hits/misses and Docker Hub's rate limit, read from the current resolver at scrape."""
+OWN_LABELS = frozenset({resolver_mod.HUB_LANE, resolver_mod.HUB_API})
+"""Bulkheads that are not registry hosts (Docker Hub's tier lookups and its API): always
+labelled by their own name."""
 
-    def __init__(self, current: Callable[[], Resolver]) -> None:
+
+def pressure_by_label(
+    pressure: resolver_mod.Pressure, label: Callable[[str], str]
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """In-flight lookups, queued lookups and short-circuited registries by metric label (the
+    registries not named in the settings or rules added up under `other`)."""
+    in_flight: dict[str, int] = {}
+    queued: dict[str, int] = {}
+    short: dict[str, int] = {}
+    for source, into in ((pressure.in_flight, in_flight), (pressure.queued, queued)):
+        for key, n in source.items():
+            name = key if key in OWN_LABELS else label(key)
+            into[name] = into.get(name, 0) + n
+    for key in pressure.short_circuited:
+        name = key if key in OWN_LABELS else label(key)
+        short[name] = short.get(name, 0) + 1
+    return in_flight, queued, short
+
+
+class _ResolverCollector:
+    """Cache hits/misses, Docker Hub's rate limit and the bulkheads' pressure, read from the
+    current resolver at scrape."""
+
+    def __init__(self, current: Callable[[], Resolver], label: Callable[[str], str]) -> None:
         self._current = current
+        self._label = label
 
     def collect(self) -> Iterator[Metric]:
         resolver = self._current()
+        if isinstance(resolver, PressuredResolver):
+            yield from self._pressure(resolver.pressure())
         if not isinstance(resolver, ObservableResolver):
             return
         stats = resolver.stats()
@@ -335,6 +374,38 @@ class _ResolverCollector:
         value = limit.remaining if limit is not None and limit.remaining is not None else None
         remaining.add_metric([], float("nan") if value is None else float(value))
         yield remaining
+
+    def _pressure(self, pressure: resolver_mod.Pressure) -> Iterator[Metric]:
+        in_flight, queued, short = pressure_by_label(pressure, self._label)
+        for name, documentation, values in (
+            (
+                "image_policy_registry_in_flight",
+                "Registry lookups running now, by registry (its share is bulkheads.perRegistry)",
+                in_flight,
+            ),
+            (
+                "image_policy_registry_queued",
+                "Registry lookups waiting for a slot of their registry's share, by registry",
+                queued,
+            ),
+            (
+                "image_policy_registry_short_circuited",
+                "Registries short-circuited now after consecutive timeouts, by registry",
+                short,
+            ),
+        ):
+            family = GaugeMetricFamily(name, documentation, labels=["registry"])
+            for label, n in sorted(values.items()):
+                family.add_metric([label], float(n))
+            yield family
+        threads = GaugeMetricFamily(
+            "image_policy_resolver_threads",
+            "The resolver's pool threads, by state (busy: running a lookup)",
+            labels=["state"],
+        )
+        threads.add_metric(["busy"], float(pressure.busy))
+        threads.add_metric(["idle"], float(pressure.threads - pressure.busy))
+        yield threads
 
 
 class _ReviewTally:
@@ -486,6 +557,7 @@ class DecisionLog:
         self._pid = 0
         # JSON of findings by (image, where, decision); only the writer thread uses it
         self._fragments: dict[tuple[str, str, int], tuple[object, str]] = {}
+        self._fragment_bytes = 0
         atexit.register(self.flush)
 
     def log(self, level: int, event: str, **fields: object) -> None:
@@ -560,9 +632,12 @@ class DecisionLog:
         if known is not None and known[0] is finding.decision:
             return known[1]
         text = _LOG_JSON.encode(_finding_log(finding))
-        if len(self._fragments) >= FRAGMENT_ENTRIES:
+        size = 2 * (len(text) + len(finding.image) + len(finding.where))  # text and key
+        if len(self._fragments) >= FRAGMENT_ENTRIES or self._fragment_bytes + size > FRAGMENT_BYTES:
             self._fragments.clear()
-        self._fragments[key] = (finding.decision, text)  # holding the decision keeps its id
+            self._fragment_bytes = 0
+        self._fragments[key] = (finding.decision, text)
+        self._fragment_bytes += size  # holding the decision keeps its id
         return text
 
     def _emit(self, lines: Sequence[tuple[int, str]]) -> None:
@@ -755,8 +830,12 @@ def _verdicts(findings: Iterable[Finding]) -> tuple[tuple[str, int], ...]:
     return tuple((verdict, n) for verdict, n in counts.items() if n)
 
 
-JUDGED_ENTRIES = 1024
-"""How many judged reviews `create_app` remembers for reuse (cleared when full)."""
+def too_many_images(subject: str, count: int, limit: int) -> str:
+    """The denial of a review with more image sites than `review.maxImages`."""
+    return (
+        f"image-policy: {subject} has {count} image references, more than the {limit} one "
+        "review may have (review.maxImages); none was checked"
+    )
 
 
 def _judged(
@@ -864,7 +943,9 @@ def create_app(
         on_reload=on_reload,
     )
     metrics.named_registries = lambda: holder.current.named_registries
-    metrics.registry.register(_ResolverCollector(lambda: holder.policy.resolver))
+    metrics.registry.register(
+        _ResolverCollector(lambda: holder.policy.resolver, metrics.registry_label)
+    )
 
     app = Flask(__name__)
     # One byte more than allowed: werkzeug refuses a larger Content-Length before reading, but
@@ -915,13 +996,21 @@ def create_app(
         text = body if isinstance(body, str) else json.dumps(body)
         return app.response_class(text, status=200, mimetype="application/json")
 
-    judged: dict[tuple[object, ...], _Judged] = {}
+    # Judged reviews, in half the memo budget (`cache.memoBytes`); the services they refer
+    # to are not charged (the policy holds them anyway).
+    judged: list[ByteMemo[tuple[object, ...], _Judged]] = [
+        ByteMemo(max(16, settings.memo_bytes // 2), opaque=(Service,))
+    ]
     judged_by: list[Policy | None] = [None]  # the policy whose services `judged` holds
+    app.extensions["image_policy_judged"] = judged
 
     def forget_judged(policy: Policy) -> None:
         """Drop the judged reviews of an earlier policy (and the services they hold)."""
         if judged_by[0] is not policy:
-            judged.clear()
+            budget = max(16, policy.settings.memo_bytes // 2)
+            if judged[0].max_bytes != budget:
+                judged[0] = ByteMemo(budget, opaque=(Service,))
+            judged[0].clear()
             judged_by[0] = policy
 
     def judge(
@@ -935,7 +1024,8 @@ def create_app(
         """The judged review: reused while the service's decisions for its items are the
         very same objects (see `_Judged`), else judged afresh and remembered."""
         key = (endpoint, review.api_version, review.namespace, sites)
-        known = judged.get(key)
+        memo = judged[0]
+        known = memo.get(key)
         decided = None
         if known is not None and known.service is service:
             # The key fixes the items (the sites' images in the namespace): ask the service
@@ -946,9 +1036,7 @@ def create_app(
             ):
                 return known
         fresh = _judged(service, review, sites, pinning, deadline, decided)
-        if len(judged) >= JUDGED_ENTRIES:
-            judged.clear()
-        judged[key] = fresh
+        memo.put(key, fresh)
         return fresh
 
     def admission_endpoint(endpoint: str) -> Response:
@@ -985,6 +1073,11 @@ def create_app(
             extra: dict[str, object] = {"allowed": False, "problems": problems}
             return answer(endpoint, "malformed", started, envelope, extra, fields)
         unchanged = [s.image for s in planned.unchanged]
+        if len(planned.check) > settings.max_images:
+            message = too_many_images(review.subject, len(planned.check), settings.max_images)
+            envelope = admission.review_envelope(review, admission.deny(review.uid, message))
+            extra = {"allowed": False, "tooManyImages": len(planned.check)}
+            return answer(endpoint, "denied", started, envelope, extra, fields)
         if not planned.check:
             response = admission.allow(review.uid)
             envelope = admission.review_envelope(review, response)
@@ -1036,6 +1129,13 @@ def create_app(
         if review.namespace is not None and review.namespace in settings.exclude_namespaces:
             reply = admission.image_review({"allowed": True})
             return answer("imagereview", "excluded", started, reply, {"allowed": True}, fields)
+        if len(review.images) > settings.max_images:
+            subject = f"a pod in namespace {review.namespace}" if review.namespace else "the pod"
+            reason = too_many_images(subject, len(review.images), settings.max_images)
+            fields["images"] = len(review.images)
+            reply = admission.image_review({"allowed": False, "reason": reason})
+            extra = {"allowed": False, "tooManyImages": len(review.images)}
+            return answer("imagereview", "denied", started, reply, extra, fields)
         deadline = Deadline(settings.decision_timeout, clock=clock)
         findings = _judge(
             validate,
@@ -1071,10 +1171,25 @@ def create_app(
             "sources": list(policy.ruleset.sources) if policy.ruleset is not None else [],
             "rulesError": policy.rules_error,
             "settingsError": policy.settings_error,
+            "degraded": degraded(policy.resolver),
         }
         return app.response_class(
             json.dumps(body), status=200 if ready else 503, mimetype="application/json"
         )
+
+    def degraded(resolver: Resolver) -> dict[str, list[str]]:
+        """What is under pressure (by metric label, so never a made-up host's name): registries
+        short-circuited, and those whose share is full with lookups waiting. Not a reason to be
+        unready: a slow registry must not take the webhook out of the Service."""
+        if not isinstance(resolver, PressuredResolver):
+            return {}
+        _, queued, short = pressure_by_label(resolver.pressure(), metrics.registry_label)
+        out: dict[str, list[str]] = {}
+        if short:
+            out["shortCircuited"] = sorted(short)
+        if any(queued.values()):
+            out["busy"] = sorted(k for k, n in queued.items() if n)
+        return out
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

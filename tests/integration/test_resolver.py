@@ -17,13 +17,14 @@ import requests
 
 from policy import loader
 from policy.deadline import Deadline
-from policy.facts import Needs
+from policy.facts import ImageFacts, Needs
 from policy.reference import Reference
 from policy.registry.client import RegistryClient
 from policy.resolver import RegistryResolver
 from policy.service import Item, Service
 from tests.integration.conftest import SeededRegistry
 from tests.support.proxy import CountingProxy
+from tests.support.relay import LatencyRelay
 
 pytestmark = pytest.mark.registry
 
@@ -359,3 +360,37 @@ def test_a_new_tag_read_by_get_counts_one_tag_miss_and_no_manifest_miss(
     assert (stats.tag_misses, stats.tag_hits) == (1, 0)
     assert (stats.manifest_misses, stats.manifest_hits) == (0, 1)  # stored by the GET by tag
     assert heads_gets(counting_proxy) == (0, 1)
+
+
+def test_a_coalesced_waiter_with_time_left_is_answered_from_the_registry(
+    registry: SeededRegistry,
+) -> None:
+    """The registry answers in 0.6 s. A review with 0.25 s left starts the tag lookup; one with
+    10 s left joins it 0.1 s later. The starter is denied at its deadline; the waiter is not
+    given that failure (`cannot reach …: timed out` before): the lookup runs under the latest
+    of their deadlines, so its retry has the waiter's time (were it begun too late for that,
+    the waiter would ask again itself) and the waiter gets the digest."""
+    with LatencyRelay(registry.url, latency=0.6) as relay, requests.Session() as session:
+        resolver = RegistryResolver(RegistryClient(session, authenticator=None))
+        image = Reference(relay.host, "oci/app", "single")
+        digest_only = [(image, Needs(digest=True))]
+        first: list[ImageFacts] = []
+        try:
+            starter = threading.Thread(
+                target=lambda: first.extend(resolver.resolve(digest_only, deadline=Deadline(0.25)))
+            )
+            starter.start()
+            time.sleep(0.1)
+            started = time.monotonic()
+            (waiter,) = resolver.resolve(digest_only, deadline=Deadline(10))
+            took = time.monotonic() - started
+            starter.join(timeout=5)
+        finally:
+            resolver.close()
+        (starters,) = first
+        assert set(starters.errors) == {"digest"}
+        assert waiter.errors == {}
+        assert waiter.digest == registry.oci_image.digest
+        assert 0.6 < took < 0.6 + 0.15 + 0.5, took  # the rest of the first try, then one more
+        head = ("HEAD", "/v2/oci/app/manifests/single")
+        assert relay.counts() == {head: 2}

@@ -554,3 +554,45 @@ def test_tier_answers_are_kept_in_the_disk_cache(
     )
     assert lookup(source, "acme/app:1.0") == ("verified_publisher", "Docker Hub search")
     assert hub.searches == 2
+
+
+def test_the_hub_api_has_a_bulkhead_of_its_own(hub: HubServer, session: requests.Session) -> None:
+    """Six namespaces on a hanging Hub API: two lookups talk to it until their 2 s deadline;
+    the four that come next wait for a slot until their own 0.5 s deadline and say the API is
+    busy (not remembered as a Hub failure: the next lookup asks the Hub)."""
+    for i in range(6):
+        hub.search_modes[f"ns{i}"] = hub.org_modes[f"ns{i}"] = "hang"
+    source = tiers.HubTiers(session, api=hub.url, request_timeout=30, max_in_flight=2)
+    reasons: dict[int, str] = {}
+    lock = threading.Lock()
+
+    def work(i: int, seconds: float) -> None:
+        try:
+            lookup(source, f"ns{i}/app", seconds=seconds)
+        except RegistryError as exc:
+            with lock:
+                reasons[i] = str(exc)
+
+    first = [threading.Thread(target=work, args=(i, 2.0)) for i in range(2)]
+    for t in first:
+        t.start()
+    deadline = time.monotonic() + 5
+    while source.in_flight < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.in_flight == 2
+    began = time.monotonic()
+    later = [threading.Thread(target=work, args=(i, 0.5)) for i in range(2, 6)]
+    for t in later:
+        t.start()
+    for t in later:
+        t.join(10)
+    waited = time.monotonic() - began
+    for t in first:
+        t.join(10)
+    busy = "(the Docker Hub API is busy: 2 requests in flight)"
+    assert sorted(i for i, r in reasons.items() if busy in r) == [2, 3, 4, 5], reasons
+    assert 0.5 <= waited < 1.5
+    assert sorted(i for i, r in reasons.items() if busy not in r) == [0, 1]
+    assert [r.path for r in hub.requests].count("/api/search/v4") == 2
+    assert source.in_flight == 0
+    assert source._failures.get("ns2") is None  # busy is not a Hub failure

@@ -47,3 +47,11 @@ def network_waiters(pid: int) -> int:
         if first.lstrip("-").isdigit() and int(first) in waits:
             count += 1
     return count
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process `pid` (VmRSS), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")

@@ -19,6 +19,7 @@ from types import MappingProxyType
 import pytest
 
 from policy import cache
+from policy.deadline import Deadline, SharedDeadline
 from policy.errors import ManifestNotFound
 from policy.facts import ImageFacts, PlatformFacts
 from policy.registry import media
@@ -971,3 +972,123 @@ def test_ttl_get_many_is_get_for_each_key() -> None:
         c.put("e", "E")  # evicts the least recently used: "c" (read before "a")
     assert many.get_many(["a", "c", "d", "e"]) == ["A", None, "D", "E"]
     assert one.get("c") is None
+
+
+# --- Coalescer.share: a shared call outlives its starter ----------------------------------------
+
+
+class SteppedClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("starter", "waiter", "after", "fails", "outcome", "runs"),
+    [
+        # the starter's deadline passed before the call failed: the waiter runs it again
+        (0.25, 10.0, 0.3, True, "again", 2),
+        # the call failed while the starter still had time: a real failure, shared
+        (5.0, 10.0, 0.3, True, "boom", 1),
+        # the answer came after the starter's deadline: every waiter still gets it
+        (0.25, 10.0, 0.6, False, "first", 1),
+        # the waiter's own deadline has passed too: nobody runs it again
+        (0.25, 0.2, 0.3, True, "boom", 1),
+    ],
+)
+def test_coalescer_share_hands_a_call_over_only_when_its_starter_ran_out_of_time(
+    starter: float, waiter: float, after: float, fails: bool, outcome: str, runs: int
+) -> None:
+    clock = SteppedClock()
+    co: cache.Coalescer[str, str] = cache.Coalescer()
+    seen: list[float] = []
+
+    def fetch(deadline: Deadline) -> str:
+        seen.append(deadline.remaining())
+        if len(seen) > 1:
+            return "again"
+        wait_until(lambda: co.stats.calls == 2)  # the waiter has joined
+        seen.append(deadline.remaining())
+        clock.now += after
+        if fails:
+            raise Boom("cannot reach registry: timed out")
+        return "first"
+
+    leader_outcome: list[str] = []
+
+    def lead() -> None:
+        try:
+            leader_outcome.append(co.share("k", fetch, deadline=Deadline(starter, clock=clock)))
+        except Boom:
+            leader_outcome.append("boom")
+
+    threads = start([threading.Thread(target=lead)])
+    wait_until(lambda: co.stats.in_flight == 1)
+    try:
+        got = co.share("k", fetch, deadline=Deadline(waiter, clock=clock))
+    except Boom:
+        got = "boom"
+    join(threads)
+    assert got == outcome
+    assert leader_outcome == ["boom" if fails else "first"]
+    assert len(seen) - 1 == runs  # the first run notes the time twice
+    # the call ran under the latest deadline once the waiter joined
+    assert seen[0] == starter
+    assert seen[1] == max(starter, waiter)
+    assert co.stats.handovers == runs - 1
+
+
+def test_shared_deadline_only_grows_and_leaves_the_first_deadline_alone() -> None:
+    clock = SteppedClock()
+    first = Deadline(1.0, clock=clock)
+    shared = SharedDeadline(first)
+    shared.join(Deadline(5.0, clock=clock))
+    shared.join(Deadline(2.0, clock=clock))
+    assert (shared.remaining(), first.remaining()) == (5.0, 1.0)
+    clock.now += 4.0
+    assert (shared.remaining(), first.expired) == (1.0, True)
+
+
+# --- ByteMemo ---------------------------------------------------------------------------------
+
+
+class Owned:
+    """Program state an entry refers to but does not own (a rule)."""
+
+    def __init__(self) -> None:
+        self.payload = "x" * 100_000
+
+
+def test_byte_memo_is_emptied_before_it_would_pass_its_budget() -> None:
+    memo: cache.ByteMemo[int, str] = cache.ByteMemo(10_000)
+    sizes = [cache.entry_size(i, "v" * 1000) for i in range(3)]
+    for i in range(3):
+        assert memo.put(i, "v" * 1000) is True
+    assert memo.bytes == sum(sizes)
+    assert [memo.get(i) for i in range(3)] == ["v" * 1000] * 3
+    for i in range(3, 20):
+        memo.put(i, "v" * 1000)
+        assert memo.bytes <= 10_000
+    assert 0 < len(memo) < 20
+    assert memo.get(19) == "v" * 1000
+    # replacing an entry charges only the new value
+    before = memo.bytes
+    memo.put(19, "v" * 1000)
+    assert memo.bytes == before
+    # a value over the whole budget is not kept, and does not leave the old one behind
+    assert memo.put(19, "v" * 20_000) is False
+    assert memo.get(19) is None
+    memo.clear()
+    assert (len(memo), memo.bytes) == (0, 0)
+
+
+def test_byte_memo_does_not_charge_opaque_objects() -> None:
+    rule = Owned()
+    charged: cache.ByteMemo[str, tuple[Owned, str]] = cache.ByteMemo(1 << 20)
+    opaque: cache.ByteMemo[str, tuple[Owned, str]] = cache.ByteMemo(1 << 20, opaque=(Owned,))
+    charged.put("k", (rule, "small"))
+    opaque.put("k", (rule, "small"))
+    assert charged.bytes > 100_000
+    assert opaque.bytes < 1_000

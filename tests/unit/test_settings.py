@@ -149,6 +149,16 @@ def test_environment_variable_names_the_file(tmp_path: Path) -> None:
         ("timeouts: {request: 1s\n", ["s.yaml:2:1: YAML syntax error"]),
         ("dockerHub: {api: 'http://a.io', api: 'http://b.io'}\n", ["duplicate key 'api'"]),
         ("[1, 2]\n", ["s.yaml:1:1: expected a mapping, got a list"]),
+        (
+            "bulkheads: {perRegistry: 0, breakFor: soon}\n",
+            [
+                "s.yaml:1:26: bulkheads.perRegistry: expected a positive integer, got an integer",
+                "s.yaml:1:39: bulkheads.breakFor: expected a duration",
+            ],
+        ),
+        ("review: {maxImages: -1}\n", ["s.yaml:1:21: review.maxImages: expected a positive"]),
+        ("cache: {memoBytes: lots}\n", ["s.yaml:1:20: cache.memoBytes: expected a positive"]),
+        ("bulkheads: {perregistry: 2}\n", ["bulkheads: unknown key"]),
     ],
 )
 def test_errors_are_located(tmp_path: Path, text: str, expected: list[str]) -> None:
@@ -175,3 +185,16 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing\n")
     assert load_settings(path, env={}).decision_timeout == 8
+
+
+def test_bulkheads_review_cap_and_memo_budget() -> None:
+    text = (
+        "bulkheads: {perRegistry: 3, dockerHub: 2, breakAfter: 4, breakFor: 1500ms}\n"
+        "review: {maxImages: 50}\ncache: {memoBytes: 8MiB}\n"
+    )
+    settings = parse_settings(text, "s.yaml")
+    assert (settings.per_registry, settings.hub_in_flight, settings.break_after) == (3, 2, 4)
+    assert (settings.break_for, settings.max_images, settings.memo_bytes) == (1.5, 50, 8 << 20)
+    defaults = parse_settings("{}\n", "s.yaml")
+    assert (defaults.per_registry, defaults.hub_in_flight, defaults.break_after) == (16, 4, 5)
+    assert (defaults.break_for, defaults.max_images, defaults.memo_bytes) == (5.0, 1000, 32 << 20)

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy import loader, web
+from policy import resolver as resolver_mod
 from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
@@ -1348,3 +1349,91 @@ def test_a_custom_resource_is_judged_like_a_workload(resolver: FakeResolver) -> 
     with_table = make_app(resolver, workload_table=table).test_client()
     assert respond(with_table, doc)["allowed"] is True  # judged: app has 1 layer
     assert "registry.example/app:1" in resolver.asked[before:]
+
+
+# --- pressure: the review cap, byte-bounded memos, bulkheads in /metrics and /readyz ----------
+
+
+@pytest.mark.parametrize(("sites", "allowed"), [(30, True), (31, False)])
+def test_a_review_over_the_image_cap_is_denied_at_once_without_a_lookup(
+    resolver: FakeResolver, sites: int, allowed: bool
+) -> None:
+    client = make_app(resolver, max_images=30).test_client()
+    images = [f"registry.example/app:{i}" for i in range(sites)]
+    response = respond(client, review(pod(*images)))
+    assert response["allowed"] is allowed
+    if allowed:
+        assert len(resolver.asked) == sites
+    else:
+        assert resolver.asked == []
+        assert response["status"]["message"] == (
+            "image-policy: Pod dev/web has 31 image references, more than the 30 "
+            "one review may have (review.maxImages); none was checked"
+        )
+    reply = post(client, "/imagereview", image_review(*images))
+    assert reply["status"]["allowed"] is allowed
+    if not allowed:
+        assert resolver.asked == []
+        assert "has 31 image references, more than the 30" in reply["status"]["reason"]
+
+
+def test_judged_reviews_are_bounded_in_bytes(resolver: FakeResolver) -> None:
+    app = make_app(resolver, memo_bytes=2 * 1024 * 1024)
+    client = app.test_client()
+    for i in range(40):
+        images = [f"registry.example/app:{i}-{j}" for j in range(50)]
+        assert respond(client, review(pod(*images)))["allowed"] is True
+    holder = app.extensions["image_policy"]
+    validate = holder.current.validate
+    # half the budget for judged reviews, a quarter for each service
+    assert validate._batches.max_bytes == 256 * 1024
+    assert 0 < validate._batches.bytes <= 256 * 1024
+    assert 0 < validate._decisions.bytes <= 128 * 1024
+    assert 0 < validate._plans.bytes <= 128 * 1024
+    judged = app.extensions["image_policy_judged"][0]
+    assert judged.max_bytes == 1024 * 1024
+    assert 0 < judged.bytes <= 1024 * 1024
+    assert len(judged) < 40  # emptied when full
+    # every review was judged, not answered from a stale memo
+    assert len(resolver.asked) == 40 * 50
+
+
+class PressuredResolver(FakeResolver):
+    """FakeResolver reporting bulkhead pressure as the registry resolver does."""
+
+    def __init__(self, pressure: resolver_mod.Pressure) -> None:
+        super().__init__()
+        self.now = pressure
+
+    def pressure(self) -> resolver_mod.Pressure:
+        return self.now
+
+
+def test_bulkhead_pressure_in_metrics_and_readyz_with_bounded_labels() -> None:
+    pressure = resolver_mod.Pressure(
+        in_flight={"registry.example": 8, "made-up-1.example": 8, "made-up-2.example": 3},
+        queued={"registry.example": 32, "made-up-1.example": 0},
+        threads=64,
+        busy=19,
+        short_circuited=["made-up-2.example", "made-up-3.example", "registry.example"],
+    )
+    client = make_app(PressuredResolver(pressure)).test_client()  # type: ignore[arg-type]
+    assert metric(client, 'image_policy_registry_in_flight{registry="registry.example"}') == 8
+    assert metric(client, 'image_policy_registry_in_flight{registry="other"}') == 11
+    assert metric(client, 'image_policy_registry_queued{registry="registry.example"}') == 32
+    assert metric(client, 'image_policy_registry_short_circuited{registry="other"}') == 2
+    assert metric(client, 'image_policy_resolver_threads{state="busy"}') == 19
+    assert metric(client, 'image_policy_resolver_threads{state="idle"}') == 45
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "made-up" not in text
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["ready"] is True
+    assert ready.get_json()["degraded"] == {
+        "shortCircuited": ["other", "registry.example"],
+        "busy": ["registry.example"],
+    }
+
+
+def test_readyz_says_nothing_is_degraded_when_nothing_is(client: FlaskClient) -> None:
+    assert client.get("/readyz").get_json()["degraded"] == {}
