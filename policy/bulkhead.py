@@ -4,7 +4,16 @@ A `Lanes` runs jobs on one shared `ThreadPoolExecutor`, at most `cap` at a time 
 registry host): a job beyond its key's share waits in that key's queue, holding no thread,
 and a waiter that gives up (its review's deadline) takes its job out of the queue. So a slow
 or dead registry holds at most `cap` of the pool's threads, and images on other registries
-keep theirs.
+keep theirs. Nor is the pool handed more jobs than it has threads: when many registries are
+slow at once (64 hosts × their share is far more than the pool), jobs wait in their lanes,
+and each thread that frees goes to the lane with the fewest jobs running — a registry nobody
+is waiting on gets the next one, not the end of a pool queue of hostile jobs.
+
+A queue is waited on only while its registry is answering: once the oldest job in flight for
+a key has run `patience` seconds, the registry is slow right now, and its queued jobs give up
+at once (their futures are cancelled: "busy") instead of holding their reviews — and the
+webhook's request threads — until the deadline; a job submitted then is refused at once. A
+registry that is merely busy with quick answers keeps its queue.
 
 Each key also has a circuit breaker: after `break_after` consecutive timeouts the key is
 short-circuited for `break_for` seconds (`submit` refuses at once, saying why); then one job
@@ -34,6 +43,11 @@ this without bound)."""
 class ShortCircuited(Exception):
     """`Lanes.submit` refused: the key's breaker is open. The message says why, for the pod
     author's denial."""
+
+
+class Slow(ShortCircuited):
+    """`Lanes.submit` refused: the key's share is full of jobs running longer than the
+    patience (the registry is slow right now)."""
 
 
 @dataclass(frozen=True)
@@ -139,24 +153,44 @@ class Breakers:
 
 
 class _Lane:
-    __slots__ = ("in_flight", "queue")
+    __slots__ = ("in_flight", "queue", "started", "timer")
 
     def __init__(self) -> None:
         self.in_flight = 0
+        self.started: dict[int, float] = {}  # running jobs (by future id): when they started
+        self.timer: threading.Timer | None = None  # sweeps the queue once jobs run too long
         # queued jobs: their future, their function, and whether their waiter's time is up
         self.queue: deque[tuple[Future[Any], Callable[[], Any], Callable[[], bool]]] = deque()
+
+
+def _idle(lane: _Lane) -> bool:
+    return lane.in_flight == 0 and not lane.queue
 
 
 class Lanes:
     """Per-key bulkheads over one thread pool, checked against `breakers` (module docstring).
     A key's lane exists only while it has jobs running or queued."""
 
-    def __init__(self, pool: ThreadPoolExecutor, *, cap: int, breakers: Breakers) -> None:
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        *,
+        cap: int,
+        breakers: Breakers,
+        patience: float = float("inf"),
+        clock: Callable[[], float] = time.monotonic,
+        threads: int | None = None,
+    ) -> None:
         if cap < 1:
             raise ValueError(f"cap must be at least 1, got {cap}")
         self._pool = pool
         self.cap = cap
+        # Jobs handed to the pool at most: its threads (`ThreadPoolExecutor._max_workers`).
+        self._threads = threads if threads is not None else getattr(pool, "_max_workers", 32)
+        self._submitted = 0
         self.breakers = breakers
+        self.patience = patience
+        self._clock = clock
         self._lock = threading.Lock()
         self._lanes: dict[str, _Lane] = {}
         self._running = 0
@@ -174,18 +208,64 @@ class Lanes:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
-            if lane.in_flight < self.cap:
-                lane.in_flight += 1
-                self._pool.submit(self._run, key, future, fn)
-            else:
-                lane.queue.append((future, fn, expired))
+            if lane.in_flight < self.cap and self._submitted < self._threads:
+                self._start(key, lane, future, fn)
+                return future
+            oldest = min(lane.started.values(), default=None)
+            if (
+                lane.in_flight >= self.cap
+                and oldest is not None
+                and self._clock() - oldest >= self.patience
+            ):
+                self.breakers.finished(key, future)
+                raise Slow(self.slow(key))
+            lane.queue.append((future, fn, expired))
+            self._arm(key, lane, oldest)
         return future
+
+    def _start(self, key: str, lane: _Lane, future: Future[Any], fn: Callable[[], Any]) -> None:
+        """Hand a job to the pool (lock held)."""
+        lane.in_flight += 1
+        self._submitted += 1
+        self._pool.submit(self._run, key, future, fn)
+
+    def _arm(self, key: str, lane: _Lane, oldest: float | None) -> None:
+        """Sweep `key`'s queue once its oldest running job has run `patience` (lock held)."""
+        if lane.timer is not None or self.patience == float("inf"):
+            return
+        start = oldest if oldest is not None else self._clock()
+        wait = max(0.0, start + self.patience - self._clock())
+        lane.timer = threading.Timer(wait, self._sweep, args=(key,))
+        lane.timer.daemon = True
+        lane.timer.start()
+
+    def _sweep(self, key: str) -> None:
+        """If `key`'s oldest running job has run `patience`, cancel its queued jobs (their
+        waiters answer "busy" now); else look again when it will have."""
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None:
+                return
+            lane.timer = None
+            if not lane.queue:
+                return
+            oldest = min(lane.started.values(), default=None)
+            if oldest is None or self._clock() - oldest < self.patience:
+                self._arm(key, lane, oldest)
+                return
+            queued, lane.queue = lane.queue, deque()
+        for future, _, _ in queued:
+            if future.cancel():
+                self.breakers.finished(key, future)
 
     def _run(self, key: str, future: Future[Any], fn: Callable[[], Any]) -> None:
         try:
             if future.set_running_or_notify_cancel():
                 with self._lock:
                     self._running += 1
+                    lane = self._lanes.get(key)
+                    if lane is not None:
+                        lane.started[id(future)] = self._clock()
                 try:
                     future.set_result(fn())
                 except BaseException as exc:  # handed to whoever waits on the future
@@ -193,30 +273,60 @@ class Lanes:
                 finally:
                     with self._lock:
                         self._running -= 1
+                        lane = self._lanes.get(key)
+                        if lane is not None:
+                            lane.started.pop(id(future), None)
         finally:
             self.breakers.finished(key, future)
             self._finished(key)
 
     def _finished(self, key: str) -> None:
-        """A job of `key` ended: start the next one queued (skipping cancelled ones), else
-        free the slot."""
+        """A job of `key` ended: its thread goes to the next job queued in the lane with the
+        fewest jobs running (skipping jobs cancelled or out of time), else it is freed."""
+        dropped: list[tuple[str, Future[Any]]] = []
         with self._lock:
             lane = self._lanes[key]
-            while lane.queue:
-                future, fn, expired = lane.queue.popleft()
-                if future.cancelled() or (expired() and future.cancel()):
-                    self.breakers.finished(key, future)  # a probe never run lets another probe
-                    continue
-                self._pool.submit(self._run, key, future, fn)
-                return
             lane.in_flight -= 1
-            if lane.in_flight == 0:
-                del self._lanes[key]
+            self._submitted -= 1
+            while self._submitted < self._threads:
+                candidates = [
+                    (other.in_flight, name)
+                    for name, other in self._lanes.items()
+                    if other.queue and other.in_flight < self.cap
+                ]
+                if not candidates:
+                    break
+                _, name = min(candidates)
+                chosen = self._lanes[name]
+                future, fn, expired = chosen.queue.popleft()
+                if future.cancelled() or (expired() and future.cancel()):
+                    dropped.append((name, future))  # a probe never run lets another probe
+                    continue
+                self._start(name, chosen, future, fn)
+            for name in [n for n, other in self._lanes.items() if _idle(other)]:
+                timer = self._lanes[name].timer
+                if timer is not None:
+                    timer.cancel()
+                del self._lanes[name]
+        for name, future in dropped:
+            self.breakers.finished(name, future)
 
     def busy(self, key: str) -> str:
-        """Why a job of `key` still queued at its deadline was not run (a job waits only
-        while its key has `cap` jobs in flight)."""
+        """Why a job of `key` still queued at its deadline (or given up for slowness) was not
+        run (a job waits only while its key has `cap` jobs in flight)."""
+        with self._lock:
+            lane = self._lanes.get(key)
+            oldest = min(lane.started.values(), default=None) if lane is not None else None
+        if oldest is not None and self._clock() - oldest >= self.patience:
+            return self.slow(key)
         return f"registry {key} is busy: {self.cap} requests in flight"
+
+    def slow(self, key: str) -> str:
+        """Why a job of `key` was refused, or given up while queued, for slowness."""
+        return (
+            f"registry {key} is slow: {self.cap} requests in flight, the oldest for over "
+            f"{self.patience:g}s"
+        )
 
     def stats(self) -> dict[str, LaneStats]:
         """Keys with jobs running or queued."""

@@ -136,6 +136,7 @@ class RegistryResolver:
         per_registry: int = PER_REGISTRY,
         break_after: int = BREAK_AFTER,
         break_for: float = BREAK_FOR,
+        patience: float = float("inf"),
         request_timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
         disk: DiskCache | None = None,
@@ -174,8 +175,17 @@ class RegistryResolver:
         self._breakers = Breakers(
             break_after=break_after, break_for=break_for, clock=clock or time.monotonic
         )
-        self._image_lanes = Lanes(self._images, cap=per_registry, breakers=self._breakers)
-        self._part_lanes = Lanes(self._parts, cap=per_registry, breakers=self._breakers)
+        # A registry answering slowly keeps no queue: see `bulkhead.Lanes` (`patience`).
+        self._image_lanes, self._part_lanes = (
+            Lanes(
+                pool,
+                cap=per_registry,
+                breakers=self._breakers,
+                patience=patience,
+                clock=clock or time.monotonic,
+            )
+            for pool in (self._images, self._parts)
+        )
         self._lock = threading.Lock()
         self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
         self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
@@ -802,5 +812,6 @@ def build(
         per_registry=settings.per_registry,
         break_after=settings.break_after,
         break_for=settings.break_for,
+        patience=settings.patience,
         request_timeout=settings.request_timeout,
     )

@@ -23,6 +23,8 @@ bulkheads:                   # what one slow or dead registry may hold
   dockerHub: 4               # Docker Hub API requests in flight
   breakAfter: 5              # consecutive timeouts that short-circuit a registry ...
   breakFor: 5s               # ... for this long, then one request probes it
+  patience: 2.5s             # a registry whose oldest lookup has run this long is slow:
+                             # lookups queued for it give up at once
 review: {maxImages: 1000}    # image sites per review; more: denied at once
 excludeNamespaces: [kube-system, image-policy]   # allowed without lookups (webhook)
 recheckUnchanged: false      # on UPDATE, re-check images identical to oldObject's
@@ -81,7 +83,7 @@ _TOP_KEYS = (
     "bulkheads",
     "review",
 )
-_BULKHEAD_KEYS = ("perRegistry", "dockerHub", "breakAfter", "breakFor")
+_BULKHEAD_KEYS = ("perRegistry", "dockerHub", "breakAfter", "breakFor", "patience")
 DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
 _AUTH_KEYS = ("username", "password", "passwordFile")
@@ -124,6 +126,9 @@ class Settings:
     hub_in_flight: int = 4
     break_after: int = 5
     break_for: float = 5.0
+    patience: float = 2.5
+    """A registry whose oldest lookup in flight has run this long is slow: lookups queued for
+    it give up at once instead of waiting for their deadline."""
     max_images: int = 1000
     """Image sites one review may hold; a review with more is denied at once."""
     request_timeout: float = 5.0
@@ -415,6 +420,8 @@ def parse_settings(
                 kwargs[attr] = reader.positive_int(bulkheads[key], f"bulkheads.{key}")
         if "breakFor" in bulkheads:
             kwargs["break_for"] = _duration(reader, bulkheads["breakFor"], "bulkheads.breakFor")
+        if "patience" in bulkheads:
+            kwargs["patience"] = _duration(reader, bulkheads["patience"], "bulkheads.patience")
     if "review" in top:
         review = reader.mapping(top["review"], "review", allowed=("maxImages",)) or {}
         if "maxImages" in review:

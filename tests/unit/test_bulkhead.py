@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -190,3 +191,79 @@ def test_a_probe_dropped_from_the_queue_lets_the_next_job_probe(pool: ThreadPool
             break
         pause.wait(0.01)
     assert admitted
+
+
+def test_a_slow_registry_keeps_no_queue(pool: ThreadPoolExecutor) -> None:
+    """Jobs queue behind a full share only while the registry answers: once its oldest job
+    has run `patience`, the queued jobs are cancelled ("slow") and new ones refused at once —
+    their reviews are not held until their deadline."""
+    lanes = Lanes(pool, cap=2, breakers=Breakers(), patience=0.3)
+    hung = threading.Event()
+    started = threading.Semaphore(0)
+
+    def stuck() -> str:
+        started.release()
+        assert hung.wait(WAIT)
+        return "late"
+
+    running = [lanes.submit("slow.example", stuck) for _ in range(2)]
+    for _ in range(2):
+        assert started.acquire(timeout=WAIT)
+    queued = [lanes.submit("slow.example", lambda: "never") for _ in range(5)]
+    assert lanes.stats() == {"slow.example": LaneStats(in_flight=2, queued=5)}
+    _settle(lambda: all(f.cancelled() for f in queued))  # swept once the oldest ran 0.3 s
+    assert lanes.busy("slow.example") == (
+        "registry slow.example is slow: 2 requests in flight, the oldest for over 0.3s"
+    )
+    with pytest.raises(ShortCircuited, match="is slow: 2 requests in flight"):
+        lanes.submit("slow.example", lambda: "refused")
+    hung.set()
+    assert [f.result(timeout=WAIT) for f in running] == ["late", "late"]
+    _settle(lambda: lanes.stats() == {})
+
+
+def test_a_busy_registry_that_answers_keeps_its_queue(pool: ThreadPoolExecutor) -> None:
+    """Answers quicker than the patience: the last queued jobs wait longer than the patience
+    (12 jobs of 0.1 s, 2 at a time) and still run; nothing is cancelled."""
+    lanes = Lanes(pool, cap=2, breakers=Breakers(), patience=0.3)
+
+    def quick(i: int) -> int:
+        time.sleep(0.1)
+        return i
+
+    jobs = [lanes.submit("busy.example", lambda i=i: quick(i)) for i in range(12)]
+    assert [f.result(timeout=WAIT) for f in jobs] == list(range(12))
+    assert not any(f.cancelled() for f in jobs)
+
+
+def test_a_freed_thread_goes_to_the_idlest_lane_not_to_a_pool_queue() -> None:
+    """Three slow registries want 9 threads of a pool of 4: 4 run, the rest wait in their
+    lanes (not in the pool's queue); a job of a fourth registry then gets the first thread
+    that frees, before the slow registries' queued jobs."""
+    pool = ThreadPoolExecutor(4)
+    try:
+        lanes = Lanes(pool, cap=3, breakers=Breakers())
+        release = {name: threading.Event() for name in ("a", "b", "c")}
+        started: list[str] = []
+        lock = threading.Lock()
+
+        def stuck(name: str) -> str:
+            with lock:
+                started.append(name)
+            assert release[name].wait(WAIT)
+            return name
+
+        slow = [lanes.submit(f"{n}.example", lambda n=n: stuck(n)) for n in "abc" for _ in range(3)]
+        _settle(lambda: len(started) == 4)
+        assert lanes.running == 4
+        assert sum(s.queued for s in lanes.stats().values()) == 5
+        healthy = lanes.submit("good.example", lambda: "ok")
+        assert not healthy.done()  # every thread is held
+        release["a"].set()  # a's jobs end: their threads go to good.example first
+        assert healthy.result(timeout=WAIT) == "ok"
+        for event in release.values():
+            event.set()
+        assert sorted(f.result(timeout=WAIT) for f in slow) == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+        _settle(lambda: lanes.stats() == {} and lanes.running == 0)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
