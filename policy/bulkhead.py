@@ -6,8 +6,10 @@ and a waiter that gives up (its review's deadline) takes its job out of the queu
 or dead registry holds at most `cap` of the pool's threads, and images on other registries
 keep theirs. Nor is the pool handed more jobs than it has threads: when many registries are
 slow at once (64 hosts × their share is far more than the pool), jobs wait in their lanes,
-and each thread that frees goes to the lane with the fewest jobs running — a registry nobody
-is waiting on gets the next one, not the end of a pool queue of hostile jobs.
+and each thread that frees goes first to a registry whose last answers were not timeouts,
+the one with the fewest jobs running; registries timing out may hold at most half the
+threads together. A registry nobody waits on gets the next thread, not the end of a pool
+queue of hostile jobs.
 
 A queue is waited on only while its registry is answering: once the oldest job in flight for
 a key has run `patience` seconds, the registry is slow right now, and its queued jobs give up
@@ -128,6 +130,12 @@ class Breakers:
                 breaker.open_until = self._clock() + self._break_for
                 breaker.probe = None
 
+    def failing(self, key: str) -> bool:
+        """Whether `key`'s last answers were timeouts (cleared by any answer)."""
+        with self._lock:
+            breaker = self._breakers.get(key)
+            return breaker is not None and breaker.failures > 0
+
     def short_circuited(self) -> list[str]:
         """The keys refusing jobs now, sorted."""
         now = self._clock()
@@ -209,8 +217,10 @@ class Lanes:
             if lane is None:
                 lane = self._lanes[key] = _Lane()
             if lane.in_flight < self.cap and self._submitted < self._threads:
-                self._start(key, lane, future, fn)
-                return future
+                failing = self.breakers.failing(key)
+                if not failing or self._failing_running() < self._threads // 2:
+                    self._start(key, lane, future, fn)
+                    return future
             oldest = min(lane.started.values(), default=None)
             if (
                 lane.in_flight >= self.cap
@@ -222,6 +232,12 @@ class Lanes:
             lane.queue.append((future, fn, expired))
             self._arm(key, lane, oldest)
         return future
+
+    def _failing_running(self) -> int:
+        """Jobs handed to the pool for registries whose last answers were timeouts (lock)."""
+        return sum(
+            lane.in_flight for name, lane in self._lanes.items() if self.breakers.failing(name)
+        )
 
     def _start(self, key: str, lane: _Lane, future: Future[Any], fn: Callable[[], Any]) -> None:
         """Hand a job to the pool (lock held)."""
@@ -289,14 +305,21 @@ class Lanes:
             lane.in_flight -= 1
             self._submitted -= 1
             while self._submitted < self._threads:
-                candidates = [
-                    (other.in_flight, name)
-                    for name, other in self._lanes.items()
-                    if other.queue and other.in_flight < self.cap
-                ]
+                # Registries that answer first, then those timing out, which may hold at most
+                # half the threads together: a registry nobody waits on is never queued
+                # behind a crowd of slow ones.
+                room = self._failing_running() < self._threads // 2
+                candidates = []
+                for name, other in self._lanes.items():
+                    if not other.queue or other.in_flight >= self.cap:
+                        continue
+                    failing = self.breakers.failing(name)
+                    if failing and not room:
+                        continue
+                    candidates.append((failing, other.in_flight, name))
                 if not candidates:
                     break
-                _, name = min(candidates)
+                *_, name = min(candidates)
                 chosen = self._lanes[name]
                 future, fn, expired = chosen.queue.popleft()
                 if future.cancelled() or (expired() and future.cancel()):

@@ -1,7 +1,8 @@
 """Loopback peers that hold a connection open on purpose, and a listener that only counts.
 
 - `Trickle`: answers every request with a status line and headers sent one byte every
-  `interval` seconds, without end (the header slowloris no per-read timeout stops).
+  `interval` seconds, without end (the header slowloris no per-read timeout stops); `active`
+  counts the connections whose client has not hung up (a send fails within two bytes).
 - `Counting`: accepts connections and counts them, answering nothing (a destination that
   must never be reached).
 """
@@ -31,6 +32,7 @@ class _Listener(Closing):
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.connections = 0
+        self.active = 0  # connections the client has not hung up yet
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -42,8 +44,16 @@ class _Listener(Closing):
                 return
             with self._lock:
                 self.connections += 1
+                self.active += 1
                 self._open.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serving, args=(conn,), daemon=True).start()
+
+    def _serving(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            with self._lock:
+                self.active -= 1
 
     def _serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
