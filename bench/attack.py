@@ -37,6 +37,7 @@ from bench import common
 from bench.soak import HEY, parse_hey
 from bench.webhook import RULES, SETTINGS, deployment_review, webhook_stack
 from tests.support.procs import network_waiters
+from tests.support.reviews import pod_review
 from tests.support.trickle import Trickle
 
 # The benchmark 1 rules without their registry allow-list: a registry that list refuses is
@@ -55,23 +56,6 @@ HEALTHY_CONNECTIONS = 4
 DURATION = 10.0
 DEADLINE = 8.0
 GRACE = 2.0
-
-
-def pod_review(images: list[str], uid: str = "attack") -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "attack",
-            "operation": "CREATE",
-            "userInfo": {"username": "mallory"},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
-        },
-    }
 
 
 def threads_of(pid: int) -> int:
@@ -203,7 +187,9 @@ def run(*, duration: float = DURATION) -> common.Result:
         threads_before = threads_of(worker)
         waiting_before = network_waiters(worker)
 
-        hostile = pod_review([f"{peer.host}/trickle/app:1" for peer in peers])
+        hostile = pod_review(
+            *(f"{peer.host}/trickle/app:1" for peer in peers), uid="attack", user="mallory"
+        )
         attack = Attack(url, hook.ca, hostile)
         time.sleep(2.0)  # the attack's first wave reaches the resolver
         attacked_check = Checker(url, hook.ca, healthy)

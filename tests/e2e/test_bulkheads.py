@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import CA, HangingRegistry, Seeded, Webhook, rules_text, start_webhook
-from tests.e2e.test_faults import ask, pod_review, wait_for
+from tests.e2e.test_faults import ask, wait_for
 from tests.support.hostile import index_body
 from tests.support.httpserver import LoopbackServer, ServedInThread
 from tests.support.images import OCI_INDEX, sha256
 from tests.support.procs import child_pids, rss_bytes
+from tests.support.reviews import pod_review
 
 pytestmark = pytest.mark.registry
 

@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import CA, Webhook, start_webhook
 from tests.support.hostile import LEAKY_MESSAGE, HostileServer
+from tests.support.reviews import pod_review
 
 RULES = """\
 apiVersion: image-policy/v1
@@ -73,19 +74,7 @@ def hook(
 
 
 def _review(uid: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "mallory"},
-            "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}},
-        },
-    }
+    return pod_review(image, uid=uid, user="mallory")
 
 
 def _ask(hook: Webhook, uid: str, image: str) -> tuple[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
+from tests.support.reviews import pod_review
 from tests.support.trickle import Counting
 
 pytestmark = pytest.mark.registry
@@ -48,20 +49,7 @@ rules:
 
 
 def review(*images: str) -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "egress-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "mallory"},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
-        },
-    }
+    return pod_review(*images, uid="egress-1", user="mallory")
 
 
 SPELLINGS = [

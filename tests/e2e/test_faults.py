@@ -23,6 +23,7 @@ from tests.e2e.conftest import CA, HangingRegistry, Seeded, Webhook, rules_text,
 from tests.support import images
 from tests.support.procs import child_pids
 from tests.support.registry import RunningRegistry, registry_binary, start_registry
+from tests.support.reviews import pod_review
 
 pytestmark = pytest.mark.registry
 
@@ -30,23 +31,6 @@ DEADLINE = 1.5
 SLACK = 1.5
 """Time allowed on top of the decision deadline: TLS, JSON, a busy CI machine."""
 FAST_SETTINGS = f"timeouts: {{decision: {DEADLINE}s, request: 1s}}\n"
-
-
-def pod_review(*images_: str, uid: str = "uid-fault") -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images_)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:ci:deployer"},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
-        },
-    }
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import requests
 
 from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
 from tests.support.procs import child_pids, network_waiters
+from tests.support.reviews import pod_review
 from tests.support.trickle import Trickle
 
 pytestmark = pytest.mark.registry
@@ -42,20 +43,7 @@ rules:
 
 
 def review(images: list[str], uid: str) -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "mallory"},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
-        },
-    }
+    return pod_review(*images, uid=uid, user="mallory")
 
 
 @pytest.fixture
