@@ -50,7 +50,7 @@ from policy.registry.client import (
     RequestEvent,
 )
 from policy.registry.credentials import Credential, CredentialStore, default_docker_config
-from policy.registry.session import RegistrySession, new_session, own_addresses
+from policy.registry.session import RegistrySession, egress_policy, new_session
 from policy.registry.transport import Transport
 from policy.settings import Settings
 
@@ -773,8 +773,8 @@ def build(
 ) -> RegistryResolver:
     """A resolver wired from the settings file: credentials, auth, mirrors, CAs, caches, and
     the tier source (catalog, offline rule, Docker Hub) sharing the same session, whose
-    transport connects only where `egress_policy(settings, mode)` allows."""
-    policy = settings.egress_policy(mode, own=own_addresses() if mode == "webhook" else ())
+    transport connects only where the settings' egress policy allows in `mode`."""
+    policy = egress_policy(settings, mode)
     if session is None:
         session = new_session(Transport(policy))
     elif isinstance(session, RegistrySession) and session.transport is not None:

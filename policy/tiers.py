@@ -45,7 +45,7 @@ from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
 from policy.registry.client import describe_failure
-from policy.registry.session import new_session, own_addresses
+from policy.registry.session import egress_policy, new_session
 from policy.registry.transport import EgressDenied, Transport
 from policy.settings import Settings
 
@@ -505,8 +505,7 @@ def from_settings(
     `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession`, with
     the settings' egress policy in `mode`, if none)."""
     if session is None:
-        own = own_addresses() if mode == "webhook" else ()
-        session = new_session(Transport(settings.egress_policy(mode, own=own)))
+        session = new_session(Transport(egress_policy(settings, mode)))
     hub = HubTiers(
         session,
         api=settings.docker_hub_api,

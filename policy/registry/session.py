@@ -20,15 +20,18 @@ import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.utils
 
-from policy.egress import Address, EgressPolicy
+from policy.egress import Address, EgressPolicy, Mode
 from policy.registry.transport import GuardedAdapter, Transport
+
+if TYPE_CHECKING:
+    from policy.settings import Settings
 
 USER_AGENT = "image-policy/0.1"
 
@@ -79,6 +82,12 @@ def new_session(transport: Transport | None = None) -> RegistrySession:
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def egress_policy(settings: Settings, mode: Mode) -> EgressPolicy:
+    """The egress policy `settings` describe in `mode`, with this pod's own addresses (refused
+    by the webhook; the CLI does not look them up)."""
+    return settings.egress_policy(mode, own=own_addresses() if mode == "webhook" else ())
 
 
 def own_addresses(env: Mapping[str, str] | None = None) -> frozenset[Address]:
