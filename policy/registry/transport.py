@@ -190,8 +190,7 @@ class _GuardedConnection(u3connection.HTTPConnection):
     def _new_conn(self) -> socket.socket:
         host, port = self._dns_host, self.port
         transport = self.transport
-        policy = transport.policy
-        why = policy.refusal_by_name(host, port)
+        why = transport.policy.refusal_by_name(host, port)
         if why is not None:
             transport.report(ConnectDecision(host, port, None, why))
             raise EgressBlocked(self, why)
@@ -204,8 +203,7 @@ class _GuardedConnection(u3connection.HTTPConnection):
         refusals: list[str] = []
         last: OSError | None = None
         for family, address in addresses:
-            why = policy.refusal(host, port, address)
-            transport.report(ConnectDecision(host, port, address, why))
+            why = transport.judge(host, port, address)
             if why is not None:
                 refusals.append(why)
                 continue
@@ -315,6 +313,12 @@ class Transport:
         if dns is not None:
             dns.shutdown(wait=False, cancel_futures=True)
 
+    def judge(self, host: str, port: int, address: Address) -> str | None:
+        """Why connecting to `address` for `host:port` is refused (None: allowed), reported."""
+        why = self.policy.refusal(host, port, address)
+        self.report(ConnectDecision(host, port, address, why))
+        return why
+
     def report(self, decision: ConnectDecision) -> None:
         if self.on_connect is not None:
             self.on_connect(decision)
@@ -332,8 +336,7 @@ class Transport:
             except (OSError, TimeoutError):
                 addresses = []
             for _, address in addresses:
-                why = self.policy.refusal(host, port, address)
-                self.report(ConnectDecision(host, port, address, why))
+                why = self.judge(host, port, address)
                 if why is not None:
                     break
         if why is not None:
