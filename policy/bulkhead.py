@@ -304,33 +304,35 @@ class Lanes:
             lane = self._lanes[key]
             lane.in_flight -= 1
             self._submitted -= 1
+            # Registries that answer first, then those timing out, which may hold at most half
+            # the threads together: a registry nobody waits on is never queued behind a crowd
+            # of slow ones. (Breakers are read once: a verdict a moment old is good enough.)
+            failing = {name for name in self._lanes if self.breakers.failing(name)}
+            failing_running = sum(self._lanes[name].in_flight for name in failing)
+            touched = {key}
             while self._submitted < self._threads:
-                # Registries that answer first, then those timing out, which may hold at most
-                # half the threads together: a registry nobody waits on is never queued
-                # behind a crowd of slow ones.
-                room = self._failing_running() < self._threads // 2
-                candidates = []
-                for name, other in self._lanes.items():
-                    if not other.queue or other.in_flight >= self.cap:
-                        continue
-                    failing = self.breakers.failing(name)
-                    if failing and not room:
-                        continue
-                    candidates.append((failing, other.in_flight, name))
+                room = failing_running < self._threads // 2
+                candidates = [
+                    (name in failing, other.in_flight, name)
+                    for name, other in self._lanes.items()
+                    if other.queue and other.in_flight < self.cap and (room or name not in failing)
+                ]
                 if not candidates:
                     break
                 *_, name = min(candidates)
                 chosen = self._lanes[name]
+                touched.add(name)
                 future, fn, expired = chosen.queue.popleft()
                 if future.cancelled() or (expired() and future.cancel()):
                     dropped.append((name, future))  # a probe never run lets another probe
                     continue
                 self._start(name, chosen, future, fn)
-            for name in [n for n, other in self._lanes.items() if _idle(other)]:
-                timer = self._lanes[name].timer
-                if timer is not None:
-                    timer.cancel()
-                del self._lanes[name]
+                failing_running += name in failing
+            for name in touched:  # only these can have become idle
+                if _idle(self._lanes[name]):
+                    timer = self._lanes.pop(name).timer
+                    if timer is not None:
+                        timer.cancel()
         for name, future in dropped:
             self.breakers.finished(name, future)
 
