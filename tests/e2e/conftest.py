@@ -190,6 +190,19 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         running.stop()
 
 
+OPEN_RULES = """\
+apiVersion: image-policy/v1
+kind: RuleSet
+defaults: {onResolveError: deny, unmatched: deny}
+rules:
+  - id: small
+    match: {images: ["**"]}
+    require: {maxLayers: 5}
+"""
+"""Any image of at most 5 layers, from any registry: no allow-list, so the resolver contacts
+whatever registry an image names (the egress and attack tests need that)."""
+
+
 def rules_text(host: str, *, max_layers: int = 5, name: str = "e2e") -> str:
     return f"""\
 apiVersion: image-policy/v1

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
+from tests.e2e.conftest import CA, OPEN_RULES, Seeded, Webhook, start_webhook
 from tests.support.reviews import pod_review
 from tests.support.trickle import Counting
 
@@ -26,19 +26,10 @@ def listener() -> Iterator[Counting]:
 def hook(tmp_path_factory: pytest.TempPathFactory, ca: CA, registry: Seeded) -> Iterator[Webhook]:
     """The webhook with no egress settings at all (the defaults), its rules open to any image,
     and the test registry configured (so allowed on its port only)."""
-    rules = """\
-apiVersion: image-policy/v1
-kind: RuleSet
-defaults: {onResolveError: deny, unmatched: deny}
-rules:
-  - id: small
-    match: {images: ["**"]}
-    require: {maxLayers: 5}
-"""
     webhook = start_webhook(
         tmp_path_factory.mktemp("egress"),
         ca,
-        rules,
+        OPEN_RULES,
         settings=f"registries:\n  {registry.host}: {{}}\n",
         loopback_egress=False,
     )

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
+from tests.e2e.conftest import CA, OPEN_RULES, Seeded, Webhook, start_webhook
 from tests.support.procs import child_pids, network_waiters
 from tests.support.reviews import pod_review
 from tests.support.trickle import Trickle
@@ -30,16 +30,6 @@ ATTACKERS = 100
 DECISION = 3.0
 CLIENT_TIMEOUT = 30.0  # Webhook.post's own
 GRACE = 2.0
-
-RULES = """\
-apiVersion: image-policy/v1
-kind: RuleSet
-defaults: {onResolveError: deny, unmatched: deny}
-rules:
-  - id: small
-    match: {images: ["**"]}
-    require: {maxLayers: 5}
-"""
 
 
 def review(images: list[str], uid: str) -> dict[str, Any]:
@@ -61,7 +51,7 @@ def hook(tmp_path_factory: pytest.TempPathFactory, ca: CA) -> Iterator[Webhook]:
     webhook = start_webhook(
         tmp_path_factory.mktemp("attack"),
         ca,
-        RULES,
+        OPEN_RULES,
         settings=(
             f"timeouts: {{request: 2s, decision: {DECISION:g}s}}\nbulkheads: {{patience: 1s}}\n"
         ),

@@ -29,21 +29,34 @@ def pool() -> Iterator[ThreadPoolExecutor]:
     executor.shutdown(wait=True, cancel_futures=True)
 
 
+class Hung:
+    """Jobs that block until `release()`: `job` returns "late" then; `running(n)` waits until
+    n of them have started."""
+
+    def __init__(self) -> None:
+        self._release = threading.Event()
+        self._started = threading.Semaphore(0)
+
+    def job(self) -> str:
+        self._started.release()
+        assert self._release.wait(WAIT)
+        return "late"
+
+    def running(self, n: int) -> None:
+        for _ in range(n):
+            assert self._started.acquire(timeout=WAIT)
+
+    def release(self) -> None:
+        self._release.set()
+
+
 def test_a_registry_holds_at_most_its_cap_and_others_keep_their_threads(
     pool: ThreadPoolExecutor,
 ) -> None:
     lanes = Lanes(pool, cap=3, breakers=Breakers())
-    hung = threading.Event()
-    started = threading.Semaphore(0)
-
-    def stuck() -> str:
-        started.release()
-        assert hung.wait(WAIT)
-        return "late"
-
-    slow = [lanes.submit("hung.example", stuck) for _ in range(40)]
-    for _ in range(3):
-        assert started.acquire(timeout=WAIT)
+    hung = Hung()
+    slow = [lanes.submit("hung.example", hung.job) for _ in range(40)]
+    hung.running(3)
     assert lanes.stats() == {"hung.example": LaneStats(in_flight=3, queued=37)}
     assert lanes.running == 3
     # 5 pool threads are free: another registry's jobs run at once
@@ -54,7 +67,7 @@ def test_a_registry_holds_at_most_its_cap_and_others_keep_their_threads(
     assert lanes.busy("hung.example") == "registry hung.example is busy: 3 requests in flight"
     # a queued job whose waiter's time is up is not started
     late: Future[str] = lanes.submit("hung.example", lambda: "never", expired=lambda: True)
-    hung.set()
+    hung.release()
     assert [f.result(timeout=WAIT) for f in slow[:-1]] == ["late"] * 39
     assert slow[-1].cancelled()
     assert late.cancelled()
@@ -198,17 +211,9 @@ def test_a_slow_registry_keeps_no_queue(pool: ThreadPoolExecutor) -> None:
     has run `patience`, the queued jobs are cancelled ("slow") and new ones refused at once —
     their reviews are not held until their deadline."""
     lanes = Lanes(pool, cap=2, breakers=Breakers(), patience=0.3)
-    hung = threading.Event()
-    started = threading.Semaphore(0)
-
-    def stuck() -> str:
-        started.release()
-        assert hung.wait(WAIT)
-        return "late"
-
-    running = [lanes.submit("slow.example", stuck) for _ in range(2)]
-    for _ in range(2):
-        assert started.acquire(timeout=WAIT)
+    hung = Hung()
+    running = [lanes.submit("slow.example", hung.job) for _ in range(2)]
+    hung.running(2)
     queued = [lanes.submit("slow.example", lambda: "never") for _ in range(5)]
     assert lanes.stats() == {"slow.example": LaneStats(in_flight=2, queued=5)}
     _settle(lambda: all(f.cancelled() for f in queued))  # swept once the oldest ran 0.3 s
@@ -217,7 +222,7 @@ def test_a_slow_registry_keeps_no_queue(pool: ThreadPoolExecutor) -> None:
     )
     with pytest.raises(ShortCircuited, match="is slow: 2 requests in flight"):
         lanes.submit("slow.example", lambda: "refused")
-    hung.set()
+    hung.release()
     assert [f.result(timeout=WAIT) for f in running] == ["late", "late"]
     _settle(lambda: lanes.stats() == {})
 
