@@ -46,7 +46,7 @@ from policy.errors import (
     RegistryUnavailable,
     UnsupportedManifest,
 )
-from policy.registry import media
+from policy.registry import media, transport
 from policy.registry.transport import EgressDenied
 
 MiB = 1024 * 1024
@@ -773,6 +773,7 @@ class RegistryClient:
                 f"{ref}: deadline passed before asking {host}", registry=registry, reference=ref
             )
         started = self._clock()
+        transport.forget_exchange()
         try:
             response = self._session.request(
                 method,
@@ -871,11 +872,14 @@ class RegistryClient:
                     )
                 chunks.append(chunk)
         except (requests.RequestException, OSError, Urllib3Error) as exc:
+            why = "timed out" if transport.cut_short() else describe_failure(exc)
             raise RegistryUnavailable(
-                f"{ref}: reading from {host} failed: {describe_failure(exc)}",
-                registry=registry,
-                reference=ref,
+                f"{ref}: reading from {host} failed: {why}", registry=registry, reference=ref
             ) from None
+        if transport.cut_short():  # the body "ended" because its time was up: no answer
+            raise RegistryUnavailable(
+                f"{ref}: reading from {host} failed: timed out", registry=registry, reference=ref
+            )
         return b"".join(chunks)
 
     # --- rate limits -------------------------------------------------------------------

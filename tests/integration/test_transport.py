@@ -298,6 +298,48 @@ def test_a_header_trickle_is_cut_at_the_deadline() -> None:
     assert transport.watchdog.fired >= 1
 
 
+MANIFEST = (
+    b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", '
+    b'"config": {"mediaType": "application/vnd.oci.image.config.v1+json", '
+    b'"digest": "sha256:' + b"0" * 64 + b'", "size": 2}, "layers": []}'
+)
+
+
+@pytest.mark.parametrize(
+    ("at_once", "trickled"),
+    [
+        # the status line in time, then headers a byte at a time: the cut ends the headers
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"x" * 1000 + b"\r\n\r\n"),
+        # headers in time, no length (the body ends when the peer closes), then the body a
+        # byte at a time: the cut ends the body
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+            b"Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n",
+            MANIFEST,
+        ),
+    ],
+    ids=["headers", "body"],
+)
+def test_an_answer_cut_at_the_deadline_is_a_timeout_not_an_answer(
+    at_once: bytes, trickled: bytes
+) -> None:
+    """What the cut leaves (headers or a body that "ended" when the socket was shut) is no
+    answer: the request timed out. (Taken as an answer, a trickling host counted as one that
+    answers — its breaker closed, trusted with threads — and its half-sent manifest was
+    judged "malformed" instead of "unreachable".)"""
+    transport = Transport(EgressPolicy(mode="cli"))
+    with (
+        Trickle(interval=0.05, at_once=at_once, trickled=trickled) as peer,
+        new_session(transport) as session,
+    ):
+        client = RegistryClient(session, authenticator=None, request_timeout=30.0)
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="timed out"):
+            client.get_manifest(peer.host, "x/y", "1", deadline=Deadline(1.0))
+        assert time.monotonic() - started < 1.0 + GRACE
+    assert transport.watchdog.fired >= 1
+
+
 def test_without_the_transport_the_same_trickle_holds_a_request() -> None:
     """What the test above guards against: `requests`' own timeout bounds each read only."""
     outcome: list[object] = []
