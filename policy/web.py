@@ -1036,7 +1036,9 @@ def create_app(
             ):
                 return known
         fresh = _judged(service, review, sites, pinning, deadline, decided)
-        memo.put(key, fresh)
+        if not any(d.facts.errors for d in fresh.decisions):
+            # (Decisions on failed facts are never handed out twice: not worth measuring.)
+            memo.put(key, fresh)
         return fresh
 
     def admission_endpoint(endpoint: str) -> Response:

@@ -1398,6 +1398,21 @@ def test_judged_reviews_are_bounded_in_bytes(resolver: FakeResolver) -> None:
     assert len(resolver.asked) == 40 * 50
 
 
+def test_reviews_judged_on_failed_facts_are_not_remembered(resolver: FakeResolver) -> None:
+    """A failed fact is never handed out twice, so a review judged on one could never be
+    answered from the memo: it is not measured into it (an attack naming hosts that never
+    answer would pay that per review), and every such review is judged afresh."""
+    app = make_app(resolver)
+    client = app.test_client()
+    images = [f"gone-{j}.example/app:1" for j in range(20)]
+    for _ in range(3):
+        assert respond(client, review(pod(*images)))["allowed"] is False
+    assert len(app.extensions["image_policy_judged"][0]) == 0
+    assert len(resolver.asked) == 3 * 20
+    assert respond(client, review(pod("registry.example/app:1")))["allowed"] is True
+    assert len(app.extensions["image_policy_judged"][0]) == 1
+
+
 class PressuredResolver(FakeResolver):
     """FakeResolver reporting bulkhead pressure as the registry resolver does."""
 
