@@ -339,7 +339,7 @@ class RegistryResolver:
                 return future.result(timeout=deadline.remaining())
             except (FutureTimeout, CancelledError):
                 if future.cancel():  # still queued (or dropped from the queue): never started
-                    busy = self._image_lanes.busy(_lane(ref, needs))
+                    busy = self._image_lanes.busy(_lane(ref, needs), future)
                     error = RegistryUnavailable(busy, registry=ref.registry)
                 else:
                     error = _late(ref.registry)
@@ -650,7 +650,9 @@ class RegistryResolver:
             except (FutureTimeout, CancelledError):
                 errors.setdefault(
                     "manifest",
-                    RegistryUnavailable(self._part_lanes.busy(ref.registry), registry=ref.registry)
+                    RegistryUnavailable(
+                        self._part_lanes.busy(ref.registry, job), registry=ref.registry
+                    )
                     if job.cancel()
                     else _late(ref.registry),
                 )
