@@ -107,6 +107,7 @@ class Breakers:
         self._lock = threading.Lock()
         self._breakers: dict[str, _Breaker] = {}
         self._proven: OrderedDict[str, None] = OrderedDict()  # answered, most recent last
+        self._listeners: list[Callable[[str], None]] = []
         self.new_answered = float("-inf")
         """When a key answered for the first time (remembered)."""
 
@@ -143,16 +144,27 @@ class Breakers:
                 breaker.probe = None
 
     def success(self, key: str) -> None:
-        """The registry answered (whatever it said): the breaker closes, the key is proven."""
+        """The registry answered (whatever it said): the breaker closes, the key is proven
+        (and the listeners told, when it was not)."""
         with self._lock:
-            self._breakers.pop(key, None)
+            failing = self._breakers.pop(key, None) is not None
             if key in self._proven:
                 self._proven.move_to_end(key)
-                return
-            self.new_answered = self._clock()
-            self._proven[key] = None
-            while len(self._proven) > MAX_PROVEN:
-                self._proven.popitem(last=False)
+                if not failing:
+                    return
+            else:
+                self.new_answered = self._clock()
+                self._proven[key] = None
+                while len(self._proven) > MAX_PROVEN:
+                    self._proven.popitem(last=False)
+            listeners = list(self._listeners)
+        for listener in listeners:  # outside the lock: a listener may take its own
+            listener(key)
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key)` whenever a key becomes proven (it answered)."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def timeout(self, key: str) -> None:
         """The registry did not answer in time: one more consecutive timeout, and the key is
@@ -271,7 +283,11 @@ class Lanes:
         self._new: set[int] = set()
         self._quiet_since: float | None = None
         self._emptied = float("-inf")
+        self._moved = float("-inf")  # when a new key's job last ended within the patience
         self._group_timer: threading.Timer | None = None
+        # A new key's first answer lets its queued jobs run at its full share at once, not
+        # one by one as jobs end.
+        breakers.listen(self._proven)
 
     def submit(
         self, key: str, fn: Callable[[], T], *, expired: Callable[[], bool] = lambda: False
@@ -333,11 +349,16 @@ class Lanes:
         return rank == FAILING or len(self._new) < self.new_share
 
     def _jammed(self) -> bool:
-        """The new keys' share has been full for `patience` with none answering (lock)."""
+        """The new keys' share has been full for `patience` with none answering and none of
+        their jobs ending quickly (a refused connection frees its thread: that moves) (lock)."""
         if len(self._new) < self.new_share or self._quiet_since is None:
             return False
-        quiet = max(self._quiet_since, self.breakers.new_answered)
-        return self._clock() - quiet >= self.patience
+        return self._clock() - self._last_moved() >= self.patience
+
+    def _last_moved(self) -> float:
+        """When the new keys' share last moved: filled afresh, answered, or freed (lock)."""
+        assert self._quiet_since is not None
+        return max(self._quiet_since, self.breakers.new_answered, self._moved)
 
     def _start(
         self, key: str, lane: _Lane, future: Future[Any], fn: Callable[[], Any], *, rank: int
@@ -372,7 +393,7 @@ class Lanes:
         """Sweep the new keys' queues once their share could be jammed (lock held)."""
         if self._group_timer is not None or self.patience == float("inf"):
             return
-        quiet = max(self._quiet_since or self._clock(), self.breakers.new_answered)
+        quiet = self._last_moved() if self._quiet_since is not None else self._clock()
         wait = max(0.0, quiet + self.patience - self._clock())
         self._group_timer = threading.Timer(wait, self._sweep_group)
         self._group_timer.daemon = True
@@ -444,7 +465,14 @@ class Lanes:
                         self._running -= 1
                         lane = self._lanes.get(key)
                         if lane is not None:
-                            lane.started.pop(id(future), None)
+                            started = lane.started.pop(id(future), None)
+                            now = self._clock()
+                            if (
+                                id(future) in self._new
+                                and started is not None
+                                and now - started < self.patience
+                            ):
+                                self._moved = now
         finally:
             self.breakers.finished(key, future)
             self._finished(key, future)
@@ -453,7 +481,6 @@ class Lanes:
         """A job of `key` ended: its thread goes to the next job queued in the lane of the
         best standing, then with the fewest jobs running (skipping jobs cancelled or out of
         time), else it is freed."""
-        dropped: list[tuple[str, Future[Any]]] = []
         with self._lock:
             lane = self._lanes[key]
             lane.in_flight -= 1
@@ -463,36 +490,53 @@ class Lanes:
                 self._new.discard(id(future))
                 if not self._new:
                     self._emptied = self._clock()
-            # Proven registries first, then those timing out, then new ones, within their
-            # shares: a registry nobody waits on is never queued behind a crowd of hosts
-            # that never answer. (Each key is ranked once: a rank a moment old is enough.)
-            ranks = {name: self.breakers.rank(name) for name in self._lanes}
-            touched = {key}
-            while self._submitted < self._threads:
-                candidates = [
-                    (ranks[name], other.in_flight, name)
-                    for name, other in self._lanes.items()
-                    if other.queue
-                    and other.in_flight < self.cap_of(ranks[name])
-                    and self._room(ranks[name])
-                ]
-                if not candidates:
-                    break
-                rank, _, name = min(candidates)
-                chosen = self._lanes[name]
-                touched.add(name)
-                queued, fn, expired = chosen.queue.popleft()
-                if queued.cancelled() or (expired() and queued.cancel()):
-                    dropped.append((name, queued))  # a probe never run lets another probe
-                    continue
-                self._start(name, chosen, queued, fn, rank=rank)
-            for name in touched:  # only these can have become idle
-                if _idle(self._lanes[name]):
-                    timer = self._lanes.pop(name).timer
-                    if timer is not None:
-                        timer.cancel()
+            dropped = self._dispatch({key})
         for name, queued in dropped:
             self.breakers.finished(name, queued)
+
+    def _proven(self, key: str) -> None:
+        """`key` answered for the first time (or again after timing out): its queued jobs
+        may have threads now."""
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None or not lane.queue:
+                return
+            dropped = self._dispatch({key})
+        for name, queued in dropped:
+            self.breakers.finished(name, queued)
+
+    def _dispatch(self, touched: set[str]) -> list[tuple[str, Future[Any]]]:
+        """Hand free threads to queued jobs: proven registries first, then those timing out,
+        then new ones, within their shares, and the lane with the fewest jobs running first
+        — a registry nobody waits on is never queued behind a crowd of hosts that never
+        answer. Drops lanes `touched` (or dispatched from) that became idle; returns the
+        jobs dropped as cancelled or out of time (lock held)."""
+        dropped: list[tuple[str, Future[Any]]] = []
+        ranks = {name: self.breakers.rank(name) for name in self._lanes}  # a moment old: enough
+        while self._submitted < self._threads:
+            candidates = [
+                (ranks[name], other.in_flight, name)
+                for name, other in self._lanes.items()
+                if other.queue
+                and other.in_flight < self.cap_of(ranks[name])
+                and self._room(ranks[name])
+            ]
+            if not candidates:
+                break
+            rank, _, name = min(candidates)
+            chosen = self._lanes[name]
+            touched.add(name)
+            queued, fn, expired = chosen.queue.popleft()
+            if queued.cancelled() or (expired() and queued.cancel()):
+                dropped.append((name, queued))  # a probe never run lets another probe
+                continue
+            self._start(name, chosen, queued, fn, rank=rank)
+        for name in touched:  # only these can have become idle
+            if _idle(self._lanes[name]):
+                timer = self._lanes.pop(name).timer
+                if timer is not None:
+                    timer.cancel()
+        return dropped
 
     def busy(self, key: str, job: Future[Any] | None = None) -> str:
         """Why `job` of `key`, still queued at its deadline (or given up), was not run: its
