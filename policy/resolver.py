@@ -186,6 +186,10 @@ class RegistryResolver:
             )
             for pool in (self._images, self._parts)
         )
+        # A registry counts as answering from its first response (a 401 challenge, say),
+        # not once a whole lookup is done: a new registry's queued lookups start a round
+        # trip sooner (`bulkhead.Lanes`: one lookup at a time until it answers).
+        client.listen(self._heard)
         self._lock = threading.Lock()
         self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
         self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
@@ -360,6 +364,10 @@ class RegistryResolver:
         (`Coalescer.share`: no waiter fails early for the starter's lack of time)."""
         result = self._coalescer.share(key, fn, deadline=deadline)
         return result  # type: ignore[return-value]
+
+    def _heard(self, event: RequestEvent) -> None:
+        if event.status is not None:
+            self._breakers.success(event.registry)
 
     def _ask(self, registry: str, deadline: Deadline, call: Callable[[], T]) -> T:
         """One registry call, its outcome told to the registry's breaker: an answer (even an

@@ -245,7 +245,9 @@ class RegistryClient:
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
-        self._on_request = on_request
+        self._listeners: list[Callable[[RequestEvent], None]] = []
+        if on_request is not None:
+            self._listeners.append(on_request)
         self._rate_limits: dict[str, RateLimit] = {}
         self._first_contacts: dict[tuple[str, str], _FirstContact] = {}
         self._lock = threading.Lock()
@@ -801,20 +803,20 @@ class RegistryClient:
             yield response
         finally:
             response.close()
+            # An exchange the transport cut at its deadline was not answered, whatever
+            # status line came first.
+            status = None if transport.cut_short() else response.status_code
             self._emit(
-                RequestEvent(
-                    registry,
-                    host,
-                    method,
-                    parts.path,
-                    response.status_code,
-                    self._clock() - started,
-                )
+                RequestEvent(registry, host, method, parts.path, status, self._clock() - started)
             )
 
+    def listen(self, listener: Callable[[RequestEvent], None]) -> None:
+        """Also call `listener` with each request's event (after `on_request`)."""
+        self._listeners.append(listener)
+
     def _emit(self, event: RequestEvent) -> None:
-        if self._on_request is not None:
-            self._on_request(event)
+        for listener in self._listeners:
+            listener(event)
 
     def _read_body(
         self,

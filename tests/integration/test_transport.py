@@ -26,7 +26,7 @@ from policy.egress import Address, EgressPolicy
 from policy.errors import RegistryError, RegistryUnavailable
 from policy.facts import Needs
 from policy.registry.auth import Authenticator
-from policy.registry.client import RegistryClient, RegistryConfig
+from policy.registry.client import RegistryClient, RegistryConfig, RequestEvent
 from policy.registry.credentials import CredentialStore
 from policy.registry.session import new_session
 from policy.registry.transport import ConnectDecision, Transport, system_resolve
@@ -328,16 +328,20 @@ def test_an_answer_cut_at_the_deadline_is_a_timeout_not_an_answer(
     answers — its breaker closed, trusted with threads — and its half-sent manifest was
     judged "malformed" instead of "unreachable".)"""
     transport = Transport(EgressPolicy(mode="cli"))
+    events: list[RequestEvent] = []
     with (
         Trickle(interval=0.05, at_once=at_once, trickled=trickled) as peer,
         new_session(transport) as session,
     ):
-        client = RegistryClient(session, authenticator=None, request_timeout=30.0)
+        client = RegistryClient(
+            session, authenticator=None, request_timeout=30.0, on_request=events.append
+        )
         started = time.monotonic()
         with pytest.raises(RegistryUnavailable, match="timed out"):
             client.get_manifest(peer.host, "x/y", "1", deadline=Deadline(1.0))
         assert time.monotonic() - started < 1.0 + GRACE
     assert transport.watchdog.fired >= 1
+    assert [e.status for e in events] == [None]  # counted as no answer (metrics, breakers)
 
 
 def test_without_the_transport_the_same_trickle_holds_a_request() -> None:
