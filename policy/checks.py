@@ -10,18 +10,20 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-from policy import patterns, units
-from policy.facts import TIERS, ImageFacts, PlatformFacts
+from policy import patterns, signing, units
+from policy.facts import TIERS, ImageFacts, PlatformFacts, SignatureFacts
 from policy.reference import Reference
 from policy.yamlsrc import Node, Reader
 
 # What a check reads. `reference`: the reference as written (no lookup); `tier`: the Docker Hub
 # trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
 # selected platform's manifest (layers, sizes); `config`: each selected platform's config blob;
-# `tag`: where the tag of a `name:tag@digest` reference points.
-Fact = Literal["reference", "tier", "platforms", "manifest", "config", "tag"]
+# `tag`: where the tag of a `name:tag@digest` reference points; `signatures`: the signatures
+# of the judged digest, verified against the rules' keys.
+Fact = Literal["reference", "tier", "platforms", "manifest", "config", "tag", "signatures"]
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,102 @@ def _parse_positive_int(reader: Reader, node: Node, path: str) -> object | None:
     return reader.positive_int(node, path)
 
 
+# --- signatures ---------------------------------------------------------------------------------
+
+
+def _key(reader: Reader, node: Node, path: str) -> signing.KeySpec | None:
+    """One `keys` entry: inline PEM text, or a file path (relative to the rules file)."""
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    source = "inline key"
+    if "-----BEGIN" not in text:
+        file = Path(text)
+        if not file.is_absolute() and node.location.file not in ("", "<rules>"):
+            file = Path(node.location.file).parent / file
+        source = text
+        try:
+            with file.open("rb") as stream:
+                raw = stream.read(signing.MAX_PEM_CHARS + 1)
+            text = raw.decode("ascii")
+        except FileNotFoundError:
+            reader.error(node, path, f"key file {file} does not exist")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not ASCII PEM"
+            reader.error(node, path, f"cannot read key file {file}: {why}")
+            return None
+    try:
+        return signing.parse_public_key(text, source)
+    except ValueError as exc:
+        reader.error(node, path, str(exc))
+        return None
+
+
+def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
+    children = reader.mapping(node, path, allowed=("keys", "minimum"), required=("keys",))
+    if children is None or "keys" not in children:
+        return None
+    keys_node = children["keys"]
+    keys_path = f"{path}.keys"
+    if not isinstance(keys_node.value, list) or not keys_node.value:
+        reader.expected(keys_node, keys_path, "a non-empty list of PEM public keys or key files")
+        return None
+    keys = [_key(reader, child, item) for item, child in reader.items(keys_node, keys_path)]
+    minimum = 1
+    if "minimum" in children:
+        minimum = reader.positive_int(children["minimum"], f"{path}.minimum") or 0
+    found = tuple(k for k in keys if k is not None)
+    if len(found) != len(keys) or minimum < 1:
+        return None
+    distinct = len({k.fingerprint for k in found})
+    if minimum > distinct:
+        reader.error(
+            children["minimum"],
+            f"{path}.minimum",
+            f"minimum is {minimum} but only {distinct} distinct key"
+            f"{'' if distinct == 1 else 's'} are configured",
+        )
+        return None
+    return signing.SignaturePolicy(keys=found, minimum=minimum)
+
+
+def _signature_said(sig: SignatureFacts, wanted: frozenset[str]) -> str:
+    """One signature, as a finding tells it."""
+    if sig.verified and sig.key is not None:
+        configured = "" if sig.key in wanted else " (not a key of this rule)"
+        return f"{sig.format} signature by key {signing.short(sig.key)}{configured}"
+    return f"{sig.format} signature by {sig.signer or 'unknown signer'}, not verified: {sig.reason}"
+
+
+def _judge_signatures(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, signing.SignaturePolicy)
+    found = s.facts.signatures or ()
+    wanted = setting.fingerprints
+    signers = {sig.key for sig in found if sig.verified and sig.key in wanted}
+    if len(signers) >= setting.minimum:
+        return []
+    if len(setting.keys) == 1:
+        requires = f"a signature by the configured key {signing.short(setting.keys[0].fingerprint)}"
+    else:
+        keys = ", ".join(signing.short(k) for k in sorted(wanted))
+        requires = f"signatures by {setting.minimum} of the configured keys ({keys})"
+    digest = signing.short(s.facts.digest or "?")
+    if not found:
+        return [
+            f"{s.ref}: no signatures found for {digest} (cosign .sig tag, OCI referrers); "
+            f"rule {s.rule_id} requires {requires}"
+        ]
+    count = f"{len(found)} signature{'' if len(found) == 1 else 's'}"
+    if signers:
+        head = f"{count} for {digest}, {len(signers)} by a configured key"
+    else:
+        head = f"{count} for {digest}, none by a configured key"
+    listed = sorted({_signature_said(sig, wanted) for sig in found})
+    shown = "; ".join(listed[:4]) + (f"; {len(listed) - 4} more" if len(listed) > 4 else "")
+    return [f"{s.ref}: {head} ({shown}); rule {s.rule_id} requires {requires}"]
+
+
 _STRINGS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 
 CHECKS: dict[str, CheckSpec] = {
@@ -411,6 +509,28 @@ CHECKS: dict[str, CheckSpec] = {
                 ]
             },
             "Config labels that must be present, with an optional regex for the value.",
+        ),
+        CheckSpec(
+            "signatures",
+            "signatures",
+            _parse_signatures,
+            _judge_signatures,
+            {
+                "type": "object",
+                "required": ["keys"],
+                "additionalProperties": False,
+                "properties": {
+                    "keys": {
+                        **_STRINGS,
+                        "description": "PEM public keys (ECDSA P-256/P-384, Ed25519, RSA ≥ "
+                        "2048 bits), inline or as file paths (relative to the rules file)",
+                    },
+                    "minimum": {"type": "integer", "minimum": 1, "default": 1},
+                },
+            },
+            "cosign signatures of the digest judged (for an index, the index digest), found "
+            "in cosign's `sha256-<hex>.sig` tag or OCI referrers; `minimum` distinct configured "
+            "`keys` must each have verified one.",
         ),
     )
 }

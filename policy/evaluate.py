@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
-from policy import checks, patterns
+from policy import checks, patterns, signing
 from policy.facts import NO_NEEDS, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
 from policy.rules import Action, Rule, RuleSet
@@ -216,6 +216,10 @@ def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
                 out = out | Needs(digest=True, manifest=True, config=True, select=select)
             elif fact == "tag":
                 out = out | Needs(tag=True)
+            elif fact == "signatures":
+                assert isinstance(check.setting, signing.SignaturePolicy)
+                keys = tuple(sorted({k.der for k in check.setting.keys}))
+                out = out | Needs(digest=True, signatures=True, keys=keys)
     return out
 
 
@@ -240,6 +244,13 @@ def _missing(
         return _error(facts, "tag") if facts.tag_match is None else None
     if fact == "tier":
         return None if facts.tier is not None else _error(facts, "tier", "tier not resolved")
+    if fact == "signatures":
+        if facts.signatures is not None:
+            return None
+        for key in ("signatures", "digest"):
+            if facts.errors.get(key):
+                return _error(facts, key)
+        return "signatures not looked up", ""
     found: tuple[str, str] | None = None
     if facts.errors:  # the first of these facts that failed says why
         for key in (fact, "manifest" if fact == "config" else fact, "platforms", "digest"):
@@ -280,6 +291,7 @@ def _resolve_violation(
         "manifest": "image manifest",
         "platforms": "platform list",
         "tag": "where the tag points",
+        "signatures": "signatures",
     }
     reason, detail = why
     return Violation(

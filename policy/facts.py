@@ -25,6 +25,8 @@ class Needs(NamedTuple):
     patterns whose manifests/configs are read ("*" = all); a single-platform image is always read.
     `tag`: for a reference with both a tag and a digest, ask the registry where the tag points
     (the tag counts in the decision only when it points at the digest).
+    `signatures`: look up the signatures of the digest judged (cosign's `.sig` tag and OCI
+    referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted).
     """
 
     tier: bool = False
@@ -34,6 +36,8 @@ class Needs(NamedTuple):
     config: bool = False
     select: tuple[str, ...] = ()
     tag: bool = False
+    signatures: bool = False
+    keys: tuple[bytes, ...] = ()
 
     def __or__(self, other: Needs) -> Needs:
         select = tuple(dict.fromkeys(self.select + other.select))
@@ -45,12 +49,21 @@ class Needs(NamedTuple):
             config=self.config or other.config,
             select=select,
             tag=self.tag or other.tag,
+            signatures=self.signatures or other.signatures,
+            keys=tuple(sorted(set(self.keys + other.keys))),
         )
 
     @property
     def registry(self) -> bool:
         """Whether anything must be asked of the image's registry."""
-        return self.digest or self.platforms or self.manifest or self.config or self.tag
+        return (
+            self.digest
+            or self.platforms
+            or self.manifest
+            or self.config
+            or self.tag
+            or self.signatures
+        )
 
     @property
     def nothing(self) -> bool:
@@ -80,6 +93,27 @@ class PlatformFacts:
     config_known: bool = False
 
 
+SIGNATURE_FORMATS = ("cosign", "bundle")
+"""`cosign`: a layer of cosign's `sha256-<hex>.sig` manifest (simple-signing payload);
+`bundle`: a Sigstore bundle found through OCI referrers (or their fallback tag)."""
+
+
+@dataclass(frozen=True)
+class SignatureFacts:
+    """One signature found for the judged digest, and what verifying it showed.
+
+    `key` is the fingerprint (`sha256:<hex>` of the DER public key) of the configured key that
+    verified it, None when none did; `reason` says why it is not verified ("" when it is);
+    `signer` names who signed as far as is known (`key sha256:ab12…`, `unknown key`).
+    """
+
+    format: str
+    verified: bool
+    key: str | None = None
+    reason: str = ""
+    signer: str = ""
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     """Everything resolved about one reference.
@@ -93,6 +127,10 @@ class ImageFacts:
     means. `details` maps the same facts to the full reason for the operator (the upstream's
     words, the host and address tried), which goes to the decision log and the CLI's reports,
     never into an admission answer.
+
+    `signatures`: the signatures found for `digest` (the digest the reference names or its tag
+    points at: for an index, the index digest), each verified or not; None when not looked up
+    (then `errors["signatures"]` may say why).
 
     For a reference written with both a tag and a digest whose tag was asked about
     (`Needs.tag`): `tag_digest` is the digest the tag points at, and `tag_match` whether that
@@ -110,6 +148,7 @@ class ImageFacts:
     details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tag_digest: str | None = None
     tag_match: bool | None = None
+    signatures: tuple[SignatureFacts, ...] | None = None
 
     def image_platforms(self) -> tuple[PlatformFacts, ...]:
         """The entries that are images (attestation entries are never images)."""

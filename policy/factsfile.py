@@ -15,21 +15,33 @@ images:
     layers: 3
     size: 12MiB
     user: "1000"
+    signatures:                        # of the digest; [] records "none found"
+      - {format: cosign, key: sha256:<fingerprint of the key that verified it>}
+      - {format: bundle, verified: false, reason: does not verify with a configured key}
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from policy import reference, units
+from policy import reference, signing, units
 from policy.errors import InputError, InvalidReference, Location, RuleError
-from policy.facts import TIERS, ImageFacts, Needs, PlatformFacts, offline_tier
+from policy.facts import (
+    SIGNATURE_FORMATS,
+    TIERS,
+    ImageFacts,
+    Needs,
+    PlatformFacts,
+    SignatureFacts,
+    offline_tier,
+)
 from policy.failures import Cause
 from policy.yamlsrc import Node, Reader, join, load
 
@@ -46,7 +58,10 @@ _IMAGE_KEYS = (
     "user",
     "created",
     "labels",
+    "signatures",
 )
+_SIGNATURE_KEYS = ("format", "key", "verified", "reason", "signer")
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 _PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels")
 _CONFIG_KEYS = ("user", "created", "labels")
 
@@ -142,6 +157,38 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
     )
 
 
+def _signature(reader: Reader, node: Node, path: str) -> SignatureFacts | None:
+    """One recorded signature: verified by the key named (its fingerprint), or not, with why."""
+    fields = reader.mapping(node, path, allowed=_SIGNATURE_KEYS, required=("format",))
+    if fields is None or "format" not in fields:
+        return None
+    fmt = reader.choice(fields["format"], join(path, "format"), SIGNATURE_FORMATS)
+    key = None
+    if "key" in fields:
+        key = reader.string(fields["key"], join(path, "key"))
+        if key is not None and not _FINGERPRINT.fullmatch(key):
+            reader.expected(fields["key"], join(path, "key"), "a key fingerprint sha256:<64 hex>")
+            key = None
+    verified = key is not None
+    if "verified" in fields:
+        verified = bool(reader.boolean(fields["verified"], join(path, "verified")))
+        if verified and key is None:
+            reader.error(
+                fields["verified"], join(path, "verified"), "a verified signature names its key"
+            )
+    reason = reader.string(fields["reason"], join(path, "reason")) if "reason" in fields else None
+    signer = reader.string(fields["signer"], join(path, "signer")) if "signer" in fields else None
+    if fmt is None:
+        return None
+    return SignatureFacts(
+        fmt,
+        verified,
+        key=key if verified else None,
+        reason="" if verified else (reason or "recorded as not verified"),
+        signer=signer or (f"key {signing.short(key)}" if key else "unknown key"),
+    )
+
+
 def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
     """One image's facts from its located YAML node; problems go to `reader`."""
     children = reader.mapping(node, path, allowed=_IMAGE_KEYS) or {}
@@ -172,12 +219,24 @@ def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
     elif any(k in children for k in ("layers", "size", *_CONFIG_KEYS)):
         platforms = (_platform(reader, "", children, path),)
         index = False
+    signatures: tuple[SignatureFacts, ...] | None = None
+    if "signatures" in children:
+        listed = children["signatures"]
+        if isinstance(listed.value, list):
+            found = [
+                _signature(reader, child, item)
+                for item, child in reader.items(listed, join(path, "signatures"), nonempty=False)
+            ]
+            signatures = tuple(f for f in found if f is not None)
+        else:
+            reader.expected(listed, join(path, "signatures"), "a list of signatures ([] for none)")
     return ImageFacts(
         digest=digest,
         index=index,
         tier=tier,
         tier_source="facts file" if tier else None,
         platforms=platforms,
+        signatures=signatures,
     )
 
 
@@ -246,9 +305,23 @@ class FactsResolver:
     ) -> list[ImageFacts]:
         """The recorded facts for each reference (the deadline is moot: nothing is fetched)."""
         return [
-            self._tag(ref, self.lookup(ref)) if needs.tag else self.lookup(ref)
+            self._signed(
+                ref, needs, self._tag(ref, self.lookup(ref)) if needs.tag else self.lookup(ref)
+            )
             for ref, needs in items
         ]
+
+    def _signed(self, ref: reference.Reference, needs: Needs, found: ImageFacts) -> ImageFacts:
+        """Signatures are judged only as recorded: an entry without `signatures:` says so."""
+        if not needs.signatures or found.signatures is not None or found.errors.get("digest"):
+            return found
+        return _not_recorded(
+            found,
+            {
+                "signatures": f"{ref} has no signatures in the {self._source} (`signatures: []` "
+                "records none)"
+            },
+        )
 
     def _tag(self, ref: reference.Reference, found: ImageFacts) -> ImageFacts:
         """For `name:tag@digest`: where the file says the tag points (its entry for

@@ -6,6 +6,11 @@
 - child manifests of an index only for the platforms the checks read, configs only when a
   config check applies, nothing for checks that read only the reference;
 - a short negative cache for 404s;
+- signatures by image digest: cosign's `sha256-<hex>.sig` tag and the OCI referrers of the
+  digest (or, where the registry lacks the referrers API, their `sha256-<hex>` fallback tag),
+  every artifact digest-verified and size-capped, at most `MAX_SIGNATURES` read; what was found
+  is kept as long as the cache keeps it, "no signatures" only for `unsigned_ttl` (signatures
+  are added after a push); each answer verified against the keys the rules name;
 - concurrent identical lookups coalesced into one upstream request, run under the latest
   deadline of the reviews waiting on it (`Coalescer.share`);
 - the images of one decision resolved in parallel under one deadline: an image not resolved
@@ -30,7 +35,7 @@ from typing import Protocol, TypeVar, cast
 
 import requests
 
-from policy import failures
+from policy import failures, sigverify
 from policy import tiers as tiers_mod
 from policy.bulkhead import Breakers, Lanes, ShortCircuited
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
@@ -38,7 +43,14 @@ from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.egress import Mode
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
-from policy.facts import ATTESTATION_PLATFORM, NO_REASONS, ImageFacts, Needs, PlatformFacts
+from policy.facts import (
+    ATTESTATION_PLATFORM,
+    NO_REASONS,
+    ImageFacts,
+    Needs,
+    PlatformFacts,
+    SignatureFacts,
+)
 from policy.reference import Reference
 from policy.registry import media
 from policy.registry.auth import Authenticator
@@ -57,6 +69,10 @@ from policy.settings import Settings
 T = TypeVar("T")
 
 NEGATIVE_TTL = 30.0
+UNSIGNED_TTL = 30.0
+"""Seconds "no signatures" is believed for a digest: signatures are pushed after the image."""
+MAX_SIGNATURES = 32
+"""Signature artifacts read per digest (cosign layers and referrers bundles together)."""
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
 PER_REGISTRY = 16
 """Default cap on one registry's image lookups in flight (and, separately, on its index
@@ -106,6 +122,21 @@ class Pressure:
     short_circuited: list[str]
 
 
+@dataclass(frozen=True)
+class _Artifacts:
+    """The signature artifacts of one digest, fetched and digest-verified, not yet judged:
+    cosign layers (payload, annotations), Sigstore bundles, and those refused before
+    verification (format, why)."""
+
+    cosign: tuple[tuple[bytes, Mapping[str, str]], ...] = ()
+    bundles: tuple[bytes, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.cosign or self.bundles or self.refused)
+
+
 class _Failed(Exception):
     """One fact could not be fetched; carries which fact and why."""
 
@@ -140,8 +171,10 @@ class RegistryResolver:
         request_timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
         disk: DiskCache | None = None,
+        unsigned_ttl: float = UNSIGNED_TTL,
     ) -> None:
         self.client = client
+        self._unsigned_ttl = unsigned_ttl
         self._request_timeout = request_timeout
         self._max_workers = max_workers
         self._closed = False
@@ -150,7 +183,8 @@ class RegistryResolver:
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
         # One byte budget, `cache_max_bytes`, split between every cache, each entry charged
         # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
-        # manifests 1/2, configs 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16.
+        # manifests 7/16, signature artifacts 1/16, configs 1/4, tag→digest 1/8, whole answers
+        # 1/16, 404s 1/16.
         budget = max(16, cache_max_bytes)
         self._clock = clock if clock is not None else time.monotonic
         self._tag_memory = max(TAG_MEMORY, tag_ttl)  # a tag is remembered at least while fresh
@@ -162,7 +196,12 @@ class RegistryResolver:
             ttl=negative_ttl, max_entries=10_000, max_bytes=budget // 16, clock=clock
         )
         self._manifests: SizedLRU[Hashable, media.Index | media.ImageManifest] = SizedLRU(
-            budget // 2
+            budget * 7 // 16
+        )
+        self._signatures: SizedLRU[Hashable, _Artifacts] = SizedLRU(budget // 16)
+        # digest → when it was found unsigned (believed for `unsigned_ttl`)
+        self._unsigned: TTLCache[Hashable, float] = TTLCache(
+            ttl=unsigned_ttl, max_entries=10_000, max_bytes=budget // 64, clock=clock
         )
         self._configs: SizedLRU[Hashable, media.ImageConfig] = SizedLRU(budget // 4)
         self._coalescer: Coalescer[Hashable, object] = Coalescer()
@@ -266,6 +305,14 @@ class RegistryResolver:
                 valid_for = min(valid_for, fresh_for)
             except _Failed as failed:
                 errors["tag"] = failed.error
+        signatures: tuple[SignatureFacts, ...] | None = None
+        if needs.signatures and digest is not None and "digest" not in errors:
+            try:
+                found, fresh_for = self._signature_artifacts(ref, digest, deadline)
+                signatures = _judged(found, digest, needs.keys)
+                valid_for = min(valid_for, fresh_for)
+            except _Failed as failed:
+                errors["signatures"] = failed.error
         reasons, details = _reasons(errors)
         facts = ImageFacts(
             digest=digest,
@@ -278,6 +325,7 @@ class RegistryResolver:
             details=details,
             tag_digest=tag_digest,
             tag_match=tag_match,
+            signatures=signatures,
         )
         if not errors and valid_for > 0:
             # Reused only while the tag answer it rests on is fresh: a tag is still
@@ -348,6 +396,8 @@ class RegistryResolver:
             facts.append("tier")
         if needs.tag:
             facts.append("tag")
+        if needs.signatures:
+            facts.append("signatures")
         reasons, details = _reasons(dict.fromkeys(facts, error))
         return ImageFacts(digest=ref.digest, errors=reasons, details=details)
 
@@ -582,6 +632,110 @@ class RegistryResolver:
 
         return self._step("config", key, fetch, deadline)
 
+    def _signature_artifacts(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[_Artifacts, float]:
+        """The signature artifacts of `digest` in `ref`'s repository, and for how many seconds
+        that answer stands (forever for found ones while cached; `unsigned_ttl` for none)."""
+        key = ("signatures", ref.registry, ref.repository, digest)
+        cached = self._signatures.get(key)
+        if cached is not None:
+            return cached, float("inf")
+        learned = self._unsigned.get(key)
+        if learned is not None:
+            return _Artifacts(), self._unsigned_ttl - (self._clock() - learned)
+
+        def fetch(deadline: Deadline) -> _Artifacts:
+            again = self._signatures.get(key)
+            if again is not None:
+                return again
+            if self._unsigned.get(key) is not None:
+                return _Artifacts()
+            found = self._fetch_signatures(ref, digest, deadline)
+            if found.empty:
+                self._unsigned.put(key, self._clock(), size=entry_size(key, 0.0))
+            else:
+                self._signatures.put(key, found, entry_size(key, found))
+            return found
+
+        found = self._step("signatures", key, fetch, deadline)
+        return found, float("inf") if not found.empty else self._unsigned_ttl
+
+    def _fetch_signatures(self, ref: Reference, digest: str, deadline: Deadline) -> _Artifacts:
+        """cosign's `.sig` tag, then the referrers (API, else the fallback tag): one request
+        each, then one per artifact read (at most MAX_SIGNATURES)."""
+        registry, repository = ref.registry, ref.repository
+        algorithm, _, encoded = digest.partition(":")
+        cosign: list[tuple[bytes, Mapping[str, str]]] = []
+        bundles: list[bytes] = []
+        refused: list[tuple[str, str]] = []
+        budget = MAX_SIGNATURES
+
+        def optional(tag: str) -> media.Index | media.ImageManifest | None:
+            """The manifest a tag (or digest) names; None when there is none (404)."""
+            try:
+                return self._ask(
+                    registry,
+                    deadline,
+                    lambda: (
+                        self.client.get_manifest(
+                            registry, repository, tag, deadline=deadline
+                        ).document
+                    ),
+                )
+            except ManifestNotFound:
+                return None
+
+        def blob(descriptor: media.Descriptor, limit: int) -> bytes:
+            return self._ask(
+                registry,
+                deadline,
+                lambda: self.client.get_blob(
+                    registry, repository, descriptor.digest, deadline=deadline, max_bytes=limit
+                ),
+            )
+
+        signed = optional(f"{algorithm}-{encoded}.sig")
+        if isinstance(signed, media.ImageManifest):
+            for layer in signed.layers:
+                if layer.media_type != sigverify.SIMPLE_SIGNING:
+                    continue
+                if budget == 0:
+                    break
+                budget -= 1
+                if layer.size > sigverify.MAX_PAYLOAD_BYTES:
+                    refused.append(("cosign", f"payload of {layer.size} bytes, over the limit"))
+                    continue
+                cosign.append((blob(layer, sigverify.MAX_PAYLOAD_BYTES), layer.annotations))
+        referrers = self._ask(
+            registry,
+            deadline,
+            lambda: self.client.get_referrers(registry, repository, digest, deadline=deadline),
+        )
+        if referrers is None:  # no referrers API here: its fallback tag
+            fallback = optional(f"{algorithm}-{encoded}")
+            referrers = fallback if isinstance(fallback, media.Index) else None
+        for entry in referrers.manifests if referrers is not None else ():
+            kind = entry.artifact_type or ""
+            if not kind.startswith(sigverify.BUNDLE_TYPE_PREFIX):
+                continue
+            if budget == 0:
+                break
+            budget -= 1
+            manifest = optional(entry.digest)
+            layers = manifest.layers if isinstance(manifest, media.ImageManifest) else ()
+            held = next(
+                (d for d in layers if d.media_type.startswith(sigverify.BUNDLE_TYPE_PREFIX)),
+                None,
+            )
+            if held is None:
+                refused.append(("bundle", "the referrer holds no bundle layer"))
+            elif held.size > sigverify.MAX_BUNDLE_BYTES:
+                refused.append(("bundle", f"bundle of {held.size} bytes, over the limit"))
+            else:
+                bundles.append(blob(held, sigverify.MAX_BUNDLE_BYTES))
+        return _Artifacts(tuple(cosign), tuple(bundles), tuple(refused))
+
     def _remember_missing(self, key: Hashable, exc: ManifestNotFound) -> None:
         """Cache a 404 briefly, without its traceback (whose frames would stay alive)."""
         exc = exc.with_traceback(None)
@@ -719,6 +873,18 @@ class RegistryResolver:
 _FACT_ORDER = ("digest", "platforms", "manifest", "config")
 HUB_LANE = tiers_mod.HUB
 HUB_API = "Docker Hub API"
+
+
+def _judged(found: _Artifacts, digest: str, keys: Sequence[bytes]) -> tuple[SignatureFacts, ...]:
+    """Each artifact verified for `digest` against `keys` (pure: no I/O)."""
+    loaded = sigverify.load_keys(keys)
+    out = [
+        sigverify.verify_cosign(payload, annotations, digest, loaded)
+        for payload, annotations in found.cosign
+    ]
+    out += [sigverify.verify_bundle(bundle, digest, loaded) for bundle in found.bundles]
+    out += [SignatureFacts(fmt, False, reason=why, signer="unknown") for fmt, why in found.refused]
+    return tuple(out)
 
 
 def _expiry(deadline: Deadline) -> Callable[[], bool]:

@@ -509,8 +509,9 @@ def test_check_specs_are_complete() -> None:
         "nonRootUser",
         "maxAge",
         "labels",
+        "signatures",
     ]
-    facts = {"reference", "tier", "platforms", "manifest", "config", "tag"}
+    facts = {"reference", "tier", "platforms", "manifest", "config", "tag", "signatures"}
     for name, spec in checks.CHECKS.items():
         assert spec.name == name
         assert spec.fact in facts

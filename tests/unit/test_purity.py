@@ -27,6 +27,7 @@ CORE = [
     "policy.egress",
     "policy.rules",
     "policy.checks",
+    "policy.signing",
     "policy.loader",
     "policy.facts",
     "policy.factsfile",

@@ -1,0 +1,288 @@
+"""`require.signatures`: parsing (file:line errors), needs, the judge's findings, facts files
+and offline rule tests."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from policy import factsfile, loader, ruletests, schema, signing
+from policy.errors import RuleErrors
+from policy.evaluate import Context, evaluate_image, needs
+from policy.facts import ImageFacts, Needs, SignatureFacts
+from policy.reference import parse
+from tests.support import cosign
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+DIGEST = "sha256:" + "1" * 64
+KEY_A = cosign.keypair()
+KEY_B = cosign.keypair("ed25519")
+
+
+def _rules(require: str, *, path: Path | None = None, name: str = "rules.yaml") -> str:
+    text = textwrap.dedent(
+        """\
+        apiVersion: image-policy/v1
+        kind: RuleSet
+        metadata: {name: signed}
+        rules:
+          - id: signed
+            match: {images: ["**"]}
+            require:
+              signatures:
+        """
+    ) + textwrap.indent(textwrap.dedent(require), " " * 8)
+    if path is not None:
+        (path / name).write_text(text)
+    return text
+
+
+def _inline(pair: cosign.KeyPair) -> str:
+    return "|\n" + textwrap.indent(pair.public_pem, "    ")
+
+
+def test_inline_and_file_keys_load(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "b.pub").write_text(KEY_B.public_pem)
+    _rules(f"keys:\n  - {_inline(KEY_A)}  - keys/b.pub\nminimum: 2\n", path=tmp_path)
+    ruleset = loader.load_rules(tmp_path / "rules.yaml")
+    (check,) = ruleset.rules[0].checks
+    assert isinstance(check.setting, signing.SignaturePolicy)
+    assert check.setting.minimum == 2
+    assert [k.fingerprint for k in check.setting.keys] == [KEY_A.fingerprint, KEY_B.fingerprint]
+    assert [k.source for k in check.setting.keys] == ["inline key", "keys/b.pub"]
+
+
+@pytest.mark.parametrize(
+    ("require", "message"),
+    [
+        (
+            "keys: [missing.pub]\n",
+            "rules.yaml:9:16: rules[0].require.signatures.keys[0]: key file {tmp}/missing.pub "
+            "does not exist",
+        ),
+        (
+            "keys: [bad.pub]\n",
+            "rules.yaml:9:16: rules[0].require.signatures.keys[0]: bad.pub: no "
+            "'-----BEGIN PUBLIC KEY-----' PEM block",
+        ),
+        (
+            "keys: [private.pem]\n",
+            "rules.yaml:9:16: rules[0].require.signatures.keys[0]: private.pem: is a private key",
+        ),
+        (
+            "keys: []\n",
+            "rules.yaml:9:15: rules[0].require.signatures.keys: expected a non-empty list of PEM "
+            "public keys or key files",
+        ),
+        ("{}\n", "rules.yaml:9:9: rules[0].require.signatures: missing required key 'keys'"),
+        (
+            "keys: [good.pub]\nminimum: 2\n",
+            "rules.yaml:10:18: rules[0].require.signatures.minimum: minimum is 2 but only 1 "
+            "distinct key are configured",
+        ),
+        (
+            "keys: [good.pub, good.pub]\nminimum: 2\n",
+            "minimum is 2 but only 1 distinct key are configured",
+        ),
+        (
+            "keys: [good.pub]\nminimun: 1\n",
+            'rules.yaml:10:9: rules[0].require.signatures.minimun: unknown key "minimun" '
+            '(did you mean "minimum"?)',
+        ),
+        ("keys: [good.pub]\nminimum: 0\n", "signatures.minimum: expected a positive integer"),
+    ],
+)
+def test_rule_file_mistakes_are_located(tmp_path: Path, require: str, message: str) -> None:
+    (tmp_path / "bad.pub").write_text("not a key\n")
+    (tmp_path / "good.pub").write_text(KEY_A.public_pem)
+    (tmp_path / "private.pem").write_text(
+        "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----\n"
+    )
+    _rules(require, path=tmp_path)
+    errors = [str(e) for e in loader.lint(tmp_path / "rules.yaml")]
+    expected = message.replace("{tmp}", str(tmp_path))
+    assert any(expected in e for e in errors), errors
+
+
+def test_lint_names_an_unsupported_inline_key() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = (
+        ec.generate_private_key(ec.SECP256K1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    text = _rules("keys:\n  - |\n" + textwrap.indent(pem, "    "))
+    with pytest.raises(
+        RuleErrors,
+        match=r"rules.yaml:10:13: rules\[0\].require.signatures.keys\[0\]: inline key: "
+        "ECDSA on secp256k1 is not supported",
+    ):
+        loader.load_rules_text(text, "rules.yaml")
+
+
+def test_schema_knows_signatures() -> None:
+    rule = schema.rules_schema()["properties"]["rules"]["items"]
+    entry = rule["properties"]["require"]["properties"]["signatures"]
+    assert entry["required"] == ["keys"]
+    assert set(entry["properties"]) == {"keys", "minimum"}
+    assert entry["additionalProperties"] is False
+
+
+def _ruleset(*pairs: cosign.KeyPair, minimum: int = 1) -> object:
+    keys = "".join(f"  - {_inline(p)}" for p in pairs)
+    return loader.load_rules_text(_rules(f"keys:\n{keys}minimum: {minimum}\n"), "rules.yaml")
+
+
+def test_needs_ask_for_signatures_with_the_rules_keys() -> None:
+    ruleset = _ruleset(KEY_A, KEY_B)
+    ctx = Context(now=NOW)
+    need = needs(ruleset, parse("r.example/app:1"), ctx)  # type: ignore[arg-type]
+    ders = sorted(signing.parse_public_key(p.public_pem).der for p in (KEY_A, KEY_B))
+    assert need == Needs(digest=True, signatures=True, keys=tuple(ders))
+    assert need.registry
+
+
+def _judge(
+    ruleset: object, signatures: tuple[SignatureFacts, ...] | None, **facts: object
+) -> list[str]:
+    decision = evaluate_image(
+        ruleset,  # type: ignore[arg-type]
+        parse("r.example/app:1"),
+        ImageFacts(digest=DIGEST, signatures=signatures, **facts),  # type: ignore[arg-type]
+        Context(now=NOW),
+    )
+    return [v.message for v in decision.violations if v.action == "deny"]
+
+
+def _by(pair: cosign.KeyPair, fmt: str = "cosign") -> SignatureFacts:
+    return SignatureFacts(
+        fmt, True, key=pair.fingerprint, signer=f"key {signing.short(pair.fingerprint)}"
+    )
+
+
+def test_a_signature_by_the_key_allows() -> None:
+    assert _judge(_ruleset(KEY_A), (_by(KEY_A),)) == []
+
+
+def test_no_signatures_is_denied_saying_where_it_looked() -> None:
+    assert _judge(_ruleset(KEY_A), ()) == [
+        "r.example/app:1: no signatures found for sha256:111111111111… (cosign .sig tag, OCI "
+        f"referrers); rule signed requires a signature by the configured key "
+        f"{signing.short(KEY_A.fingerprint)}"
+    ]
+
+
+def test_signatures_by_others_are_denied_naming_what_was_found() -> None:
+    other = cosign.keypair()
+    unverified = SignatureFacts(
+        "bundle", False, reason="does not verify with a configured key", signer="unknown key"
+    )
+    (message,) = _judge(_ruleset(KEY_A), (_by(other), unverified))
+    assert message == (
+        "r.example/app:1: 2 signatures for sha256:111111111111…, none by a configured key "
+        "(bundle signature by unknown key, not verified: does not verify with a configured key; "
+        f"cosign signature by key {signing.short(other.fingerprint)} (not a key of this rule)); "
+        f"rule signed requires a signature by the configured key {signing.short(KEY_A.fingerprint)}"
+    )
+
+
+def test_minimum_counts_distinct_keys() -> None:
+    ruleset = _ruleset(KEY_A, KEY_B, minimum=2)
+    (message,) = _judge(ruleset, (_by(KEY_A), _by(KEY_A, "bundle")))
+    assert "2 signatures for sha256:111111111111…, 1 by a configured key" in message
+    assert "requires signatures by 2 of the configured keys" in message
+    assert _judge(ruleset, (_by(KEY_A), _by(KEY_B, "bundle"))) == []
+
+
+def test_signatures_not_looked_up_follow_on_resolve_error() -> None:
+    ruleset = _ruleset(KEY_A)
+    (message,) = _judge(
+        ruleset,
+        None,
+        errors={"signatures": "registry unreachable"},
+    )
+    assert message == (
+        "cannot check r.example/app:1: signatures could not be fetched (registry unreachable); "
+        "onResolveError is deny"
+    )
+
+
+def test_facts_files_record_signatures_for_offline_tests() -> None:
+    facts = factsfile.parse_facts(
+        textwrap.dedent(
+            f"""\
+            images:
+              r.example/app:1:
+                digest: {DIGEST}
+                signatures:
+                  - {{format: cosign, key: "{KEY_A.fingerprint}"}}
+                  - {{format: bundle, verified: false, reason: expired}}
+              r.example/app:2:
+                digest: {DIGEST}
+                signatures: []
+            """
+        ),
+        "facts.yaml",
+    )
+    one = facts["r.example/app:1"].signatures
+    assert one == (
+        SignatureFacts(
+            "cosign", True, key=KEY_A.fingerprint, signer=f"key {signing.short(KEY_A.fingerprint)}"
+        ),
+        SignatureFacts("bundle", False, reason="expired", signer="unknown key"),
+    )
+    assert facts["r.example/app:2"].signatures == ()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("signatures: 3", "images.a:1.signatures: expected a list of signatures ([] for none)"),
+        ("signatures: [{format: pgp}]", "images.a:1.signatures[0].format: expected one of"),
+        ("signatures: [{format: cosign, key: abc}]", "expected a key fingerprint sha256:<64 hex>"),
+        (
+            "signatures: [{format: cosign, verified: true}]",
+            "images.a:1.signatures[0].verified: a verified signature names its key",
+        ),
+    ],
+)
+def test_facts_file_signature_mistakes_are_located(entry: str, message: str) -> None:
+    with pytest.raises(
+        factsfile.FactsFileError,
+        match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)"),
+    ):
+        factsfile.parse_facts(f"images:\n  a:1:\n    {entry}\n", "facts.yaml")
+
+
+def test_offline_rule_tests_judge_recorded_signatures() -> None:
+    ruleset = _ruleset(KEY_A)
+    cases = textwrap.dedent(
+        f"""\
+        apiVersion: image-policy/v1
+        kind: RuleTest
+        facts:
+          images:
+            r.example/signed:1:
+              digest: {DIGEST}
+              signatures: [{{format: cosign, key: "{KEY_A.fingerprint}"}}]
+            r.example/unsigned:1: {{digest: {DIGEST}, signatures: []}}
+            r.example/unrecorded:1: {{digest: {DIGEST}}}
+        cases:
+          - {{name: signed, image: r.example/signed:1, expect: allowed, violations: []}}
+          - {{name: unsigned, image: r.example/unsigned:1, expect: denied, violations: [signed]}}
+          - name: unrecorded
+            image: r.example/unrecorded:1
+            expect: denied
+            violations: [signed]
+        """
+    )
+    report = ruletests.run_tests(ruleset, [("cases.yaml", cases)], now=NOW)  # type: ignore[arg-type]
+    assert report.ok, ruletests.format_report(report)
+    assert len(report.results) == 3
