@@ -500,3 +500,76 @@ def test_many_bundle_referrers_are_read_only_up_to_the_cap(
     facts = _resolve(resolver, Reference(referrers_proxy.host, repo, "1"))
     assert facts.signatures is not None and len(facts.signatures) == MAX_SIGNATURES
     assert {s.reason for s in facts.signatures} == {"does not verify with a configured key"}
+
+
+# --- coalescing and the deadline ----------------------------------------------------------------
+
+
+def test_concurrent_lookups_of_one_digest_share_one_fetch(
+    registry: SeededRegistry, clock: FakeClock
+) -> None:
+    import threading
+
+    repo = "signed/coalesced"
+    digest = _image(registry, repo)
+    cosign.sign_cosign(registry.url, repo, digest, KEY)
+    with CountingProxy(registry.url, latency=0.2) as slow:
+        ref = Reference(slow.host, repo, "1")
+        # Ask for the digest first so that the eight lookups below start together at the
+        # signatures (each with its own keys: different answers, the same artifacts).
+        r = _resolver(clock)
+        try:
+            _resolve(r, ref, Needs(digest=True))
+            slow.reset()
+            keys = [(_der(cosign.keypair()), _der(KEY)) for _ in range(8)]
+            results: list[ImageFacts] = []
+            lock = threading.Lock()
+
+            def one(pair: tuple[bytes, bytes]) -> None:
+                facts = _resolve(
+                    r, ref, Needs(digest=True, signatures=True, keys=tuple(sorted(pair)))
+                )
+                with lock:
+                    results.append(facts)
+
+            threads = [threading.Thread(target=one, args=(k,)) for k in keys]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            r.close()
+        assert len(results) == 8
+        assert all(
+            f.signatures is not None and [s.key for s in f.signatures] == [KEY.fingerprint]
+            for f in results
+        )
+        assert _kinds(slow, digest) == [
+            "GET .sig",
+            "GET blob",
+            "GET fallback tag",
+            "GET referrers",
+        ]
+
+
+def test_a_slow_registry_fails_the_signature_lookup_within_the_deadline(
+    registry: SeededRegistry, clock: FakeClock
+) -> None:
+    import time
+
+    repo = "signed/slow"
+    digest = _image(registry, repo)
+    with CountingProxy(registry.url, latency=1.0) as slow:
+        r = _resolver(clock)
+        try:
+            pinned = Reference(slow.host, repo, digest=digest)
+            started = time.monotonic()
+            facts = r.resolve([(pinned, SIGNED)], deadline=Deadline(0.5))[0]
+            elapsed = time.monotonic() - started
+        finally:
+            r.close()
+        time.sleep(1.0)  # let the proxy's delayed request finish while the registry still runs
+    assert elapsed < 0.9
+    assert facts.signatures is None
+    assert facts.errors["signatures"] == "registry unreachable"
+    assert "within the decision deadline" in facts.details["signatures"]
