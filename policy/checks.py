@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from policy import patterns, signing, units
+from policy import jsonbound, patterns, signing, units
 from policy.facts import TIERS, ImageFacts, PlatformFacts, SignatureFacts
 from policy.reference import Reference
 from policy.yamlsrc import Node, Reader
@@ -320,9 +320,7 @@ def _key(reader: Reader, node: Node, path: str) -> signing.KeySpec | None:
         return None
     source = "inline key"
     if "-----BEGIN" not in text:
-        file = Path(text)
-        if not file.is_absolute() and node.location.file not in ("", "<rules>"):
-            file = Path(node.location.file).parent / file
+        file = _file_near(node, text)
         source = text
         try:
             with file.open("rb") as stream:
@@ -342,54 +340,197 @@ def _key(reader: Reader, node: Node, path: str) -> signing.KeySpec | None:
         return None
 
 
+def _file_near(node: Node, text: str) -> Path:
+    """A path from a rule file: relative to that file's directory."""
+    file = Path(text)
+    if not file.is_absolute() and node.location.file not in ("", "<rules>"):
+        file = Path(node.location.file).parent / file
+    return file
+
+
+def _trusted_root(reader: Reader, node: Node, path: str) -> bytes | None:
+    """A Sigstore trusted root file (JSON), read whole (at most 1 MiB); its certificates and
+    keys are checked when verifying."""
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    file = _file_near(node, text)
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(signing.MAX_TRUSTED_ROOT_BYTES + 1)
+    except OSError as exc:
+        reader.error(node, path, f"cannot read trusted root {file}: {exc.strerror or exc}")
+        return None
+    if len(data) > signing.MAX_TRUSTED_ROOT_BYTES:
+        reader.error(node, path, f"trusted root {file} is larger than 1 MiB")
+        return None
+    try:
+        document = jsonbound.loads(data, max_bytes=signing.MAX_TRUSTED_ROOT_BYTES)
+    except jsonbound.JSONRefused as exc:
+        reader.error(node, path, f"trusted root {file} is not JSON: {exc}")
+        return None
+    if not isinstance(document, dict) or not isinstance(
+        document.get("certificateAuthorities"), list
+    ):
+        reader.error(
+            node,
+            path,
+            f"trusted root {file} has no certificateAuthorities (a Sigstore trusted_root.json)",
+        )
+        return None
+    return data
+
+
+_IDENTITY_KEYS = ("issuer", "issuerRegExp", "subject", "subjectRegExp")
+
+
+def _identity(reader: Reader, node: Node, path: str) -> signing.Identity | None:
+    """`{issuer, subject}`: exact text or a `*` glob each; `issuerRegExp`/`subjectRegExp`
+    for regular expressions."""
+    fields = reader.mapping(node, path, allowed=_IDENTITY_KEYS)
+    if fields is None:
+        return None
+    found: dict[str, signing.Matcher] = {}
+    for field in ("issuer", "subject"):
+        plain, regex = fields.get(field), fields.get(f"{field}RegExp")
+        if (plain is None) == (regex is None):
+            reader.error(node, path, f"give one of {field} or {field}RegExp")
+            continue
+        child = plain if plain is not None else regex
+        assert child is not None
+        child_path = f"{path}.{field if plain is not None else field + 'RegExp'}"
+        text = reader.string(child, child_path)
+        if text is None:
+            continue
+        try:
+            found[field] = signing.matcher(text, "glob" if plain is not None else "regex")
+        except ValueError as exc:
+            reader.error(child, child_path, str(exc))
+    if len(found) != 2:
+        return None
+    return signing.Identity(issuer=found["issuer"], subject=found["subject"])
+
+
+_SIGNATURE_KEYS = ("keys", "keyless", "minimum", "requireTlog", "trustedRoot")
+
+
 def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
-    children = reader.mapping(node, path, allowed=("keys", "minimum"), required=("keys",))
-    if children is None or "keys" not in children:
+    children = reader.mapping(node, path, allowed=_SIGNATURE_KEYS)
+    if children is None:
         return None
-    keys_node = children["keys"]
-    keys_path = f"{path}.keys"
-    if not isinstance(keys_node.value, list) or not keys_node.value:
-        reader.expected(keys_node, keys_path, "a non-empty list of PEM public keys or key files")
+    if "keys" not in children and "keyless" not in children:
+        reader.error(node, path, "give keys, keyless identities, or both")
         return None
-    keys = [_key(reader, child, item) for item, child in reader.items(keys_node, keys_path)]
+    ok = True
+    keys: list[signing.KeySpec] = []
+    if "keys" in children:
+        keys_node, keys_path = children["keys"], f"{path}.keys"
+        if not isinstance(keys_node.value, list) or not keys_node.value:
+            reader.expected(
+                keys_node, keys_path, "a non-empty list of PEM public keys or key files"
+            )
+            ok = False
+        else:
+            parsed = [_key(reader, c, item) for item, c in reader.items(keys_node, keys_path)]
+            keys = [k for k in parsed if k is not None]
+            ok = ok and len(keys) == len(parsed)
+    identities: list[signing.Identity] = []
+    if "keyless" in children:
+        keyless_node, keyless_path = children["keyless"], f"{path}.keyless"
+        if not isinstance(keyless_node.value, list) or not keyless_node.value:
+            reader.expected(keyless_node, keyless_path, "a non-empty list of {issuer, subject}")
+            ok = False
+        else:
+            parsed_ids = [
+                _identity(reader, c, item) for item, c in reader.items(keyless_node, keyless_path)
+            ]
+            identities = [i for i in parsed_ids if i is not None]
+            ok = ok and len(identities) == len(parsed_ids)
     minimum = 1
     if "minimum" in children:
         minimum = reader.positive_int(children["minimum"], f"{path}.minimum") or 0
-    found = tuple(k for k in keys if k is not None)
-    if len(found) != len(keys) or minimum < 1:
+        ok = ok and minimum > 0
+    require_tlog = False
+    if "requireTlog" in children:
+        value = reader.boolean(children["requireTlog"], f"{path}.requireTlog")
+        ok = ok and value is not None
+        require_tlog = bool(value)
+    root: bytes | None = None
+    if "trustedRoot" in children:
+        root = _trusted_root(reader, children["trustedRoot"], f"{path}.trustedRoot")
+        ok = ok and root is not None
+    if not ok:
         return None
-    distinct = len({k.fingerprint for k in found})
-    if minimum > distinct:
+    signers = len({k.fingerprint for k in keys}) + len(set(identities))
+    if minimum > signers:
         reader.error(
             children["minimum"],
             f"{path}.minimum",
-            f"minimum is {minimum} but only {distinct} distinct key"
-            f"{'' if distinct == 1 else 's'} are configured",
+            f"minimum is {minimum} but only {signers} distinct signer"
+            f"{' is' if signers == 1 else 's are'} configured",
         )
         return None
-    return signing.SignaturePolicy(keys=found, minimum=minimum)
+    roots: tuple[bytes, ...] = ()
+    if identities or require_tlog:
+        roots = (root if root is not None else signing.public_good_root(),)
+    return signing.SignaturePolicy(
+        keys=tuple(keys),
+        minimum=minimum,
+        keyless=tuple(identities),
+        require_tlog=require_tlog,
+        roots=roots,
+    )
 
 
-def _signature_said(sig: SignatureFacts, wanted: frozenset[str]) -> str:
+def _counts_for(sig: SignatureFacts, policy: signing.SignaturePolicy) -> str | None:
+    """The signer a verified signature counts as under `policy` (`key:<fp>` or
+    `keyless:<issuer> <subject>`), or None."""
+    if not sig.verified or (policy.require_tlog and not sig.tlog):
+        return None
+    if sig.key is not None and sig.key in policy.fingerprints:
+        return f"key:{sig.key}"
+    if sig.subject is not None and any(i.matches(sig.issuer, sig.subject) for i in policy.keyless):
+        return f"keyless:{sig.issuer} {sig.subject}"
+    return None
+
+
+def _signature_said(sig: SignatureFacts, policy: signing.SignaturePolicy) -> str:
     """One signature, as a finding tells it."""
-    if sig.verified and sig.key is not None:
-        configured = "" if sig.key in wanted else " (not a key of this rule)"
-        return f"{sig.format} signature by key {signing.short(sig.key)}{configured}"
-    return f"{sig.format} signature by {sig.signer or 'unknown signer'}, not verified: {sig.reason}"
+    if not sig.verified:
+        return (
+            f"{sig.format} signature by {sig.signer or 'unknown signer'}, not verified: "
+            f"{sig.reason}"
+        )
+    if sig.key is not None:
+        who = f"key {signing.short(sig.key)}"
+        if sig.key not in policy.fingerprints:
+            return f"{sig.format} signature by {who} (not a key of this rule)"
+    else:
+        who = f"keyless {sig.subject} (issuer {sig.issuer})"
+        if not any(i.matches(sig.issuer, sig.subject) for i in policy.keyless):
+            return f"{sig.format} signature by {who} (not an identity of this rule)"
+    if policy.require_tlog and not sig.tlog:
+        return f"{sig.format} signature by {who}, without a verified transparency-log entry"
+    return f"{sig.format} signature by {who}"
+
+
+def _wanted(policy: signing.SignaturePolicy) -> str:
+    signers = [f"key {signing.short(k)}" for k in sorted(policy.fingerprints)]
+    signers += [f"keyless {i}" for i in dict.fromkeys(policy.keyless)]
+    tlog = " with a transparency-log entry" if policy.require_tlog else ""
+    if len(signers) == 1:
+        only = signers[0].replace("key ", "the configured key ", 1) if policy.keys else signers[0]
+        return f"a signature{tlog} by {only}"
+    return f"signatures{tlog} by {policy.minimum} of: {', '.join(signers)}"
 
 
 def _judge_signatures(setting: object, s: Subject) -> list[str]:
     assert isinstance(setting, signing.SignaturePolicy)
     found = s.facts.signatures or ()
-    wanted = setting.fingerprints
-    signers = {sig.key for sig in found if sig.verified and sig.key in wanted}
+    signers = {who for sig in found if (who := _counts_for(sig, setting)) is not None}
     if len(signers) >= setting.minimum:
         return []
-    if len(setting.keys) == 1:
-        requires = f"a signature by the configured key {signing.short(setting.keys[0].fingerprint)}"
-    else:
-        keys = ", ".join(signing.short(k) for k in sorted(wanted))
-        requires = f"signatures by {setting.minimum} of the configured keys ({keys})"
+    requires = _wanted(setting)
     digest = signing.short(s.facts.digest or "?")
     if not found:
         return [
@@ -398,10 +539,10 @@ def _judge_signatures(setting: object, s: Subject) -> list[str]:
         ]
     count = f"{len(found)} signature{'' if len(found) == 1 else 's'}"
     if signers:
-        head = f"{count} for {digest}, {len(signers)} by a configured key"
+        head = f"{count} for {digest}, {len(signers)} by a configured signer"
     else:
-        head = f"{count} for {digest}, none by a configured key"
-    listed = sorted({_signature_said(sig, wanted) for sig in found})
+        head = f"{count} for {digest}, none by a configured signer"
+    listed = sorted({_signature_said(sig, setting) for sig in found})
     shown = "; ".join(listed[:4]) + (f"; {len(listed) - 4} more" if len(listed) > 4 else "")
     return [f"{s.ref}: {head} ({shown}); rule {s.rule_id} requires {requires}"]
 
@@ -517,7 +658,7 @@ CHECKS: dict[str, CheckSpec] = {
             _judge_signatures,
             {
                 "type": "object",
-                "required": ["keys"],
+                "anyOf": [{"required": ["keys"]}, {"required": ["keyless"]}],
                 "additionalProperties": False,
                 "properties": {
                     "keys": {
@@ -525,12 +666,33 @@ CHECKS: dict[str, CheckSpec] = {
                         "description": "PEM public keys (ECDSA P-256/P-384, Ed25519, RSA ≥ "
                         "2048 bits), inline or as file paths (relative to the rules file)",
                     },
+                    "keyless": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {k: {"type": "string"} for k in _IDENTITY_KEYS},
+                            "oneOf": [
+                                {"required": ["issuer"]},
+                                {"required": ["issuerRegExp"]},
+                            ],
+                        },
+                        "description": "Fulcio certificate identities: OIDC issuer and subject "
+                        "(SAN), exact or `*` glob, or issuerRegExp/subjectRegExp",
+                    },
                     "minimum": {"type": "integer", "minimum": 1, "default": 1},
+                    "requireTlog": {"type": "boolean", "default": False},
+                    "trustedRoot": {
+                        "type": "string",
+                        "description": "Sigstore trusted_root.json (default: the public-good "
+                        "root shipped with image-policy)",
+                    },
                 },
             },
             "cosign signatures of the digest judged (for an index, the index digest), found "
-            "in cosign's `sha256-<hex>.sig` tag or OCI referrers; `minimum` distinct configured "
-            "`keys` must each have verified one.",
+            "in cosign's `sha256-<hex>.sig` tag or OCI referrers; `minimum` distinct signers "
+            "among the configured `keys` and `keyless` identities must each have verified one.",
         ),
     )
 }

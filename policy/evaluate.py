@@ -219,7 +219,8 @@ def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
             elif fact == "signatures":
                 assert isinstance(check.setting, signing.SignaturePolicy)
                 keys = tuple(sorted({k.der for k in check.setting.keys}))
-                out = out | Needs(digest=True, signatures=True, keys=keys)
+                roots = check.setting.roots
+                out = out | Needs(digest=True, signatures=True, keys=keys, roots=roots)
     return out
 
 

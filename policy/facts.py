@@ -26,7 +26,8 @@ class Needs(NamedTuple):
     `tag`: for a reference with both a tag and a digest, ask the registry where the tag points
     (the tag counts in the decision only when it points at the digest).
     `signatures`: look up the signatures of the digest judged (cosign's `.sig` tag and OCI
-    referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted).
+    referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted) and, for
+    keyless signatures and transparency-log entries, the Sigstore trusted `roots` (JSON).
     """
 
     tier: bool = False
@@ -38,6 +39,7 @@ class Needs(NamedTuple):
     tag: bool = False
     signatures: bool = False
     keys: tuple[bytes, ...] = ()
+    roots: tuple[bytes, ...] = ()
 
     def __or__(self, other: Needs) -> Needs:
         select = tuple(dict.fromkeys(self.select + other.select))
@@ -51,6 +53,7 @@ class Needs(NamedTuple):
             tag=self.tag or other.tag,
             signatures=self.signatures or other.signatures,
             keys=tuple(sorted(set(self.keys + other.keys))),
+            roots=tuple(sorted(set(self.roots + other.roots))),
         )
 
     @property
@@ -103,8 +106,11 @@ class SignatureFacts:
     """One signature found for the judged digest, and what verifying it showed.
 
     `key` is the fingerprint (`sha256:<hex>` of the DER public key) of the configured key that
-    verified it, None when none did; `reason` says why it is not verified ("" when it is);
-    `signer` names who signed as far as is known (`key sha256:ab12…`, `unknown key`).
+    verified it, None when none did; `issuer` and `subject` the identity of a keyless
+    signature's certificate (verified to chain to a trusted root); `tlog` whether a
+    transparency-log entry of it was verified; `reason` says why it is not verified ("" when it
+    is); `signer` names who signed as far as is known (`key sha256:ab12…`, `keyless <subject>
+    (issuer <issuer>)`, `unknown key`).
     """
 
     format: str
@@ -112,6 +118,9 @@ class SignatureFacts:
     key: str | None = None
     reason: str = ""
     signer: str = ""
+    issuer: str | None = None
+    subject: str | None = None
+    tlog: bool = False
 
 
 @dataclass(frozen=True)

@@ -309,7 +309,7 @@ class RegistryResolver:
         if needs.signatures and digest is not None and "digest" not in errors:
             try:
                 found, fresh_for = self._signature_artifacts(ref, digest, deadline)
-                signatures = _judged(found, digest, needs.keys)
+                signatures = _judged(found, digest, needs.keys, needs.roots)
                 valid_for = min(valid_for, fresh_for)
             except _Failed as failed:
                 errors["signatures"] = failed.error
@@ -875,14 +875,16 @@ HUB_LANE = tiers_mod.HUB
 HUB_API = "Docker Hub API"
 
 
-def _judged(found: _Artifacts, digest: str, keys: Sequence[bytes]) -> tuple[SignatureFacts, ...]:
-    """Each artifact verified for `digest` against `keys` (pure: no I/O)."""
-    loaded = sigverify.load_keys(keys)
+def _judged(
+    found: _Artifacts, digest: str, keys: Sequence[bytes], roots: Sequence[bytes]
+) -> tuple[SignatureFacts, ...]:
+    """Each artifact verified for `digest` against `keys` and trusted `roots` (no I/O)."""
+    trust = sigverify.Trust(sigverify.load_keys(keys), sigverify.load_roots(roots))
     out = [
-        sigverify.verify_cosign(payload, annotations, digest, loaded)
+        sigverify.verify_cosign(payload, annotations, digest, trust)
         for payload, annotations in found.cosign
     ]
-    out += [sigverify.verify_bundle(bundle, digest, loaded) for bundle in found.bundles]
+    out += [sigverify.verify_bundle(bundle, digest, trust) for bundle in found.bundles]
     out += [SignatureFacts(fmt, False, reason=why, signer="unknown") for fmt, why in found.refused]
     return tuple(out)
 

@@ -14,11 +14,26 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
 
-__all__ = ["MIN_RSA_BITS", "KeySpec", "SignaturePolicy", "parse_public_key", "short"]
+__all__ = [
+    "MAX_TRUSTED_ROOT_BYTES",
+    "MIN_RSA_BITS",
+    "Identity",
+    "KeySpec",
+    "Matcher",
+    "SignaturePolicy",
+    "matcher",
+    "parse_public_key",
+    "public_good_root",
+    "short",
+]
 
 MIN_RSA_BITS = 2048
 MAX_PEM_CHARS = 64 * 1024
+MAX_TRUSTED_ROOT_BYTES = 1024 * 1024
+PUBLIC_GOOD_ROOT = "sigstore-public-good.trusted_root.json"
 
 _PEM = re.compile(
     r"-----BEGIN PUBLIC KEY-----\s*(?P<body>[A-Za-z0-9+/=\s]+?)\s*-----END PUBLIC KEY-----"
@@ -52,16 +67,77 @@ class KeySpec:
 
 
 @dataclass(frozen=True)
+class Matcher:
+    """How an identity field is matched: `exact` text, a `glob` (`*` matches any run of
+    characters, `/` included), or a `regex` (matched whole)."""
+
+    text: str
+    kind: Literal["exact", "glob", "regex"]
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, value: str) -> bool:
+        if self.pattern is None:
+            return value == self.text
+        return self.pattern.fullmatch(value) is not None
+
+    def __str__(self) -> str:
+        return f"/{self.text}/" if self.kind == "regex" else self.text
+
+
+def matcher(text: str, kind: Literal["exact", "glob", "regex"]) -> Matcher:
+    """A Matcher; ValueError for a regular expression that does not compile."""
+    if kind == "regex":
+        try:
+            return Matcher(text, kind, re.compile(text))
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    if kind == "glob" and "*" in text:
+        return Matcher(text, kind, re.compile(".*".join(re.escape(p) for p in text.split("*"))))
+    return Matcher(text, "exact")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A keyless signer: the OIDC issuer and the subject (SAN) of its Fulcio certificate."""
+
+    issuer: Matcher
+    subject: Matcher
+
+    def matches(self, issuer: str | None, subject: str | None) -> bool:
+        return (
+            issuer is not None
+            and subject is not None
+            and self.issuer.matches(issuer)
+            and self.subject.matches(subject)
+        )
+
+    def __str__(self) -> str:
+        return f"{self.subject} (issuer {self.issuer})"
+
+
+@dataclass(frozen=True)
 class SignaturePolicy:
-    """The parsed `require.signatures`: `minimum` distinct configured keys must each have
-    verified a signature of the judged digest."""
+    """The parsed `require.signatures`: `minimum` distinct signers — configured keys and
+    keyless identities — must each have verified a signature of the judged digest.
+    `roots`: the Sigstore trusted roots (JSON) that keyless certificates chain to and whose
+    transparency logs and CT logs are trusted; `require_tlog`: only signatures with a verified
+    transparency-log entry count (keyless ones always need one)."""
 
     keys: tuple[KeySpec, ...]
     minimum: int = 1
+    keyless: tuple[Identity, ...] = ()
+    require_tlog: bool = False
+    roots: tuple[bytes, ...] = ()
 
     @property
     def fingerprints(self) -> frozenset[str]:
         return frozenset(k.fingerprint for k in self.keys)
+
+
+def public_good_root() -> bytes:
+    """The Sigstore public-good trusted root shipped with the package (Fulcio, Rekor, CT log
+    keys as of the release; `trustedRoot:` in a rule names another one)."""
+    return resources.files("policy").joinpath("data", PUBLIC_GOOD_ROOT).read_bytes()
 
 
 def short(fingerprint: str) -> str:

@@ -132,7 +132,7 @@ def test_webhook_denies_unsigned_and_wrongly_signed_images_saying_why(
     assert stranger["allowed"] is False
     assert (
         "1 signature for "
-        f"{signing.short(signed.stranger)}, none by a configured key (cosign signature by "
+        f"{signing.short(signed.stranger)}, none by a configured signer (cosign signature by "
         "unknown key, not verified: does not verify with a configured key)"
     ) in stranger["status"]["message"]
     # /mutate refuses to pin what /validate would deny.
@@ -170,7 +170,7 @@ def test_cli_check_enforces_the_same_rule(signed: Signed, tmp_path: Path) -> Non
         f"{signed.host}/team/stranger:1.0",
     )
     assert code == cli.EXIT_DENIED
-    assert "none by a configured key" in out
+    assert "none by a configured signer" in out
 
 
 def test_cli_resolve_json_shows_the_signatures_found(signed: Signed, tmp_path: Path) -> None:

@@ -268,7 +268,7 @@ def test_minimum_two_distinct_keys(
     digest = _image(registry, repo)
     cosign.sign_cosign(registry.url, repo, digest, KEY)
     allowed, (message,) = _decide(service, Reference(proxy.host, repo, "1"))
-    assert not allowed and "1 by a configured key" in message
+    assert not allowed and "1 by a configured signer" in message
     # A second signer, as a referrer bundle in the fallback tag: both count.
     cosign.push_referrer(
         registry.url, repo, digest, cosign.dsse_bundle(OTHER_KEY, cosign.statement(digest))

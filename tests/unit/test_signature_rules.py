@@ -78,15 +78,18 @@ def test_inline_and_file_keys_load(tmp_path: Path) -> None:
             "rules.yaml:9:15: rules[0].require.signatures.keys: expected a non-empty list of PEM "
             "public keys or key files",
         ),
-        ("{}\n", "rules.yaml:9:9: rules[0].require.signatures: missing required key 'keys'"),
+        (
+            "{}\n",
+            "rules.yaml:9:9: rules[0].require.signatures: give keys, keyless identities, or both",
+        ),
         (
             "keys: [good.pub]\nminimum: 2\n",
             "rules.yaml:10:18: rules[0].require.signatures.minimum: minimum is 2 but only 1 "
-            "distinct key are configured",
+            "distinct signer is configured",
         ),
         (
             "keys: [good.pub, good.pub]\nminimum: 2\n",
-            "minimum is 2 but only 1 distinct key are configured",
+            "minimum is 2 but only 1 distinct signer is configured",
         ),
         (
             "keys: [good.pub]\nminimun: 1\n",
@@ -130,8 +133,8 @@ def test_lint_names_an_unsupported_inline_key() -> None:
 def test_schema_knows_signatures() -> None:
     rule = schema.rules_schema()["properties"]["rules"]["items"]
     entry = rule["properties"]["require"]["properties"]["signatures"]
-    assert entry["required"] == ["keys"]
-    assert set(entry["properties"]) == {"keys", "minimum"}
+    assert entry["anyOf"] == [{"required": ["keys"]}, {"required": ["keyless"]}]
+    assert set(entry["properties"]) == {"keys", "keyless", "minimum", "requireTlog", "trustedRoot"}
     assert entry["additionalProperties"] is False
 
 
@@ -186,7 +189,7 @@ def test_signatures_by_others_are_denied_naming_what_was_found() -> None:
     )
     (message,) = _judge(_ruleset(KEY_A), (_by(other), unverified))
     assert message == (
-        "r.example/app:1: 2 signatures for sha256:111111111111…, none by a configured key "
+        "r.example/app:1: 2 signatures for sha256:111111111111…, none by a configured signer "
         "(bundle signature by unknown key, not verified: does not verify with a configured key; "
         f"cosign signature by key {signing.short(other.fingerprint)} (not a key of this rule)); "
         f"rule signed requires a signature by the configured key {signing.short(KEY_A.fingerprint)}"
@@ -196,8 +199,8 @@ def test_signatures_by_others_are_denied_naming_what_was_found() -> None:
 def test_minimum_counts_distinct_keys() -> None:
     ruleset = _ruleset(KEY_A, KEY_B, minimum=2)
     (message,) = _judge(ruleset, (_by(KEY_A), _by(KEY_A, "bundle")))
-    assert "2 signatures for sha256:111111111111…, 1 by a configured key" in message
-    assert "requires signatures by 2 of the configured keys" in message
+    assert "2 signatures for sha256:111111111111…, 1 by a configured signer" in message
+    assert "requires signatures by 2 of: key sha256:" in message
     assert _judge(ruleset, (_by(KEY_A), _by(KEY_B, "bundle"))) == []
 
 

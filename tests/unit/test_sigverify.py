@@ -18,8 +18,10 @@ OTHER = "sha256:" + "2" * 64
 DATA = Path(__file__).resolve().parents[1] / "data" / "signatures" / "dangerzone"
 
 
-def _keys(*pairs: cosign.KeyPair) -> tuple[sigverify.Key, ...]:
-    return sigverify.load_keys([signing.parse_public_key(p.public_pem).der for p in pairs])
+def _keys(*pairs: cosign.KeyPair) -> sigverify.Trust:
+    return sigverify.Trust(
+        sigverify.load_keys([signing.parse_public_key(p.public_pem).der for p in pairs])
+    )
 
 
 def _cosign(key: cosign.KeyPair, body: bytes) -> dict[str, str]:
@@ -140,16 +142,18 @@ def test_a_real_cosign_signature_recorded_from_dangerzone_verifies() -> None:
     assert cosign.payload(image_digest(), "ghcr.io/freedomofpress/dangerzone/v1") == body
     key = signing.parse_public_key((DATA / "freedomofpress-dangerzone.pub").read_text())
     image = "sha256:7396780b5862cf8b37527854a2a2331e5c746b6a71aa1f424258c3bfaf3a1bd7"
-    found = sigverify.verify_cosign(body, layer.annotations, image, sigverify.load_keys([key.der]))
+    found = sigverify.verify_cosign(
+        body, layer.annotations, image, sigverify.Trust(sigverify.load_keys([key.der]))
+    )
     assert found.verified
     assert found.key == "sha256:089c5e9a2c90336b87f529af528db2ec14caf36695c5ab80f14f0e735c730a1b"
     # The same bytes judged for another digest, or with one byte changed, do not pass.
     assert not sigverify.verify_cosign(
-        body, layer.annotations, DIGEST, sigverify.load_keys([key.der])
+        body, layer.annotations, DIGEST, sigverify.Trust(sigverify.load_keys([key.der]))
     ).verified
     flipped = body.replace(b"dangerzone/v1", b"dangerzone/v2")
     assert not sigverify.verify_cosign(
-        flipped, layer.annotations, image, sigverify.load_keys([key.der])
+        flipped, layer.annotations, image, sigverify.Trust(sigverify.load_keys([key.der]))
     ).verified
 
 
@@ -205,7 +209,7 @@ def test_message_signature_bundle_over_the_manifest_verifies() -> None:
                     "messageSignature": {},
                 }
             ).encode(),
-            "a keyless (certificate) signature; this rule trusts keys, not certificates",
+            "the certificate is not a DER X.509 certificate",
         ),
         (lambda k: b"[]", "the bundle is not a JSON object"),
         (lambda k: b'{"mediaType": "x"}', "not a Sigstore bundle"),
@@ -241,3 +245,27 @@ def test_tampered_dsse_payload_is_not_verified() -> None:
 
 def test_pae_is_dsse_v1() -> None:
     assert sigverify.pae("t", b"ab") == b"DSSEv1 1 t 2 ab"
+
+
+def test_the_real_signatures_rekor_entry_verifies_with_the_shipped_public_good_root() -> None:
+    """Its SET is Rekor's (rekor.sigstore.dev, log id c0d23d6a…) over cosign's bundle
+    annotation: the canonical form signed, the log key and the hashedrekord body (payload
+    hash, signature, key) all read as Rekor and cosign wrote them."""
+    manifest = media.parse_manifest((DATA / "signature-manifest.json").read_bytes(), None)
+    assert isinstance(manifest, media.ImageManifest)
+    annotations = dict(manifest.layers[0].annotations)
+    body = (DATA / "payload.json").read_bytes()
+    key = signing.parse_public_key((DATA / "freedomofpress-dangerzone.pub").read_text())
+    roots = sigverify.load_roots([signing.public_good_root()])
+    trust = sigverify.Trust(sigverify.load_keys([key.der]), roots)
+    found = sigverify.verify_cosign(body, annotations, image_digest(), trust)
+    assert (found.verified, found.tlog) == (True, True)
+    # Without the log's key, or with the entry altered, the signature stands but is not logged.
+    assert (
+        sigverify.verify_cosign(body, annotations, image_digest(), sigverify.Trust(trust.keys)).tlog
+        is False
+    )
+    rekor = json.loads(annotations[sigverify.REKOR_ANNOTATION])
+    rekor["Payload"]["logIndex"] += 1
+    altered = {**annotations, sigverify.REKOR_ANNOTATION: json.dumps(rekor)}
+    assert sigverify.verify_cosign(body, altered, image_digest(), trust).tlog is False
