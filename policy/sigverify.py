@@ -231,8 +231,7 @@ def verify_cosign(
                 raise _Refused("the signature does not verify with its certificate")
             if mismatch is not None:
                 raise mismatch
-            when = _logged(entry, trust, payload, signature, _der(leaf)) if entry else None
-            return _keyless("cosign", leaf, when, trust)
+            return _keyless("cosign", leaf, _when(entry, trust, payload, signature, leaf), trust)
         key = _signed_by(trust.keys, payload, signature)
         if key is None:
             if mismatch is not None:
@@ -433,14 +432,29 @@ def _at(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _when(
+    entry: _Entry | None, trust: Trust, message: bytes, signature: bytes, leaf: x509.Certificate
+) -> datetime | _Refused | None:
+    """When a keyless signature was logged; why its entry is refused; None without one."""
+    if entry is None:
+        return None
+    try:
+        return _logged(entry, trust, message, signature, _der(leaf))
+    except _Refused as exc:
+        return exc
+
+
 def _keyless(
-    fmt: str, leaf: x509.Certificate, signed_at: datetime | None, trust: Trust
+    fmt: str, leaf: x509.Certificate, signed_at: datetime | _Refused | None, trust: Trust
 ) -> SignatureFacts:
-    """A signature whose certificate `leaf` verified it: valid when logged, chaining to a
-    trusted root, with an SCT from a trusted CT log and an OIDC identity."""
+    """A signature whose certificate `leaf` verified it: logged (`signed_at`, or why its
+    entry was refused), valid when logged, chaining to a trusted root, with an SCT from a
+    trusted CT log and an OIDC identity."""
     issuer, subject = _identity(leaf)
     signer = f"keyless {subject} (issuer {issuer})"
     try:
+        if isinstance(signed_at, _Refused):
+            raise signed_at
         if signed_at is None:
             raise _Refused("no transparency-log entry proves when it was signed")
         if not leaf.not_valid_before_utc <= signed_at <= leaf.not_valid_after_utc:
@@ -706,11 +720,12 @@ def verify_bundle(bundle: bytes, digest: str, trust: Trust) -> SignatureFacts:
                 raise _Refused("the signature does not verify with its certificate")
             if check is not None:
                 raise check
-            when = (
-                _logged_bundle(entry, trust, logged, signed, signature, _der(leaf))
-                if entry is not None
-                else None
-            )
+            when: datetime | _Refused | None = None
+            if entry is not None:
+                try:
+                    when = _logged_bundle(entry, trust, logged, signed, signature, _der(leaf))
+                except _Refused as exc:
+                    when = exc
             return _keyless("bundle", leaf, when, trust)
         key = _signed_by(trust.keys, signed, signature, prehashed=prehashed)
         if key is None:

@@ -289,3 +289,137 @@ def test_offline_rule_tests_judge_recorded_signatures() -> None:
     report = ruletests.run_tests(ruleset, [("cases.yaml", cases)], now=NOW)  # type: ignore[arg-type]
     assert report.ok, ruletests.format_report(report)
     assert len(report.results) == 3
+
+
+# --- keyless --------------------------------------------------------------------------------
+
+ISSUER = "https://token.actions.githubusercontent.com"
+RELEASE = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1.2.0"
+
+
+def _keyless_rules(tmp_path: Path, identities: str, extra: str = "") -> Path:
+    from tests.support.sigstore import Sigstore
+
+    (tmp_path / "root.json").write_bytes(Sigstore().trusted_root())
+    _rules(
+        f"keyless:\n{textwrap.indent(identities, '  ')}trustedRoot: root.json\n{extra}",
+        path=tmp_path,
+    )
+    return tmp_path / "rules.yaml"
+
+
+def test_keyless_identities_load_with_globs_and_regexes(tmp_path: Path) -> None:
+    rules_file = _keyless_rules(
+        tmp_path,
+        f"- {{issuer: {ISSUER}, subject: 'https://github.com/acme/app/*@refs/tags/*'}}\n"
+        "- {issuerRegExp: 'https://accounts\\.example/.*', subjectRegExp: '.*@acme\\.example'}\n",
+    )
+    (check,) = loader.load_rules(rules_file).rules[0].checks
+    setting = check.setting
+    assert isinstance(setting, signing.SignaturePolicy)
+    glob, regex = setting.keyless
+    assert glob.matches(ISSUER, RELEASE)
+    assert not glob.matches(ISSUER, "https://github.com/evil/app/.github/workflows/x@refs/tags/v1")
+    assert not glob.matches("https://evil.example", RELEASE)
+    assert regex.matches("https://accounts.example/o", "ci@acme.example")
+    assert not regex.matches("https://accounts.example/o", "ci@acme.example.evil")
+    assert setting.roots == ((tmp_path / "root.json").read_bytes(),)
+
+
+@pytest.mark.parametrize(
+    ("identities", "message"),
+    [
+        (
+            "- {issuer: x}\n",
+            "rules.yaml:10:13: rules[0].require.signatures.keyless[0]: give one of subject or "
+            "subjectRegExp",
+        ),
+        (
+            "- {issuer: x, subjectRegExp: '[z-a]'}\n",
+            "rules.yaml:10:40: rules[0].require.signatures.keyless[0].subjectRegExp: invalid "
+            "regular expression: bad character range z-a at position 1",
+        ),
+        (
+            "- {issuer: x, issuerRegExp: y, subject: z}\n",
+            "give one of issuer or issuerRegExp",
+        ),
+        ("- {issuer: x, subject: y, sub: z}\n", 'unknown key "sub"'),
+    ],
+)
+def test_keyless_mistakes_are_located(tmp_path: Path, identities: str, message: str) -> None:
+    errors = [str(e) for e in loader.lint(_keyless_rules(tmp_path, identities))]
+    assert any(message in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read trusted root"),
+        (b"[[", "is not JSON"),
+        (b'{"tlogs": []}', "has no certificateAuthorities (a Sigstore trusted_root.json)"),
+    ],
+)
+def test_unusable_trusted_root_is_located(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    if content is not None:
+        (tmp_path / "bad.json").write_bytes(content)
+    _rules(f"keyless: [{{issuer: {ISSUER}, subject: x}}]\ntrustedRoot: bad.json\n", path=tmp_path)
+    errors = [str(e) for e in loader.lint(tmp_path / "rules.yaml")]
+    assert any(
+        "rules.yaml:10:22: rules[0].require.signatures.trustedRoot: " in e and message in e
+        for e in errors
+    ), errors
+
+
+def test_keyless_without_a_trusted_root_uses_the_shipped_public_good_root() -> None:
+    ruleset = loader.load_rules_text(
+        _rules(f"keyless: [{{issuer: {ISSUER}, subject: x}}]\n"), "rules.yaml"
+    )
+    (check,) = ruleset.rules[0].checks
+    assert isinstance(check.setting, signing.SignaturePolicy)
+    assert check.setting.roots == (signing.public_good_root(),)
+    assert b"https://rekor.sigstore.dev" in check.setting.roots[0]
+
+
+def _keyless_facts(subject: str, *, tlog: bool = True) -> SignatureFacts:
+    return SignatureFacts(
+        "cosign",
+        True,
+        signer=f"keyless {subject} (issuer {ISSUER})",
+        issuer=ISSUER,
+        subject=subject,
+        tlog=tlog,
+    )
+
+
+def test_keyless_judge_counts_matching_identities_and_names_the_others(tmp_path: Path) -> None:
+    ruleset = loader.load_rules(
+        _keyless_rules(
+            tmp_path, f"- {{issuer: {ISSUER}, subject: 'https://github.com/acme/app/*'}}\n"
+        )
+    )
+    assert _judge(ruleset, (_keyless_facts(RELEASE),)) == []
+    stranger = "https://github.com/evil/app/.github/workflows/x.yml@refs/heads/main"
+    (message,) = _judge(ruleset, (_keyless_facts(stranger),))
+    assert message == (
+        "r.example/app:1: 1 signature for sha256:111111111111…, none by a configured signer "
+        f"(cosign signature by keyless {stranger} (issuer {ISSUER}) (not an identity of this "
+        "rule)); rule signed requires a signature by keyless https://github.com/acme/app/* "
+        f"(issuer {ISSUER})"
+    )
+
+
+def test_require_tlog_counts_only_logged_keyed_signatures() -> None:
+    ruleset = loader.load_rules_text(
+        _rules(f"keys:\n  - {_inline(KEY_A)}requireTlog: true\n"), "rules.yaml"
+    )
+    logged = SignatureFacts("cosign", True, key=KEY_A.fingerprint, signer="k", tlog=True)
+    unlogged = SignatureFacts("cosign", True, key=KEY_A.fingerprint, signer="k", tlog=False)
+    assert _judge(ruleset, (logged,)) == []
+    (message,) = _judge(ruleset, (unlogged,))
+    assert (
+        f"(cosign signature by key {signing.short(KEY_A.fingerprint)}, without a verified "
+        "transparency-log entry)"
+    ) in message
+    assert "requires a signature with a transparency-log entry by the configured key" in message
