@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from policy import loader, signing
 from policy.deadline import Deadline
@@ -24,6 +26,7 @@ from tests.support import cosign, images
 from tests.support.proxy import CountingProxy
 from tests.support.referrers import ReferrersProxy
 from tests.support.registry import SeededRegistry
+from tests.support.sigstore import GITHUB, SIGNED_AT, WORKFLOW, Sigstore
 
 pytestmark = pytest.mark.registry
 
@@ -573,3 +576,80 @@ def test_a_slow_registry_fails_the_signature_lookup_within_the_deadline(
     assert facts.signatures is None
     assert facts.errors["signatures"] == "registry unreachable"
     assert "within the decision deadline" in facts.details["signatures"]
+
+
+# --- keyless, against a test Sigstore configured as the trusted root -------------------------
+
+
+def _keyless_rules(tmp_path: Path, store: Sigstore, subject: str) -> str:
+    (tmp_path / "root.json").write_bytes(store.trusted_root())
+    return (
+        "apiVersion: image-policy/v1\nkind: RuleSet\nmetadata: {name: s}\n"
+        "rules:\n  - id: signed\n    match: {images: ['**']}\n    require:\n"
+        "      signatures:\n"
+        f"        keyless: [{{issuer: '{GITHUB}', subject: '{subject}'}}]\n"
+        f"        trustedRoot: {tmp_path / 'root.json'}\n"
+    )
+
+
+def test_keyless_signatures_each_wrong_part_denied_with_its_reason(
+    registry: SeededRegistry, proxy: CountingProxy, resolver: RegistryResolver, tmp_path: Path
+) -> None:
+    store = Sigstore()
+    service = _service(
+        resolver, _keyless_rules(tmp_path, store, "https://github.com/acme/app/*@refs/tags/*")
+    )
+    repo = "keyless/app"
+    signer = f"keyless {WORKFLOW} (issuer {GITHUB})"
+
+    def signed(tag: str, **options: object) -> Reference:
+        digest = _image(registry, repo, tag)
+        body = cosign.payload(digest, f"{registry.host}/{repo}")
+        cosign.push_cosign(
+            registry.url, repo, digest, [(body, store.sign_cosign_layer(body, **options))]
+        )
+        return Reference(proxy.host, repo, tag)
+
+    assert _decide(service, signed("good")) == (True, [])
+    cases = {
+        "wrong-identity": (
+            {"subject": "https://github.com/evil/app/.github/workflows/x.yml@refs/heads/main"},
+            "(cosign signature by keyless https://github.com/evil/app/.github/workflows/x.yml"
+            f"@refs/heads/main (issuer {GITHUB}) (not an identity of this rule))",
+        ),
+        "expired": (
+            {"log_at": SIGNED_AT + timedelta(hours=1)},
+            f"(cosign signature by {signer}, not verified: the certificate was not valid when "
+            "signed (2026-10-01T13:00:00Z; valid 2026-10-01T11:59:00Z to 2026-10-01T12:09:00Z))",
+        ),
+        "unlogged": (
+            {"logged": False},
+            f"(cosign signature by {signer}, not verified: no transparency-log entry proves "
+            "when it was signed)",
+        ),
+        "unknown-ct-log": (
+            {"ct_key": ec.generate_private_key(ec.SECP256R1())},
+            f"(cosign signature by {signer}, not verified: no SCT from a CT log of the trusted "
+            "root verifies)",
+        ),
+    }
+    for tag, (options, reason) in cases.items():
+        allowed, messages = _decide(service, signed(tag, **options))
+        assert not allowed, tag
+        (message,) = messages
+        assert reason in message, (tag, message)
+        assert message.endswith(
+            "rule signed requires a signature by keyless https://github.com/acme/app/*@refs/tags/* "
+            f"(issuer {GITHUB})"
+        )
+
+
+def test_keyless_bundle_as_a_referrer_verifies(
+    registry: SeededRegistry, proxy: CountingProxy, resolver: RegistryResolver, tmp_path: Path
+) -> None:
+    store = Sigstore()
+    repo = "keyless/bundle"
+    digest = _image(registry, repo)
+    cosign.push_referrer(registry.url, repo, digest, store.message_bundle(digest))
+    service = _service(resolver, _keyless_rules(tmp_path, store, WORKFLOW))
+    assert _decide(service, Reference(proxy.host, repo, "1")) == (True, [])

@@ -99,9 +99,11 @@ def payload(digest: str, reference: str) -> bytes:
     ).encode()
 
 
-def push_cosign(base_url: str, repo: str, digest: str, layers: list[tuple[bytes, str]]) -> str:
-    """Push cosign's `.sig` manifest for `digest`: `layers` are (payload, base64 signature).
-    Returns the signature manifest's digest."""
+def push_cosign(
+    base_url: str, repo: str, digest: str, layers: list[tuple[bytes, str | dict[str, str]]]
+) -> str:
+    """Push cosign's `.sig` manifest for `digest`: `layers` are (payload, base64 signature —
+    or all the layer's annotations, for keyless ones). Returns the manifest's digest."""
     config = images.canonical(
         {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
     )
@@ -113,7 +115,9 @@ def push_cosign(base_url: str, repo: str, digest: str, layers: list[tuple[bytes,
                 "mediaType": SIMPLE_SIGNING,
                 "digest": images.push_blob(base_url, repo, body),
                 "size": len(body),
-                "annotations": {SIGNATURE_ANNOTATION: signature},
+                "annotations": (
+                    signature if isinstance(signature, dict) else {SIGNATURE_ANNOTATION: signature}
+                ),
             }
         )
     manifest = images.canonical(
