@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from policy import jsonbound, patterns, signing, units
-from policy.facts import TIERS, ImageFacts, PlatformFacts, SignatureFacts
+from policy import attestations, jsonbound, patterns, signing, units
+from policy.facts import TIERS, AttestationFacts, ImageFacts, PlatformFacts, SignatureFacts
 from policy.reference import Reference
 from policy.yamlsrc import Node, Reader
 
@@ -22,8 +22,11 @@ from policy.yamlsrc import Node, Reader
 # trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
 # selected platform's manifest (layers, sizes); `config`: each selected platform's config blob;
 # `tag`: where the tag of a `name:tag@digest` reference points; `signatures`: the signatures
-# of the judged digest, verified against the rules' keys.
-Fact = Literal["reference", "tier", "platforms", "manifest", "config", "tag", "signatures"]
+# of the judged digest, verified against the rules' keys; `attestations`: the in-toto
+# statements attached to each selected platform's image.
+Fact = Literal[
+    "reference", "tier", "platforms", "manifest", "config", "tag", "signatures", "attestations"
+]
 
 
 @dataclass(frozen=True)
@@ -547,6 +550,133 @@ def _judge_signatures(setting: object, s: Subject) -> list[str]:
     return [f"{s.ref}: {head} ({shown}); rule {s.rule_id} requires {requires}"]
 
 
+# --- attestations -------------------------------------------------------------------------------
+
+
+def _globs(reader: Reader, node: Node, path: str) -> tuple[signing.Matcher, ...] | None:
+    return reader.compiled(node, path, lambda text: signing.matcher(text, "glob"))
+
+
+def _parse_attestations(reader: Reader, node: Node, path: str) -> object | None:
+    children = reader.mapping(node, path, allowed=("provenance", "sbom", "signed"))
+    if children is None:
+        return None
+    ok = True
+    provenance = False
+    found: dict[str, tuple[signing.Matcher, ...]] = {}
+    if "provenance" in children:
+        child, child_path = children["provenance"], f"{path}.provenance"
+        if isinstance(child.value, bool):
+            provenance = child.value
+        else:
+            fields = reader.mapping(child, child_path, allowed=("builder", "source", "buildType"))
+            provenance = fields is not None
+            for name, value in (fields or {}).items():
+                globs = _globs(reader, value, f"{child_path}.{name}")
+                ok = ok and globs is not None
+                found[name] = globs or ()
+    sbom = False
+    if "sbom" in children:
+        wants_sbom = reader.boolean(children["sbom"], f"{path}.sbom")
+        ok = ok and wants_sbom is not None
+        sbom = bool(wants_sbom)
+    keys: tuple[signing.KeySpec, ...] = ()
+    if "signed" in children:
+        fields = reader.mapping(
+            children["signed"], f"{path}.signed", allowed=("keys",), required=("keys",)
+        )
+        listed = (fields or {}).get("keys")
+        if listed is None or not isinstance(listed.value, list) or not listed.value:
+            if listed is not None:
+                reader.expected(
+                    listed,
+                    f"{path}.signed.keys",
+                    "a non-empty list of PEM public keys or key files",
+                )
+            ok = False
+        else:
+            parsed = [
+                _key(reader, c, item) for item, c in reader.items(listed, f"{path}.signed.keys")
+            ]
+            keys = tuple(k for k in parsed if k is not None)
+            ok = ok and len(keys) == len(parsed)
+    if ok and not (provenance or sbom):
+        reader.error(node, path, "require provenance, sbom, or both")
+        return None
+    if not ok:
+        return None
+    return attestations.AttestationPolicy(
+        provenance=provenance,
+        builder=found.get("builder", ()),
+        source=found.get("source", ()),
+        build_type=found.get("buildType", ()),
+        sbom=sbom,
+        keys=keys,
+    )
+
+
+def _attestations_said(found: tuple[AttestationFacts, ...], wanted: frozenset[str]) -> str:
+    if not found:
+        return "no attestations"
+    parts = []
+    for a in found:
+        why = a.reason
+        if not why and wanted and a.signed_by not in wanted:
+            why = "not signed by a configured key"
+        parts.append(f"{a.kind}{f' ({why})' if why else ''}")
+    counted = {p: parts.count(p) for p in dict.fromkeys(parts)}
+    return ", ".join(f"{n} {p}" if n > 1 else p for p, n in counted.items())
+
+
+def _first_mismatch(
+    statements: list[AttestationFacts], policy: attestations.AttestationPolicy
+) -> str | None:
+    """Why none of the provenance statements has matching builder, source and build type
+    (None when one has)."""
+    fields = (
+        ("builder id", policy.builder, "builder"),
+        ("source", policy.source, "source"),
+        ("build type", policy.build_type, "build_type"),
+    )
+    why = None
+    for a in statements:
+        for name, globs, attribute in fields:
+            value: str | None = getattr(a, attribute)
+            if globs and (value is None or not any(g.matches(value) for g in globs)):
+                shown = repr(value) if value is not None else "none"
+                why = f"provenance {name} {shown} matches none of {', '.join(map(str, globs))}"
+                break
+        else:
+            return None
+    return why
+
+
+def _judge_attestations(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, attestations.AttestationPolicy)
+    wanted = setting.fingerprints
+    out = []
+    signed = " signed by a configured key" if wanted else ""
+    for p in s.platforms:
+        found = p.attestations or ()
+        usable = [a for a in found if not a.reason and (not wanted or a.signed_by in wanted)]
+        said = _attestations_said(found, wanted)
+        if setting.provenance:
+            provenance = [a for a in usable if a.kind == "provenance"]
+            if not provenance:
+                out.append(
+                    f"{s.label(p)} has no SLSA provenance attestation{signed} ({said}); "
+                    f"rule {s.rule_id} requires one"
+                )
+            elif (why := _first_mismatch(provenance, setting)) is not None:
+                out.append(f"{s.label(p)}: {why}; rule {s.rule_id} requires a match")
+        if setting.sbom and not any(a.kind == "sbom" for a in usable):
+            out.append(
+                f"{s.label(p)} has no SBOM attestation{signed} ({said}); "
+                f"rule {s.rule_id} requires one"
+            )
+    return out
+
+
 _STRINGS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 
 CHECKS: dict[str, CheckSpec] = {
@@ -693,6 +823,43 @@ CHECKS: dict[str, CheckSpec] = {
             "cosign signatures of the digest judged (for an index, the index digest), found "
             "in cosign's `sha256-<hex>.sig` tag or OCI referrers; `minimum` distinct signers "
             "among the configured `keys` and `keyless` identities must each have verified one.",
+        ),
+        CheckSpec(
+            "attestations",
+            "attestations",
+            _parse_attestations,
+            _judge_attestations,
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "provenance": {
+                        "oneOf": [
+                            {"type": "boolean"},
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "builder": _STRINGS,
+                                    "source": _STRINGS,
+                                    "buildType": _STRINGS,
+                                },
+                            },
+                        ]
+                    },
+                    "sbom": {"type": "boolean"},
+                    "signed": {
+                        "type": "object",
+                        "required": ["keys"],
+                        "additionalProperties": False,
+                        "properties": {"keys": _STRINGS},
+                    },
+                },
+            },
+            "In-toto attestations each selected platform's image must carry (BuildKit "
+            "attestation manifests of its index, subject = the platform image): SLSA "
+            "`provenance` (`true`, or globs for `builder`, `source`, `buildType`) and/or an "
+            "`sbom`; `signed.keys`: only statements in DSSE envelopes signed by these keys count.",
         ),
     )
 }

@@ -449,6 +449,22 @@ def _platform_json(p: PlatformFacts) -> dict[str, object]:
         "user": p.user,
         "created": p.created.isoformat() if p.created else None,
         "labels": dict(p.labels) if p.labels is not None else None,
+        "attestations": (
+            [
+                {
+                    "predicateType": a.predicate_type,
+                    "kind": a.kind,
+                    "builder": a.builder,
+                    "source": a.source,
+                    "buildType": a.build_type,
+                    "signedBy": a.signed_by,
+                    "reason": a.reason or None,
+                }
+                for a in p.attestations
+            ]
+            if p.attestations is not None
+            else None
+        ),
     }
 
 
@@ -499,6 +515,7 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         tag=True,  # for name:tag@digest: where the tag points now
         signatures=True,  # verified against the --key files given
         keys=keys,
+        attestations=True,
     )
     deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
     facts = resolver.resolve([(ref, needs)], deadline=deadline)[0]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
-from policy import checks, patterns, signing
+from policy import attestations, checks, patterns, signing
 from policy.facts import NO_NEEDS, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
 from policy.rules import Action, Rule, RuleSet
@@ -221,6 +221,12 @@ def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
                 keys = tuple(sorted({k.der for k in check.setting.keys}))
                 roots = check.setting.roots
                 out = out | Needs(digest=True, signatures=True, keys=keys, roots=roots)
+            elif fact == "attestations":
+                assert isinstance(check.setting, attestations.AttestationPolicy)
+                keys = tuple(sorted({k.der for k in check.setting.keys}))
+                out = out | Needs(
+                    digest=True, manifest=True, attestations=True, select=select, keys=keys
+                )
     return out
 
 
@@ -252,6 +258,16 @@ def _missing(
             if facts.errors.get(key):
                 return _error(facts, key)
         return "signatures not looked up", ""
+    if fact == "attestations":
+        for key in ("attestations", "manifest", "platforms", "digest"):
+            if facts.errors.get(key):
+                return _error(facts, key)
+        if facts.index is None:
+            return "manifest not resolved", ""
+        for p in selected:
+            if p.attestations is None:
+                return f"attestations for {p.platform} not resolved", ""
+        return None
     found: tuple[str, str] | None = None
     if facts.errors:  # the first of these facts that failed says why
         for key in (fact, "manifest" if fact == "config" else fact, "platforms", "digest"):
@@ -293,6 +309,7 @@ def _resolve_violation(
         "platforms": "platform list",
         "tag": "where the tag points",
         "signatures": "signatures",
+        "attestations": "attestations",
     }
     reason, detail = why
     return Violation(
@@ -326,7 +343,7 @@ def _judge_rule(
             if violation is not None:
                 out.append(violation)
             continue
-        if spec.fact in ("manifest", "config") and facts.index and not selected:
+        if spec.fact in ("manifest", "config", "attestations") and facts.index and not selected:
             if not no_platform_reported:
                 offered = ", ".join(p.platform for p in facts.image_platforms()) or "no images"
                 wanted = ", ".join(str(g) for g in globs)

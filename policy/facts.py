@@ -28,6 +28,8 @@ class Needs(NamedTuple):
     `signatures`: look up the signatures of the digest judged (cosign's `.sig` tag and OCI
     referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted) and, for
     keyless signatures and transparency-log entries, the Sigstore trusted `roots` (JSON).
+    `attestations`: read the in-toto statements attached to each selected platform's image
+    (BuildKit attestation manifests of the index; DSSE signatures verified against `keys`).
     """
 
     tier: bool = False
@@ -40,6 +42,7 @@ class Needs(NamedTuple):
     signatures: bool = False
     keys: tuple[bytes, ...] = ()
     roots: tuple[bytes, ...] = ()
+    attestations: bool = False
 
     def __or__(self, other: Needs) -> Needs:
         select = tuple(dict.fromkeys(self.select + other.select))
@@ -54,6 +57,7 @@ class Needs(NamedTuple):
             signatures=self.signatures or other.signatures,
             keys=tuple(sorted(set(self.keys + other.keys))),
             roots=tuple(sorted(set(self.roots + other.roots))),
+            attestations=self.attestations or other.attestations,
         )
 
     @property
@@ -80,6 +84,23 @@ NO_REASONS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
+class AttestationFacts:
+    """One in-toto statement attached to a platform image (a BuildKit attestation manifest
+    of the index): its predicate type and kind (`provenance`, `sbom`, or `other`), what a
+    provenance says (builder id, source repository, build type), the configured key whose
+    DSSE signature verified it (None: unsigned or not verified), and why it cannot be used
+    (`reason`, "" when it can: e.g. its subject is another image)."""
+
+    predicate_type: str
+    kind: str
+    builder: str | None = None
+    source: str | None = None
+    build_type: str | None = None
+    signed_by: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class PlatformFacts:
     """One image manifest: an index entry, or the only manifest of a single-platform image.
 
@@ -94,6 +115,8 @@ class PlatformFacts:
     created: datetime | None = None
     labels: Mapping[str, str] | None = None
     config_known: bool = False
+    attestations: tuple[AttestationFacts, ...] | None = None
+    """The in-toto statements attached to this image in its index; None when not read."""
 
 
 SIGNATURE_FORMATS = ("cosign", "bundle")

@@ -15,6 +15,9 @@ images:
     layers: 3
     size: 12MiB
     user: "1000"
+    attestations:                      # in-toto statements about this image ([]: none)
+      - {predicateType: https://slsa.dev/provenance/v0.2, builder: https://github.com/acme/*,
+         source: https://github.com/acme/app.git, buildType: https://mobyproject.org/buildkit@v1}
     signatures:                        # of the digest; [] records "none found"
       - {format: cosign, key: sha256:<fingerprint of the key that verified it>}
       - {format: bundle, verified: false, reason: does not verify with a configured key}
@@ -31,11 +34,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from policy import reference, signing, units
+from policy import attestations, reference, signing, units
 from policy.errors import InputError, InvalidReference, Location, RuleError
 from policy.facts import (
     SIGNATURE_FORMATS,
     TIERS,
+    AttestationFacts,
     ImageFacts,
     Needs,
     PlatformFacts,
@@ -59,10 +63,12 @@ _IMAGE_KEYS = (
     "created",
     "labels",
     "signatures",
+    "attestations",
 )
+_ATTESTATION_KEYS = ("predicateType", "builder", "source", "buildType", "signedBy", "reason")
 _SIGNATURE_KEYS = ("format", "key", "verified", "reason", "signer")
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
-_PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels")
+_PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels", "attestations")
 _CONFIG_KEYS = ("user", "created", "labels")
 
 
@@ -97,6 +103,34 @@ def _digest(reader: Reader, node: Node, path: str) -> str | None:
         reader.error(node, path, f"invalid digest: {exc.problem}")
         return None
     return text
+
+
+def _attestation(reader: Reader, node: Node, path: str) -> AttestationFacts | None:
+    """One recorded in-toto statement about the platform image."""
+    fields = reader.mapping(node, path, allowed=_ATTESTATION_KEYS, required=("predicateType",))
+    if fields is None or "predicateType" not in fields:
+        return None
+    texts: dict[str, str | None] = {}
+    for key in _ATTESTATION_KEYS:
+        texts[key] = reader.string(fields[key], join(path, key)) if key in fields else None
+    signed_by = texts["signedBy"]
+    if signed_by is not None and not _FINGERPRINT.fullmatch(signed_by):
+        reader.expected(
+            fields["signedBy"], join(path, "signedBy"), "a key fingerprint sha256:<64 hex>"
+        )
+        return None
+    predicate_type = texts["predicateType"]
+    if predicate_type is None:
+        return None
+    return AttestationFacts(
+        predicate_type,
+        attestations.kind_of(predicate_type),
+        builder=texts["builder"],
+        source=texts["source"],
+        build_type=texts["buildType"],
+        signed_by=signed_by,
+        reason=texts["reason"] or "",
+    )
 
 
 def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -> PlatformFacts:
@@ -138,6 +172,19 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
                 children["labels"], join(path, "labels"), "a mapping of label names to strings"
             )
     config_known = any(k in children for k in _CONFIG_KEYS)
+    recorded: tuple[AttestationFacts, ...] | None = None
+    if "attestations" in children:
+        listed = children["attestations"]
+        if isinstance(listed.value, list):
+            read = [
+                _attestation(reader, child, item)
+                for item, child in reader.items(listed, join(path, "attestations"), nonempty=False)
+            ]
+            recorded = tuple(a for a in read if a is not None)
+        else:
+            reader.expected(
+                listed, join(path, "attestations"), "a list of statements ([] for none)"
+            )
     platform = name
     if not name:
         platform = "linux/amd64"
@@ -154,6 +201,7 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
         if labels is not None
         else (MappingProxyType({}) if config_known else None),
         config_known=config_known,
+        attestations=recorded,
     )
 
 
@@ -216,7 +264,7 @@ def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
             index = True
         else:
             reader.expected(node_platforms, platforms_path, "a mapping of platforms to facts")
-    elif any(k in children for k in ("layers", "size", *_CONFIG_KEYS)):
+    elif any(k in children for k in ("layers", "size", "attestations", *_CONFIG_KEYS)):
         platforms = (_platform(reader, "", children, path),)
         index = False
     signatures: tuple[SignatureFacts, ...] | None = None

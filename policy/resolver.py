@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -35,7 +36,7 @@ from typing import Protocol, TypeVar, cast
 
 import requests
 
-from policy import failures, sigverify
+from policy import attestations, failures, sigverify
 from policy import tiers as tiers_mod
 from policy.bulkhead import Breakers, Lanes, ShortCircuited
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
@@ -46,6 +47,7 @@ from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
 from policy.facts import (
     ATTESTATION_PLATFORM,
     NO_REASONS,
+    AttestationFacts,
     ImageFacts,
     Needs,
     PlatformFacts,
@@ -73,6 +75,8 @@ UNSIGNED_TTL = 30.0
 """Seconds "no signatures" is believed for a digest: signatures are pushed after the image."""
 MAX_SIGNATURES = 32
 """Signature artifacts read per digest (cosign layers and referrers bundles together)."""
+MAX_ATTESTATIONS = 16
+"""In-toto statements read per platform image."""
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
 PER_REGISTRY = 16
 """Default cap on one registry's image lookups in flight (and, separately, on its index
@@ -183,8 +187,8 @@ class RegistryResolver:
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
         # One byte budget, `cache_max_bytes`, split between every cache, each entry charged
         # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
-        # manifests 7/16, signature artifacts 1/16, configs 1/4, tag→digest 1/8, whole answers
-        # 1/16, 404s 1/16.
+        # manifests 7/16, signature artifacts and attestation statements 1/32 each, configs
+        # 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16 ("unsigned" answers 1/64).
         budget = max(16, cache_max_bytes)
         self._clock = clock if clock is not None else time.monotonic
         self._tag_memory = max(TAG_MEMORY, tag_ttl)  # a tag is remembered at least while fresh
@@ -198,7 +202,8 @@ class RegistryResolver:
         self._manifests: SizedLRU[Hashable, media.Index | media.ImageManifest] = SizedLRU(
             budget * 7 // 16
         )
-        self._signatures: SizedLRU[Hashable, _Artifacts] = SizedLRU(budget // 16)
+        self._signatures: SizedLRU[Hashable, _Artifacts] = SizedLRU(budget // 32)
+        self._statement_cache: SizedLRU[Hashable, bytes] = SizedLRU(budget // 32)
         # digest → when it was found unsigned (believed for `unsigned_ttl`)
         self._unsigned: TTLCache[Hashable, float] = TTLCache(
             ttl=unsigned_ttl, max_entries=10_000, max_bytes=budget // 64, clock=clock
@@ -398,6 +403,8 @@ class RegistryResolver:
             facts.append("tag")
         if needs.signatures:
             facts.append("signatures")
+        if needs.attestations:
+            facts.append("attestations")
         reasons, details = _reasons(dict.fromkeys(facts, error))
         return ImageFacts(digest=ref.digest, errors=reasons, details=details)
 
@@ -773,10 +780,12 @@ class RegistryResolver:
         errors: dict[str, RegistryError],
     ) -> tuple[PlatformFacts, ...]:
         if isinstance(document, media.ImageManifest):
-            return (self._single(ref, document, digest, needs, deadline, errors),)
+            single = self._single(ref, document, digest, needs, deadline, errors)
+            # Attestations are attached through an index: a lone manifest has none.
+            return (dataclasses.replace(single, attestations=()) if needs.attestations else single,)
         selected = (
             {d.digest for d in media.select_platforms(document, needs.select or ("*",))}
-            if needs.manifest
+            if needs.manifest or needs.attestations
             else set()
         )
         jobs: dict[str, Future[PlatformFacts]] = {}
@@ -813,7 +822,105 @@ class RegistryResolver:
                 errors.setdefault(failed.fact, failed.error)
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             out.append(found)
+        if needs.attestations:
+            out = self._attested(ref, document, out, selected, needs, deadline, errors)
         return tuple(out)
+
+    def _attested(
+        self,
+        ref: Reference,
+        index: media.Index,
+        found: list[PlatformFacts],
+        selected: set[str],
+        needs: Needs,
+        deadline: Deadline,
+        errors: dict[str, RegistryError],
+    ) -> list[PlatformFacts]:
+        """`found` with each selected image's attestations: the statements of the attestation
+        manifests of `index` that name it (`vnd.docker.reference.digest`)."""
+        by_image: dict[str, list[media.Descriptor]] = {}
+        for entry in index.manifests:
+            target = entry.annotations.get(attestations.REFERENCE_DIGEST_ANNOTATION)
+            if entry.is_attestation and target is not None:
+                by_image.setdefault(target, []).append(entry)
+        trust = sigverify.Trust(sigverify.load_keys(needs.keys))
+        out = []
+        for p in found:
+            if p.digest in selected and p.platform != ATTESTATION_PLATFORM and p.digest:
+                try:
+                    read = self._statements(
+                        ref, by_image.get(p.digest, []), p.digest, trust, deadline
+                    )
+                    p = dataclasses.replace(p, attestations=read)
+                except _Failed as failed:
+                    errors.setdefault("attestations", failed.error)
+            out.append(p)
+        return out
+
+    def _statements(
+        self,
+        ref: Reference,
+        manifests: list[media.Descriptor],
+        digest: str,
+        trust: sigverify.Trust,
+        deadline: Deadline,
+    ) -> tuple[AttestationFacts, ...]:
+        """The statements about `digest` in these attestation manifests (at most
+        MAX_ATTESTATIONS): provenance statements (and, with keys, every statement, for its
+        signature) are read and their subject checked; an SBOM, whose predicate type the layer
+        annotation says, is counted unread (the index, judged by digest, lists the attestation
+        manifest by digest, which lists the layer by digest: its link to the image is sealed)."""
+        out: list[AttestationFacts] = []
+        for descriptor in manifests[:4]:
+            manifest = self._manifest(ref.registry, ref.repository, descriptor.digest, deadline)
+            if not isinstance(manifest, media.ImageManifest):
+                continue
+            for layer in manifest.layers:
+                if len(out) == MAX_ATTESTATIONS:
+                    return tuple(out)
+                if not layer.media_type.startswith(attestations.IN_TOTO):
+                    continue
+                predicate = layer.annotations.get(attestations.PREDICATE_ANNOTATION, "")
+                kind = attestations.kind_of(predicate)
+                if kind != "provenance" and not trust.keys:
+                    out.append(AttestationFacts(predicate, kind))
+                    continue
+                if layer.size > attestations.MAX_STATEMENT_BYTES:
+                    out.append(
+                        AttestationFacts(predicate, kind, reason="over the statement size limit")
+                    )
+                    continue
+                body = self._step(
+                    "attestations",
+                    ("statement", ref.registry, ref.repository, layer.digest),
+                    partial(self._statement_blob, ref, layer),
+                    deadline,
+                )
+                opened = sigverify.open_envelope(body, trust)
+                if opened is None:
+                    out.append(attestations.read_statement(body, digest))
+                else:
+                    out.append(attestations.read_statement(opened[0], digest, signed_by=opened[1]))
+        return tuple(out)
+
+    def _statement_blob(self, ref: Reference, layer: media.Descriptor, deadline: Deadline) -> bytes:
+        key = ("statement", ref.registry, ref.repository, layer.digest)
+        cached = self._statement_cache.get(key)
+        if cached is not None:
+            return cached
+        body = self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_blob(
+                ref.registry,
+                ref.repository,
+                layer.digest,
+                deadline=deadline,
+                max_bytes=attestations.MAX_STATEMENT_BYTES,
+            ),
+        )
+        self._statement_cache.put(key, body, entry_size(key, body))
+        return body
 
     def _entry(
         self,

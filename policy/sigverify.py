@@ -53,6 +53,7 @@ __all__ = [
     "load_keys",
     "load_root",
     "load_roots",
+    "open_envelope",
     "pae",
     "verify_bundle",
     "verify_cosign",
@@ -652,6 +653,31 @@ def load_roots(datas: Sequence[bytes]) -> tuple[TrustedRoot, ...]:
         except ValueError:
             continue
     return tuple(out)
+
+
+def open_envelope(data: bytes, trust: Trust) -> tuple[bytes, str | None] | None:
+    """The payload of a DSSE envelope and the fingerprint of the configured key whose
+    signature over it verified (None: none did); None when `data` is not an envelope."""
+    try:
+        document = jsonbound.loads(data, max_bytes=MAX_BUNDLE_BYTES, max_depth=_DEPTH)
+    except jsonbound.JSONRefused:
+        return None
+    if not isinstance(document, dict) or "payloadType" not in document:
+        return None
+    try:
+        payload_type = document.get("payloadType")
+        if not isinstance(payload_type, str):
+            return None
+        payload = _b64(document.get("payload"), "the DSSE payload")
+        message = pae(payload_type, payload)
+        for entry in _list(document.get("signatures"))[:MAX_DSSE_SIGNATURES]:
+            if isinstance(entry, dict):
+                key = _signed_by(trust.keys, message, _b64(entry.get("sig"), "a signature"))
+                if key is not None:
+                    return payload, key.fingerprint
+    except _Refused:
+        return None
+    return payload, None
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

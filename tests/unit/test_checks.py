@@ -510,8 +510,18 @@ def test_check_specs_are_complete() -> None:
         "maxAge",
         "labels",
         "signatures",
+        "attestations",
     ]
-    facts = {"reference", "tier", "platforms", "manifest", "config", "tag", "signatures"}
+    facts = {
+        "reference",
+        "tier",
+        "platforms",
+        "manifest",
+        "config",
+        "tag",
+        "signatures",
+        "attestations",
+    }
     for name, spec in checks.CHECKS.items():
         assert spec.name == name
         assert spec.fact in facts

@@ -28,6 +28,7 @@ CORE = [
     "policy.rules",
     "policy.checks",
     "policy.signing",
+    "policy.attestations",
     "policy.loader",
     "policy.facts",
     "policy.factsfile",
