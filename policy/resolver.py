@@ -74,7 +74,7 @@ NEGATIVE_TTL = 30.0
 UNSIGNED_TTL = 30.0
 """Seconds "no signatures" is believed for a digest: signatures are pushed after the image."""
 MAX_SIGNATURES = 32
-"""Signature artifacts read per digest (cosign layers and referrers bundles together)."""
+"""Signature artifacts read per digest from each place (cosign's `.sig` layers; referrers)."""
 MAX_ATTESTATIONS = 16
 """In-toto statements read per platform image."""
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
@@ -669,67 +669,97 @@ class RegistryResolver:
         return found, float("inf") if not found.empty else self._unsigned_ttl
 
     def _fetch_signatures(self, ref: Reference, digest: str, deadline: Deadline) -> _Artifacts:
-        """cosign's `.sig` tag, then the referrers (API, else the fallback tag): one request
-        each, then one per artifact read (at most MAX_SIGNATURES)."""
-        registry, repository = ref.registry, ref.repository
-        algorithm, _, encoded = digest.partition(":")
-        cosign: list[tuple[bytes, Mapping[str, str]]] = []
-        bundles: list[bytes] = []
-        refused: list[tuple[str, str]] = []
-        budget = MAX_SIGNATURES
-
-        def optional(tag: str) -> media.Index | media.ImageManifest | None:
-            """The manifest a tag (or digest) names; None when there is none (404)."""
+        """cosign's `.sig` tag (here) and the referrers (API, else the fallback tag; in the
+        parts pool, at the same time): one request each, then one per artifact read."""
+        try:
+            job: Future[tuple[list[bytes], list[tuple[str, str]]]] | None = self._part_lanes.submit(
+                ref.registry,
+                partial(self._referrer_bundles, ref, digest, deadline),
+                expired=_expiry(deadline),
+            )
+        except ShortCircuited:
+            job = None  # the registry's share of the pool is refused: ask in turn
+        cosign, refused = self._cosign_layers(ref, digest, deadline)
+        if job is None:
+            bundles, more = self._referrer_bundles(ref, digest, deadline)
+        else:
             try:
-                return self._ask(
-                    registry,
-                    deadline,
-                    lambda: (
-                        self.client.get_manifest(
-                            registry, repository, tag, deadline=deadline
-                        ).document
-                    ),
-                )
-            except ManifestNotFound:
-                return None
+                bundles, more = job.result(timeout=deadline.remaining())
+            except (FutureTimeout, CancelledError):
+                job.cancel()
+                raise _late(ref.registry) from None
+        return _Artifacts(tuple(cosign), tuple(bundles), tuple(refused + more))
 
-        def blob(descriptor: media.Descriptor, limit: int) -> bytes:
+    def _optional(
+        self, ref: Reference, reference: str, deadline: Deadline
+    ) -> media.Index | media.ImageManifest | None:
+        """The manifest a tag (or digest) names in `ref`'s repository; None for a 404."""
+        try:
             return self._ask(
-                registry,
+                ref.registry,
                 deadline,
-                lambda: self.client.get_blob(
-                    registry, repository, descriptor.digest, deadline=deadline, max_bytes=limit
+                lambda: (
+                    self.client.get_manifest(
+                        ref.registry, ref.repository, reference, deadline=deadline
+                    ).document
                 ),
             )
+        except ManifestNotFound:
+            return None
 
-        signed = optional(f"{algorithm}-{encoded}.sig")
-        if isinstance(signed, media.ImageManifest):
-            for layer in signed.layers:
-                if layer.media_type != sigverify.SIMPLE_SIGNING:
-                    continue
-                if budget == 0:
-                    break
-                budget -= 1
-                if layer.size > sigverify.MAX_PAYLOAD_BYTES:
-                    refused.append(("cosign", f"payload of {layer.size} bytes, over the limit"))
-                    continue
-                cosign.append((blob(layer, sigverify.MAX_PAYLOAD_BYTES), layer.annotations))
-        referrers = self._ask(
-            registry,
+    def _artifact_blob(
+        self, ref: Reference, descriptor: media.Descriptor, limit: int, deadline: Deadline
+    ) -> bytes:
+        return self._ask(
+            ref.registry,
             deadline,
-            lambda: self.client.get_referrers(registry, repository, digest, deadline=deadline),
+            lambda: self.client.get_blob(
+                ref.registry, ref.repository, descriptor.digest, deadline=deadline, max_bytes=limit
+            ),
         )
-        if referrers is None:  # no referrers API here: its fallback tag
-            fallback = optional(f"{algorithm}-{encoded}")
-            referrers = fallback if isinstance(fallback, media.Index) else None
-        for entry in referrers.manifests if referrers is not None else ():
-            kind = entry.artifact_type or ""
-            if not kind.startswith(sigverify.BUNDLE_TYPE_PREFIX):
+
+    def _cosign_layers(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[list[tuple[bytes, Mapping[str, str]]], list[tuple[str, str]]]:
+        """The payloads and annotations of the simple-signing layers of cosign's
+        `sha256-<hex>.sig` manifest (at most MAX_SIGNATURES), and those refused unread."""
+        found: list[tuple[bytes, Mapping[str, str]]] = []
+        refused: list[tuple[str, str]] = []
+        signed = self._optional(ref, digest.replace(":", "-") + ".sig", deadline)
+        layers = signed.layers if isinstance(signed, media.ImageManifest) else ()
+        for layer in [d for d in layers if d.media_type == sigverify.SIMPLE_SIGNING][
+            :MAX_SIGNATURES
+        ]:
+            if layer.size > sigverify.MAX_PAYLOAD_BYTES:
+                refused.append(("cosign", f"payload of {layer.size} bytes, over the limit"))
                 continue
-            if budget == 0:
-                break
-            budget -= 1
-            manifest = optional(entry.digest)
+            payload = self._artifact_blob(ref, layer, sigverify.MAX_PAYLOAD_BYTES, deadline)
+            found.append((payload, layer.annotations))
+        return found, refused
+
+    def _referrer_bundles(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[list[bytes], list[tuple[str, str]]]:
+        """The Sigstore bundles among the OCI referrers of `digest` (at most MAX_SIGNATURES),
+        and those refused unread. A registry without the referrers API costs one more request:
+        the `sha256-<hex>` fallback tag."""
+        referrers = self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_referrers(
+                ref.registry, ref.repository, digest, deadline=deadline
+            ),
+        )
+        if referrers is None:
+            fallback = self._optional(ref, digest.replace(":", "-"), deadline)
+            referrers = fallback if isinstance(fallback, media.Index) else None
+        entries = referrers.manifests if referrers is not None else ()
+        bundles: list[bytes] = []
+        refused: list[tuple[str, str]] = []
+        for entry in [
+            e for e in entries if (e.artifact_type or "").startswith(sigverify.BUNDLE_TYPE_PREFIX)
+        ][:MAX_SIGNATURES]:
+            manifest = self._optional(ref, entry.digest, deadline)
             layers = manifest.layers if isinstance(manifest, media.ImageManifest) else ()
             held = next(
                 (d for d in layers if d.media_type.startswith(sigverify.BUNDLE_TYPE_PREFIX)),
@@ -740,8 +770,8 @@ class RegistryResolver:
             elif held.size > sigverify.MAX_BUNDLE_BYTES:
                 refused.append(("bundle", f"bundle of {held.size} bytes, over the limit"))
             else:
-                bundles.append(blob(held, sigverify.MAX_BUNDLE_BYTES))
-        return _Artifacts(tuple(cosign), tuple(bundles), tuple(refused))
+                bundles.append(self._artifact_blob(ref, held, sigverify.MAX_BUNDLE_BYTES, deadline))
+        return bundles, refused
 
     def _remember_missing(self, key: Hashable, exc: ManifestNotFound) -> None:
         """Cache a 404 briefly, without its traceback (whose frames would stay alive)."""

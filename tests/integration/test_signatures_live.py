@@ -243,7 +243,7 @@ def test_each_wrong_signature_is_denied_with_its_reason(
     assert not allowed
     assert message == (
         f"{proxy.host}/{repo}:wrong-key: 1 signature for {signing.short(wrong_key)}, none by a "
-        "configured key (cosign signature by unknown key, not verified: does not verify with a "
+        "configured signer (cosign signature by unknown key, not verified: does not verify with a "
         f"configured key); rule signed requires a signature by the configured key {short}"
     )
     allowed, (message,) = _decide(service, Reference(proxy.host, repo, "moved"))
