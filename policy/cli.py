@@ -513,9 +513,9 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         config=True,
         select=tuple(args.platform) or ("*",),
         tag=True,  # for name:tag@digest: where the tag points now
-        signatures=True,  # verified against the --key files given
+        signatures=args.signatures or bool(keys),  # verified against the --key files
         keys=keys,
-        attestations=True,
+        attestations=args.attestations,
     )
     deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
     facts = resolver.resolve([(ref, needs)], deadline=deadline)[0]
@@ -901,11 +901,21 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--platform", action="append", default=[], metavar="OS/ARCH")
     resolve.add_argument("--json", action="store_true")
     resolve.add_argument(
+        "--signatures",
+        action="store_true",
+        help="look up the digest's signatures (cosign .sig tag, OCI referrers)",
+    )
+    resolve.add_argument(
         "--key",
         action="append",
         default=[],
         metavar="FILE",
-        help="PEM public key to verify the signatures found with (repeatable)",
+        help="PEM public key to verify the signatures with (repeatable; implies --signatures)",
+    )
+    resolve.add_argument(
+        "--attestations",
+        action="store_true",
+        help="read the in-toto attestations of each platform (BuildKit attestation manifests)",
     )
     resolve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
     resolve.add_argument("--timeout", type=_seconds, default=None, help="seconds (default 8)")

@@ -190,7 +190,7 @@ def test_cli_resolve_json_shows_the_signatures_found(signed: Signed, tmp_path: P
             "reason": None,
         }
     ]
-    code, out, err = _cli("resolve", image, "--config", str(settings))
+    code, out, err = _cli("resolve", image, "--config", str(settings), "--signatures")
     assert code == 0, err
     assert (
         "  signature:  cosign by unknown key: not verified (does not verify with a configured "
@@ -199,3 +199,7 @@ def test_cli_resolve_json_shows_the_signatures_found(signed: Signed, tmp_path: P
     code, _, err = _cli("resolve", image, "--key", str(tmp_path / "nope.pub"))
     assert code == cli.EXIT_USAGE
     assert "--key " in err and "nope.pub: cannot read" in err
+    # Without --signatures (or --key) nothing about signatures is asked, or shown.
+    code, out, err = _cli("resolve", image, "--json", "--config", str(settings))
+    assert code == 0, err
+    assert json.loads(out)["signatures"] is None

@@ -653,3 +653,33 @@ def test_keyless_bundle_as_a_referrer_verifies(
     cosign.push_referrer(registry.url, repo, digest, store.message_bundle(digest))
     service = _service(resolver, _keyless_rules(tmp_path, store, WORKFLOW))
     assert _decide(service, Reference(proxy.host, repo, "1")) == (True, [])
+
+
+@pytest.mark.parametrize("status", [400, 405])
+def test_a_registry_refusing_the_referrers_api_costs_one_request_more_not_a_failure(
+    registry: SeededRegistry,
+    referrers_proxy: ReferrersProxy,
+    resolver: RegistryResolver,
+    status: int,
+) -> None:
+    repo = "signed/noapi"
+    digest = _image(registry, repo)
+    cosign.push_referrer(registry.url, repo, digest, cosign.message_bundle(KEY, digest))
+    referrers_proxy.overrides[(repo, digest)] = (status, "text/plain", b"unsupported")
+    facts = _resolve(resolver, Reference(referrers_proxy.host, repo, "1"))
+    assert facts.errors == {}
+    assert facts.signatures is not None
+    assert [(s.format, s.verified) for s in facts.signatures] == [("bundle", True)]
+    assert "GET fallback tag" in _kinds(referrers_proxy, digest)
+
+
+def test_a_failing_referrers_api_fails_the_lookup_for_on_resolve_error(
+    registry: SeededRegistry, referrers_proxy: ReferrersProxy, resolver: RegistryResolver
+) -> None:
+    repo = "signed/broken"
+    digest = _image(registry, repo)
+    referrers_proxy.overrides[(repo, digest)] = (503, "text/plain", b"down")
+    facts = _resolve(resolver, Reference(referrers_proxy.host, repo, "1"))
+    assert facts.signatures is None
+    assert facts.errors["signatures"] == "registry answered an error (HTTP 503)"
+    assert "answered HTTP 503" in facts.details["signatures"]
