@@ -26,6 +26,7 @@ SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+IN_TOTO = "application/vnd.in-toto+json"
 
 Kind = Literal["p256", "p384", "ed25519", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey

@@ -332,6 +332,76 @@ class Sigstore:
             }
         ).encode()
 
+    def dsse_bundle(self, statement: bytes, *, logged: bool = True, **certificate: Any) -> bytes:
+        """A keyless v0.3 bundle with a DSSE envelope over an in-toto `statement`, logged as a
+        Rekor `dsse` entry (the signature and the certificate as its verifier)."""
+        ephemeral = ec.generate_private_key(ec.SECP256R1())
+        leaf = self.certificate(ephemeral, **certificate)
+        signature = ephemeral.sign(cosign.pae(cosign.IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        entries = []
+        if logged:
+            self.log_index += 1
+            body = base64.b64encode(
+                json.dumps(
+                    {
+                        "apiVersion": "0.0.1",
+                        "kind": "dsse",
+                        "spec": {
+                            "payloadHash": {
+                                "algorithm": "sha256",
+                                "value": hashlib.sha256(statement).hexdigest(),
+                            },
+                            "signatures": [
+                                {
+                                    "signature": base64.b64encode(signature).decode(),
+                                    "verifier": base64.b64encode(leaf_pem).decode(),
+                                }
+                            ],
+                        },
+                    },
+                    separators=(",", ":"),
+                ).encode()
+            ).decode()
+            payload = {
+                "body": body,
+                "integratedTime": int(SIGNED_AT.timestamp()),
+                "logIndex": self.log_index,
+                "logID": self.log_id.hex(),
+            }
+            canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+            promise = self.log_key.sign(canonical, ec.ECDSA(hashes.SHA256()))
+            entries.append(
+                {
+                    "logIndex": str(self.log_index),
+                    "logId": {"keyId": base64.b64encode(self.log_id).decode()},
+                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                    "integratedTime": str(payload["integratedTime"]),
+                    "inclusionPromise": {
+                        "signedEntryTimestamp": base64.b64encode(promise).decode()
+                    },
+                    "canonicalizedBody": body,
+                }
+            )
+        return json.dumps(
+            {
+                "mediaType": cosign.BUNDLE_V03,
+                "verificationMaterial": {
+                    "certificate": {
+                        "rawBytes": base64.b64encode(
+                            leaf.public_bytes(serialization.Encoding.DER)
+                        ).decode()
+                    },
+                    "tlogEntries": entries,
+                },
+                "dsseEnvelope": {
+                    "payload": base64.b64encode(statement).decode(),
+                    "payloadType": cosign.IN_TOTO,
+                    "signatures": [{"sig": base64.b64encode(signature).decode(), "keyid": ""}],
+                },
+            }
+        ).encode()
+
 
 def _der_length(n: int) -> bytes:
     if n < 0x80:

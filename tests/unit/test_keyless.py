@@ -126,3 +126,22 @@ def test_keyless_bundle_message_signature_verifies_and_needs_its_entry() -> None
         STORE.message_bundle(DIGEST, valid_from=SIGNED_AT - timedelta(hours=1)), DIGEST, TRUST
     )
     assert expired.reason.startswith("the certificate was not valid when signed")
+
+
+def test_keyless_dsse_bundle_logged_as_a_dsse_entry_verifies() -> None:
+    statement = cosign.statement(DIGEST)
+    found = sigverify.verify_bundle(STORE.dsse_bundle(statement), DIGEST, TRUST)
+    assert found.verified, found.reason
+    assert (found.subject, found.issuer, found.tlog) == (WORKFLOW, GITHUB, True)
+    # The same envelope with the entry of another signature: the log does not vouch for it.
+    import json
+
+    bundle = json.loads(STORE.dsse_bundle(statement))
+    other = json.loads(STORE.dsse_bundle(statement))
+    bundle["verificationMaterial"]["tlogEntries"] = other["verificationMaterial"]["tlogEntries"]
+    refused = sigverify.verify_bundle(json.dumps(bundle).encode(), DIGEST, TRUST)
+    assert refused.reason == "the log entry is for another signature"
+    about_another = sigverify.verify_bundle(
+        STORE.dsse_bundle(cosign.statement("sha256:" + "3" * 64)), DIGEST, TRUST
+    )
+    assert about_another.reason.startswith("the statement's subject is sha256:333333333333…")
