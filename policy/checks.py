@@ -473,9 +473,9 @@ def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
             f"{' is' if signers == 1 else 's are'} configured",
         )
         return None
-    roots: tuple[bytes, ...] = ()
+    roots: tuple[signing.RootFile, ...] = ()
     if identities or require_tlog:
-        roots = (root if root is not None else signing.public_good_root(),)
+        roots = (signing.RootFile.of(root if root is not None else signing.public_good_root()),)
     return signing.SignaturePolicy(
         keys=tuple(keys),
         minimum=minimum,

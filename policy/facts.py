@@ -8,6 +8,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import NamedTuple
 
+from policy.signing import RootFile
+
 TIERS = ("official", "verified_publisher", "sponsored_oss", "none")
 
 # Platform of index entries that carry attestations (buildkit) rather than an image.
@@ -41,7 +43,7 @@ class Needs(NamedTuple):
     tag: bool = False
     signatures: bool = False
     keys: tuple[bytes, ...] = ()
-    roots: tuple[bytes, ...] = ()
+    roots: tuple[RootFile, ...] = ()
     attestations: bool = False
 
     def __or__(self, other: Needs) -> Needs:
@@ -56,7 +58,7 @@ class Needs(NamedTuple):
             tag=self.tag or other.tag,
             signatures=self.signatures or other.signatures,
             keys=tuple(sorted(set(self.keys + other.keys))),
-            roots=tuple(sorted(set(self.roots + other.roots))),
+            roots=tuple(sorted(set(self.roots + other.roots), key=lambda r: r.digest)),
             attestations=self.attestations or other.attestations,
         )
 

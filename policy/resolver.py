@@ -67,6 +67,7 @@ from policy.registry.credentials import Credential, CredentialStore, default_doc
 from policy.registry.session import RegistrySession, egress_policy, new_session
 from policy.registry.transport import Transport
 from policy.settings import Settings
+from policy.signing import RootFile
 
 T = TypeVar("T")
 
@@ -335,9 +336,8 @@ class RegistryResolver:
         if not errors and valid_for > 0:
             # Reused only while the tag answer it rests on is fresh: a tag is still
             # revalidated every `tag_ttl`. Failures are never reused from here.
-            self._answers.put(
-                (ref, needs), facts, ttl=valid_for, size=entry_size((ref, needs), facts)
-            )
+            size = entry_size((ref, needs), facts, opaque=(RootFile,))  # roots: the rules'
+            self._answers.put((ref, needs), facts, ttl=valid_for, size=size)
         return facts
 
     def rate_limit(self, registry: str) -> RateLimit | None:
@@ -1013,10 +1013,12 @@ HUB_API = "Docker Hub API"
 
 
 def _judged(
-    found: _Artifacts, digest: str, keys: Sequence[bytes], roots: Sequence[bytes]
+    found: _Artifacts, digest: str, keys: Sequence[bytes], roots: Sequence[RootFile]
 ) -> tuple[SignatureFacts, ...]:
     """Each artifact verified for `digest` against `keys` and trusted `roots` (no I/O)."""
-    trust = sigverify.Trust(sigverify.load_keys(keys), sigverify.load_roots(roots))
+    trust = sigverify.Trust(
+        sigverify.load_keys(keys), sigverify.load_roots([r.data for r in roots])
+    )
     out = [
         sigverify.verify_cosign(payload, annotations, digest, trust)
         for payload, annotations in found.cosign

@@ -13,7 +13,7 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -23,6 +23,7 @@ __all__ = [
     "Identity",
     "KeySpec",
     "Matcher",
+    "RootFile",
     "SignaturePolicy",
     "matcher",
     "parse_public_key",
@@ -116,6 +117,19 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class RootFile:
+    """A Sigstore trusted root's bytes, compared and hashed by their digest. The rule set
+    owns them: caches holding needs that name a root charge nothing for it (`opaque`)."""
+
+    digest: str
+    data: bytes = field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, data: bytes) -> RootFile:
+        return cls("sha256:" + hashlib.sha256(data).hexdigest(), data)
+
+
+@dataclass(frozen=True)
 class SignaturePolicy:
     """The parsed `require.signatures`: `minimum` distinct signers — configured keys and
     keyless identities — must each have verified a signature of the judged digest.
@@ -127,7 +141,7 @@ class SignaturePolicy:
     minimum: int = 1
     keyless: tuple[Identity, ...] = ()
     require_tlog: bool = False
-    roots: tuple[bytes, ...] = ()
+    roots: tuple[RootFile, ...] = ()
 
     @property
     def fingerprints(self) -> frozenset[str]:

@@ -323,7 +323,7 @@ def test_keyless_identities_load_with_globs_and_regexes(tmp_path: Path) -> None:
     assert not glob.matches("https://evil.example", RELEASE)
     assert regex.matches("https://accounts.example/o", "ci@acme.example")
     assert not regex.matches("https://accounts.example/o", "ci@acme.example.evil")
-    assert setting.roots == ((tmp_path / "root.json").read_bytes(),)
+    assert [r.data for r in setting.roots] == [(tmp_path / "root.json").read_bytes()]
 
 
 @pytest.mark.parametrize(
@@ -378,8 +378,22 @@ def test_keyless_without_a_trusted_root_uses_the_shipped_public_good_root() -> N
     )
     (check,) = ruleset.rules[0].checks
     assert isinstance(check.setting, signing.SignaturePolicy)
-    assert check.setting.roots == (signing.public_good_root(),)
-    assert b"https://rekor.sigstore.dev" in check.setting.roots[0]
+    assert check.setting.roots == (signing.RootFile.of(signing.public_good_root()),)
+    assert b"https://rekor.sigstore.dev" in check.setting.roots[0].data
+
+
+def test_needs_name_trusted_roots_by_digest_and_caches_do_not_charge_them() -> None:
+    from policy.cache import entry_size
+
+    ruleset = loader.load_rules_text(
+        _rules(f"keyless: [{{issuer: {ISSUER}, subject: x}}]\n"), "rules.yaml"
+    )
+    need = needs(ruleset, parse("r.example/app:1"), Context(now=NOW))
+    (root,) = need.roots
+    assert root == signing.RootFile(root.digest, b"")  # compared by digest only
+    assert len(root.data) > 5000
+    key = (parse("r.example/app:1"), need)
+    assert entry_size(key, None, opaque=(signing.RootFile,)) < entry_size(key, None) - 5000
 
 
 def _keyless_facts(subject: str, *, tlog: bool = True) -> SignatureFacts:
