@@ -803,9 +803,9 @@ CHECKS: dict[str, CheckSpec] = {
                             "type": "object",
                             "additionalProperties": False,
                             "properties": {k: {"type": "string"} for k in _IDENTITY_KEYS},
-                            "oneOf": [
-                                {"required": ["issuer"]},
-                                {"required": ["issuerRegExp"]},
+                            "allOf": [
+                                {"oneOf": [{"required": [f]}, {"required": [f"{f}RegExp"]}]}
+                                for f in ("issuer", "subject")
                             ],
                         },
                         "description": "Fulcio certificate identities: OIDC issuer and subject "

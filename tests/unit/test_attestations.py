@@ -156,3 +156,50 @@ def test_facts_file_attestation_mistakes_are_located() -> None:
     )
     with pytest.raises(factsfile.FactsFileError, match="missing required key 'predicateType'"):
         factsfile.parse_facts(text, "facts.yaml")
+
+
+def test_the_documented_examples_load_and_satisfy_the_schema() -> None:
+    """README's keyed + keyless + attestations example: the loader and the JSON Schema agree."""
+    import jsonschema
+    import yaml
+
+    from tests.support.cosign import keypair
+
+    pem = "".join(f"            {line}\n" for line in keypair().public_pem.splitlines())
+    text = (
+        "apiVersion: image-policy/v1\n"
+        "kind: RuleSet\n"
+        "rules:\n"
+        "  - id: release-signed\n"
+        "    match: {images: ['registry.example/acme/**']}\n"
+        "    require:\n"
+        "      signatures:\n"
+        "        keys:\n"
+        "          - |\n" + pem + "        minimum: 1\n"
+        "        requireTlog: false\n"
+        "  - id: built-by-ci\n"
+        "    match: {images: ['ghcr.io/acme/**']}\n"
+        "    require:\n"
+        "      signatures:\n"
+        "        keyless:\n"
+        "          - issuer: https://token.actions.githubusercontent.com\n"
+        "            subject: https://github.com/acme/app/.github/workflows/release.yml@refs/tags/*\n"
+        "          - {issuerRegExp: 'https://accounts\\.google\\.com', "
+        "subjectRegExp: '.*@acme\\.example'}\n"
+        "      attestations:\n"
+        "        provenance: {builder: ['https://github.com/acme/*']}\n"
+        "        sbom: true\n"
+    )
+    ruleset = loader.load_rules_text(text, "rules.yaml")
+    assert [c.name for r in ruleset.rules for c in r.checks] == [
+        "signatures",
+        "signatures",
+        "attestations",
+    ]
+    validator = jsonschema.Draft202012Validator(schema.rules_schema())
+    validator.validate(yaml.safe_load(text))
+    # ... and the schema, like lint, wants an issuer and a subject in each identity.
+    broken = yaml.safe_load(
+        text.replace("            subject: https", "            subjekt: https")
+    )
+    assert not validator.is_valid(broken)
