@@ -203,3 +203,37 @@ def test_cli_resolve_json_shows_the_signatures_found(signed: Signed, tmp_path: P
     code, out, err = _cli("resolve", image, "--json", "--config", str(settings))
     assert code == 0, err
     assert json.loads(out)["signatures"] is None
+
+
+def test_a_hostile_signature_manifest_is_a_denial_not_an_error(
+    webhook: Webhook, signed: Signed
+) -> None:
+    """3,000 junk signature layers: 32 are read, each refused with its reason; the review is
+    answered 200 with a denial (no 5xx, inside the deadline)."""
+    url = f"http://{signed.host}"
+    digest = _push(url, "team/hostile")
+    junk = images.push_blob(url, "team/hostile", b'{"critical": {}}')
+    layer = {
+        "mediaType": cosign.SIMPLE_SIGNING,
+        "digest": junk,
+        "size": 16,
+        "annotations": {cosign.SIGNATURE_ANNOTATION: "AAAA"},
+    }
+    config = images.push_blob(url, "team/hostile", b"{}")
+    body = images.canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": images.OCI_MANIFEST,
+            "config": {"mediaType": images.OCI_CONFIG, "digest": config, "size": 2},
+            "layers": [layer] * 3000,
+        }
+    )
+    images.put_manifest(
+        url, "team/hostile", digest.replace(":", "-") + ".sig", body, images.OCI_MANIFEST
+    )
+    response = _answer(webhook, f"{signed.host}/team/hostile:1.0")
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 403
+    message = response["status"]["message"]
+    assert "32 signatures for" in message
+    assert "not verified: the payload is not a cosign container image signature" in message
