@@ -26,6 +26,7 @@ from policy.evaluate import (
 from policy.facts import NO_NEEDS, ImageFacts, Needs
 from policy.reference import Reference
 from policy.rules import Rule, RuleSet
+from policy.signing import RootFile
 
 
 class Resolver(Protocol):
@@ -79,12 +80,14 @@ class Service:
         self._pin = pin
         share = max(16, memo_bytes)
         self._plans: ByteMemo[PlanKey, tuple[Applicable, Needs]] = ByteMemo(
-            share // 4, opaque=(Rule,)
+            share // 4, opaque=(Rule, RootFile)
         )
         self._decisions: ByteMemo[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
         ] = ByteMemo(share // 4)
-        self._batches: ByteMemo[tuple[Item, ...], _Batch] = ByteMemo(share // 2, opaque=(Rule,))
+        self._batches: ByteMemo[tuple[Item, ...], _Batch] = ByteMemo(
+            share // 2, opaque=(Rule, RootFile)
+        )
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both

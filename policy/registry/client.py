@@ -365,6 +365,56 @@ class RegistryClient:
             raise _with(exc, registry, ref) from None
         return answer.body
 
+    def get_referrers(
+        self, registry: str, repository: str, digest: str, *, deadline: Deadline
+    ) -> media.Index | None:
+        """The OCI 1.1 referrers of `digest` (`GET /v2/<name>/referrers/<digest>`), an index;
+        None when the registry does not offer the API (a 404 or another 4xx but 401/403/429,
+        as the distribution spec says), so the caller falls back to the referrers tag."""
+        ref = f"{registry}/{repository}@{digest}"
+        try:
+            media.parse_digest(digest)
+        except RegistryError as exc:
+            raise _with(exc, registry, ref) from None
+        path = f"/v2/{self._repository(registry, repository)}/referrers/{digest}"
+        try:
+            answer = self._fetch(
+                registry,
+                repository,
+                digest,
+                "GET",
+                path,
+                deadline=deadline,
+                max_bytes=self._limits.manifest_bytes,
+                kind="referrers",
+            )
+        except ManifestNotFound:
+            return None
+        except RegistryError as exc:
+            if (
+                type(exc) is RegistryError
+                and exc.status is not None
+                and 400 <= exc.status < 500
+                and exc.status not in (401, 403, 429)
+            ):
+                return None
+            raise
+        try:
+            document = media.parse_manifest(
+                answer.body,
+                answer.headers.get("Content-Type") or media.OCI_INDEX,
+                max_index_entries=self._limits.index_entries,
+            )
+        except RegistryError as exc:
+            raise _with(exc, registry, ref) from None
+        if not isinstance(document, media.Index):
+            raise IntegrityError(
+                f"{ref}: the referrers answer is not an image index",
+                registry=registry,
+                reference=ref,
+            )
+        return document
+
     def get_config(
         self, registry: str, repository: str, config: media.Descriptor, *, deadline: Deadline
     ) -> media.ImageConfig:
