@@ -39,7 +39,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -160,6 +160,15 @@ class Breakers:
             listeners = list(self._listeners)
         for listener in listeners:  # outside the lock: a listener may take its own
             listener(key)
+
+    def know(self, keys: Iterable[str]) -> None:
+        """Count `keys` as having answered (named by the operator; none is told)."""
+        with self._lock:
+            for key in keys:
+                self._proven[key] = None
+                self._proven.move_to_end(key)
+            while len(self._proven) > MAX_PROVEN:
+                self._proven.popitem(last=False)
 
     def listen(self, listener: Callable[[str], None]) -> None:
         """Call `listener(key)` whenever a key becomes proven (it answered)."""

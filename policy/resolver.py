@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -421,6 +421,11 @@ class RegistryResolver:
         (`Coalescer.share`: no waiter fails early for the starter's lack of time)."""
         result = self._coalescer.share(key, fn, deadline=deadline)
         return result  # type: ignore[return-value]
+
+    def know(self, registries: Iterable[str]) -> None:
+        """Treat `registries` as known to answer (named by the operator): they keep their
+        threads when hosts never heard from crowd in (`bulkhead`)."""
+        self._breakers.know(registries)
 
     def _heard(self, event: RequestEvent) -> None:
         if event.status is not None:
