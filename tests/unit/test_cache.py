@@ -105,16 +105,27 @@ def test_memory_estimate_counts_shared_objects_once_and_survives_cycles() -> Non
 
 
 @contextmanager
-def traced() -> Iterator[list[int]]:
-    """Measure the bytes allocated and still alive across the block (tracemalloc), into [0]."""
+def traced(*, only_here: bool = False) -> Iterator[list[int]]:
+    """Measure the bytes allocated and still alive across the block (tracemalloc), into [0].
+    `only_here`: those allocated by the cache module or this file only, so that other threads
+    (a decision log's writer, a transport's watchdog left by earlier tests) allocating
+    meanwhile do not count."""
     gc.collect()
     tracemalloc.start()
+    here = [tracemalloc.Filter(True, cache.__file__), tracemalloc.Filter(True, __file__)]
     try:
-        before = tracemalloc.get_traced_memory()[0]
+        if only_here:
+            before = tracemalloc.take_snapshot().filter_traces(here)
+        else:
+            start = tracemalloc.get_traced_memory()[0]
         result = [0]
         yield result
         gc.collect()
-        result[0] = tracemalloc.get_traced_memory()[0] - before
+        if only_here:
+            after = tracemalloc.take_snapshot().filter_traces(here)
+            result[0] = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        else:
+            result[0] = tracemalloc.get_traced_memory()[0] - start
     finally:
         tracemalloc.stop()
 
@@ -259,7 +270,7 @@ def test_memory_estimate_does_not_grow_what_it_measures() -> None:
     """Sizing never materializes an instance `__dict__` (CPython stores attributes inline)."""
     values = [_manifest(n) for n in range(200)] + [Plain(n) for n in range(200)]
     first = [cache.memory_estimate(v) for v in values]
-    with traced() as allocated:
+    with traced(only_here=True) as allocated:
         again = [cache.memory_estimate(v) for v in values]
     assert again == first
     # only the list of results and its ints (a materialized __dict__ would cost 100+ bytes each)
