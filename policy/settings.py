@@ -580,10 +580,10 @@ def _shared_cache(
         )
         for key, attr in (("connect", "connect_timeout"), ("command", "command_timeout")):
             if key in timeouts:
-                kwargs[attr] = _positive_duration(reader, timeouts[key], join(timeouts_path, key))
+                kwargs[attr] = _duration(reader, timeouts[key], join(timeouts_path, key))
     for key, attr in (("lease", "lease"), ("contentTTL", "content_ttl"), ("breakFor", "break_for")):
         if key in children:
-            kwargs[attr] = _positive_duration(reader, children[key], join(path, key))
+            kwargs[attr] = _duration(reader, children[key], join(path, key))
     if "maxEntryBytes" in children:
         kwargs["max_entry_bytes"] = _size(
             reader, children["maxEntryBytes"], join(path, "maxEntryBytes")
@@ -621,14 +621,6 @@ def _redis_url(reader: Reader, node: Node, url: str) -> str | None:
         reader.error(node, path, "expected a database number as the URL's path, like /0")
         return None
     return url
-
-
-def _positive_duration(reader: Reader, node: Node, path: str) -> float | None:
-    seconds = _duration(reader, node, path)
-    if seconds is not None and seconds <= 0:
-        reader.error(node, path, "expected a duration above zero")
-        return None
-    return seconds
 
 
 def _default_excludes(env: Mapping[str, str]) -> tuple[str, ...]:
