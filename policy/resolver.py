@@ -335,6 +335,8 @@ class RegistryResolver:
         self._closed = True
         self._images.shutdown(wait=False, cancel_futures=True)
         self._parts.shutdown(wait=False, cancel_futures=True)
+        if self.shared is not None:
+            self.shared.close()
 
     # --- steps --------------------------------------------------------------------------
 
