@@ -18,6 +18,7 @@ from bench import (
     evaluator,
     instructions,
     memory,
+    shared,
     soak,
     walk,
     webhook,
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "soak": soak.run,
     "attack": attack.run,
     "walk": walk.run,
+    "shared": shared.run,
 }
 
 
