@@ -426,7 +426,7 @@ class _SharedCacheCollector:
         stats = shared.stats()
         lookups = CounterMetricFamily(
             "image_policy_shared_cache_lookups",
-            "Shared cache (Redis) lookups by result (error: Redis failed or was skipped, a miss)",
+            "Shared cache (Redis) lookups by result (Redis failing or skipped counts as a miss)",
             labels=["result"],
         )
         lookups.add_metric(["hit"], stats.hits)
