@@ -42,6 +42,7 @@ policy, which governs where pod-named registries may make the webhook connect.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -61,6 +62,8 @@ from policy.registry import media
 from policy.settings import SharedCacheSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger("policy.sharedcache")
 
 MAGIC = b"ipc1 "
 """The envelope's format version: an entry of another format is a miss."""
@@ -285,6 +288,7 @@ class SharedCache:
         self._counts = dict.fromkeys(
             ("hits", "misses", "errors", "invalid", "skipped", "leases", "waits", "shared"), 0
         )
+        self._up = True  # as last logged: a line per change, not per failure
         self._calls = 0
         self._seconds = 0.0
         self._buckets = [0] * len(LATENCY_BUCKETS)
@@ -331,14 +335,28 @@ class SharedCache:
             self._timed(started)
             self._breaker.success()
             return _REFUSED  # type: ignore[no-any-return]
-        except (redis.RedisError, OSError):
+        except (redis.RedisError, OSError) as exc:
             self._timed(started)
             self._breaker.failure()
             self._count("errors")
+            self._changed(up=False, error=exc)
             return _FAILED  # type: ignore[no-any-return]
         self._timed(started)
         self._breaker.success()
+        self._changed(up=True)
         return result
+
+    def _changed(self, *, up: bool, error: BaseException | None = None) -> None:
+        """Log when Redis goes down or comes back: the error's class, never its text (which
+        could one day quote what was sent)."""
+        with self._lock:
+            if self._up == up:
+                return
+            self._up = up
+        fields: dict[str, object] = {"event": "shared_cache", "state": "ok" if up else "down"}
+        if error is not None:
+            fields["error"] = type(error).__name__
+        (log.info if up else log.warning)(json.dumps(fields))
 
     def _timed(self, started: float) -> None:
         elapsed = max(0.0, self._clock() - started)

@@ -6,6 +6,7 @@ expires), and the password never echoed."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import threading
 import time
@@ -193,8 +194,9 @@ def test_oversized_entries_are_not_written(redis_server: RunningRedis) -> None:
 
 
 def test_redis_down_is_a_quick_miss_then_the_breaker_opens_and_closes(
-    redis_server: RunningRedis,
+    redis_server: RunningRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="policy.sharedcache")
     now = [0.0]
     shared = tier(redis_server, break_after=3, break_for=5.0, clock=lambda: now[0])
     shared.put_manifest(REG, REPO, DIGEST, BODY, OCI)
@@ -213,6 +215,11 @@ def test_redis_down_is_a_quick_miss_then_the_breaker_opens_and_closes(
     shared.put_manifest(REG, REPO, DIGEST, BODY, OCI)  # the probe, and it works
     assert shared.state() == "ok"
     assert shared.get_manifest(REG, REPO, DIGEST) == (BODY, OCI)
+    lines = [r.getMessage() for r in caplog.records if r.name == "policy.sharedcache"]
+    assert lines == [
+        '{"event": "shared_cache", "state": "down", "error": "ConnectionError"}',
+        '{"event": "shared_cache", "state": "ok"}',
+    ]
 
 
 def test_hung_redis_costs_at_most_the_command_timeout() -> None:
