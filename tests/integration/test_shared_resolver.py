@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.support.tokenregistry import TokenRegistry, push, token_registry
 
 pytestmark = pytest.mark.registry
 
-TAGS = [f"v{i}" for i in range(8)]
+TAGS = [f"v{i}" for i in range(9)]
 NEEDS = Needs(manifest=True, config=True, platforms=True)
 
 
@@ -217,6 +218,25 @@ def test_redis_down_costs_the_sharing_only(
     resolve(fourth, f"{cluster_registry.host}/shared/app:v7")
     counts = served(cluster_registry)
     assert counts["GET manifest"] == 1 and counts["token"] == 1, counts  # sharing again
+
+
+def test_a_dead_replicas_lease_expires_and_another_fetches(
+    cluster_registry: TokenRegistry, replicas: Replicas, redis_server: RunningRedis
+) -> None:
+    """A lease left by a replica that died mid-fetch (taken, never released): the next replica
+    waits for it to expire, then fetches itself, well inside its deadline."""
+    (replica,) = replicas(1, lease=1.0)
+    with redis_server.client() as client:
+        lease = f"image-policy:lease:tag:{cluster_registry.host}/shared/app:v8"
+        assert client.set(lease, "dead-replica", nx=True, px=1000)
+    started = time.monotonic()
+    facts = resolve(replica, f"{cluster_registry.host}/shared/app:v8", seconds=5.0)
+    elapsed = time.monotonic() - started
+    assert not facts.errors, facts.details
+    assert 0.8 < elapsed < 4.0, elapsed
+    counts = served(cluster_registry)
+    assert counts["GET manifest"] == 1 and counts["GET blob"] == 1, counts
+    assert replica.shared is not None and replica.shared.stats().waits == 1
 
 
 def test_settings_without_shared_cache_build_no_tier(tmp_path: Path) -> None:
