@@ -323,28 +323,34 @@ class SharedCache:
 
     def _call(self, fn: Callable[[redis.Redis], T]) -> T:
         """`fn(client)`, timed and told to the breaker; `_FAILED` when Redis failed or the
-        breaker is open. A command Redis refuses (`ResponseError`, e.g. a key of the wrong
-        type) is an answer, not a failure: `_REFUSED`, for the caller to drop the entry."""
+        breaker is open. A key of the wrong type (`WRONGTYPE`) is an answer about that entry,
+        not a failure: `_REFUSED`, for the caller to drop the entry. Any other refusal (no
+        password, a wrong one, no ACL permission, a read-only replica) is a failure."""
         if not self._breaker.admit():
             self._count("skipped")
             return _FAILED  # type: ignore[no-any-return]
         started = self._clock()
         try:
             result = fn(self.client)
-        except redis.ResponseError:
+        except redis.ResponseError as exc:
+            if not _wrong_type(exc):
+                return self._failed(started, exc)  # type: ignore[no-any-return]
             self._timed(started)
             self._breaker.success()
             return _REFUSED  # type: ignore[no-any-return]
         except (redis.RedisError, OSError) as exc:
-            self._timed(started)
-            self._breaker.failure()
-            self._count("errors")
-            self._changed(up=False, error=exc)
-            return _FAILED  # type: ignore[no-any-return]
+            return self._failed(started, exc)  # type: ignore[no-any-return]
         self._timed(started)
         self._breaker.success()
         self._changed(up=True)
         return result
+
+    def _failed(self, started: float, exc: BaseException) -> Any:
+        self._timed(started)
+        self._breaker.failure()
+        self._count("errors")
+        self._changed(up=False, error=exc)
+        return _FAILED
 
     def _changed(self, *, up: bool, error: BaseException | None = None) -> None:
         """Log when Redis goes down or comes back: the error's class, never its text (which
@@ -376,7 +382,11 @@ class SharedCache:
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.getrange(key, 0, self._read_bytes)
-            return list(pipe.execute(raise_on_error=False))
+            found = list(pipe.execute(raise_on_error=False))
+            for item in found:
+                if isinstance(item, redis.ResponseError) and not _wrong_type(item):
+                    raise item  # no password, no permission: Redis failing, not an entry
+            return found
 
         found = self._call(run)
         if found is _REFUSED:
@@ -614,6 +624,10 @@ class SharedCache:
                 return False
             time.sleep(min(pause, left))
             pause = min(pause * 2, longest)
+
+
+def _wrong_type(error: redis.ResponseError) -> bool:
+    return str(error).startswith("WRONGTYPE")
 
 
 def _take(client: redis.Redis, *, key: str, token: str, px: int) -> object:

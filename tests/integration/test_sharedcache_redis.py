@@ -250,6 +250,11 @@ def test_password_is_required_and_never_echoed(tmp_path_factory: pytest.TempPath
         wrong = SharedCache(connect(running.url, password="wrong", command_timeout=0.5))
         assert wrong.get_manifest(REG, REPO, DIGEST) is None
         assert wrong.state() == "down"
+        anonymous = SharedCache(connect(running.url, command_timeout=0.5))
+        assert anonymous.get_manifest(REG, REPO, DIGEST) is None  # NOAUTH: a failure
+        assert anonymous.get_tag(REG, REPO, "1.0") is None
+        assert anonymous.state() == "down" and anonymous.stats().errors == 2
+        assert anonymous.stats().invalid == 0  # nothing dropped: the entries are fine
         assert secret not in repr(good.client) and secret not in repr(good.client.connection_pool)
     finally:
         running.stop()
