@@ -678,14 +678,13 @@ class RegistryResolver:
         assert shared is not None
 
         def look() -> media.Index | media.ImageManifest | None:
-            missing = shared.get_missing(registry, repository, digest)
-            if missing is not None:
+            stored = shared.get_manifest(registry, repository, digest)
+            if isinstance(stored, Missing):
                 raise ManifestNotFound(
-                    missing.message,
+                    stored.message,
                     registry=registry,
                     reference=f"{registry}/{repository}@{digest}",
                 )
-            stored = shared.get_manifest(registry, repository, digest)
             if stored is None:
                 return None
             body, media_type = stored

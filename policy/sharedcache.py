@@ -423,10 +423,30 @@ class SharedCache:
 
     # --- content by digest ------------------------------------------------------------------
 
-    def get_manifest(self, registry: str, repository: str, digest: str) -> tuple[bytes, str] | None:
-        """`(body, media type)` of a manifest whose body matches `digest`, or None."""
-        found = self._content("manifest", registry, repository, digest)
-        return None if found is None else (found[1], found[0])
+    def get_manifest(
+        self, registry: str, repository: str, digest: str
+    ) -> tuple[bytes, str] | Missing | None:
+        """`(body, media type)` of a manifest whose body matches `digest`, the 404 another
+        replica met for it, or None (one round trip for both)."""
+        name = f"{registry}/{repository}@{digest}"
+        keys = [self._key("manifest", name), self._key("missing", f"digest:{name}")]
+        values = self._read(keys)
+        if values is None:
+            self._hit(None)
+            return None
+        found = self._decoded(
+            keys[0],
+            values[0],
+            lambda v: decode_content(v, digest, "manifest", max_bytes=self._read_bytes),
+        )
+        if found is not None:
+            self._hit(found)
+            return found[1], found[0]
+        missing = self._decoded(
+            keys[1], values[1], lambda v: decode_missing(v, max_bytes=self._read_bytes)
+        )
+        self._hit(missing)
+        return missing
 
     def put_manifest(
         self, registry: str, repository: str, digest: str, body: bytes, media_type: str
@@ -437,24 +457,19 @@ class SharedCache:
 
     def get_blob(self, registry: str, repository: str, digest: str) -> bytes | None:
         """A config blob whose body matches `digest`, or None."""
-        found = self._content("blob", registry, repository, digest)
+        key = self._key("blob", f"{registry}/{repository}@{digest}")
+        found = self._decoded(
+            key,
+            self._read_one(key),
+            lambda v: decode_content(v, digest, "blob", max_bytes=self._read_bytes),
+        )
+        self._hit(found)
         return None if found is None else found[1]
 
     def put_blob(self, registry: str, repository: str, digest: str, body: bytes) -> None:
         """Store a blob already verified against `digest`."""
         key = self._key("blob", f"{registry}/{repository}@{digest}")
         self._write(key, encode("blob", {}, body), self._content_ms)
-
-    def _content(
-        self, kind: str, registry: str, repository: str, digest: str
-    ) -> tuple[str, bytes] | None:
-        key = self._key(kind, f"{registry}/{repository}@{digest}")
-        found = self._read_one(key)
-        value = self._decoded(
-            key, found, lambda v: decode_content(v, digest, kind, max_bytes=self._read_bytes)
-        )
-        self._hit(value)
-        return value
 
     def _read_one(self, key: str) -> object:
         values = self._read([key])
@@ -489,11 +504,6 @@ class SharedCache:
         }
         key = self._key("tag", f"{registry}/{repository}:{tag}")
         self._write(key, encode("tag", header), int(ttl * 1000))
-
-    def get_missing(self, registry: str, repository: str, digest: str) -> Missing | None:
-        """The 404 another replica met for this digest, or None."""
-        found = self._answer([self._key("missing", f"digest:{registry}/{repository}@{digest}")])
-        return found if isinstance(found, Missing) else None
 
     def put_missing(
         self, registry: str, repository: str, reference: str, message: str, *, ttl: float

@@ -54,7 +54,7 @@ def test_content_round_trip_and_counts(shared: SharedCache) -> None:
     assert shared.get_blob(REG, "other/repo", DIGEST) is None  # keyed by repository too
     stats = shared.stats()
     assert (stats.hits, stats.misses, stats.errors, stats.invalid) == (2, 2, 0, 0)
-    assert stats.calls == 6 and stats.buckets[-1] == 6
+    assert stats.calls == 6 and stats.buckets[-1] == 6  # a lookup or a write: one call each
     assert shared.state() == "ok"
 
 
@@ -164,8 +164,10 @@ def test_missing_answers_round_trip(shared: SharedCache) -> None:
     shared.put_missing(REG, REPO, "gone", "manifest unknown", ttl=30.0)
     shared.put_missing(REG, REPO, DIGEST, "blob unknown", ttl=30.0)
     assert shared.get_tag(REG, REPO, "gone") == Missing("manifest unknown")
-    assert shared.get_missing(REG, REPO, DIGEST) == Missing("blob unknown")
-    assert shared.get_missing(REG, "other/repo", DIGEST) is None
+    assert shared.get_manifest(REG, REPO, DIGEST) == Missing("blob unknown")
+    assert shared.get_manifest(REG, "other/repo", DIGEST) is None
+    shared.put_manifest(REG, REPO, DIGEST, BODY, OCI)  # content wins over a stale 404
+    assert shared.get_manifest(REG, REPO, DIGEST) == (BODY, OCI)
 
 
 def test_tier_round_trip(shared: SharedCache, redis_server: RunningRedis) -> None:
