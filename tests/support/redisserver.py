@@ -45,18 +45,25 @@ class RunningRedis:
     directory: Path
     port: int
     password: str | None = None
+    tls: tuple[Path, Path, Path] | None = None
+    """(certificate, key, CA): serve TLS only (`rediss://`), clients not asked for one."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         """Start (or restart, on the same port) and wait until it answers PING (10 s)."""
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            cert, key, ca = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+            ports += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+            ports += ["--tls-auth-clients", "no"]
         args = [
             self.binary,
-            "--port",
-            str(self.port),
+            *ports,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -88,8 +95,11 @@ class RunningRedis:
 
     def client(self) -> redis.Redis:
         """A plain client for the test's own looks and writes."""
+        tls: dict[str, object] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls[2])}
         return redis.Redis(
-            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **tls
         )
 
     def log(self) -> str:
@@ -112,10 +122,12 @@ class RunningRedis:
                 self.process.wait(timeout=5)
 
 
-def start_redis(directory: Path, *, password: str | None = None) -> RunningRedis:
-    """A fresh redis-server in `directory` on a free loopback port."""
+def start_redis(
+    directory: Path, *, password: str | None = None, tls: tuple[Path, Path, Path] | None = None
+) -> RunningRedis:
+    """A fresh redis-server in `directory` on a free loopback port (TLS only with `tls`)."""
     binary = require_redis()
     directory.mkdir(parents=True, exist_ok=True)
-    running = RunningRedis(binary, directory, free_port(), password)
+    running = RunningRedis(binary, directory, free_port(), password, tls)
     running.start()
     return running
