@@ -51,7 +51,7 @@ def settings(redis_url: str) -> str:
 cache:
   shared:
     url: {redis_url}
-    timeouts: {{connect: 250ms, command: 250ms}}
+    timeouts: {{connect: 1s, command: 1s}}
     breakAfter: 2
     breakFor: 1s
 timeouts: {{decision: {DECISION:g}s}}

@@ -75,7 +75,7 @@ def replicas(
     EVENTS.clear()
 
     def make(n: int, **shared: object) -> list[RegistryResolver]:
-        options: dict[str, object] = {"connect_timeout": 0.5, "command_timeout": 0.5}
+        options: dict[str, object] = {"connect_timeout": 1.0, "command_timeout": 1.0}
         settings = Settings(
             docker_config=str(config),
             egress_allow=(parse_entry("127.0.0.0/8"),),
