@@ -19,6 +19,7 @@ from bench import (
     instructions,
     memory,
     shared,
+    signatures,
     soak,
     walk,
     webhook,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "soak": soak.run,
     "attack": attack.run,
     "walk": walk.run,
+    "signatures": signatures.run,
     "shared": shared.run,
 }
 

@@ -61,6 +61,9 @@ class SyntheticClient:
     def rate_limit(self, registry: str) -> RateLimit | None:
         return None
 
+    def listen(self, listener: object) -> None:
+        """(No requests are sent: no request events to tell.)"""
+
     def head_manifest(
         self, registry: str, repository: str, reference: str, *, deadline: Deadline
     ) -> ManifestHead:

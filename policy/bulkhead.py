@@ -4,12 +4,19 @@ A `Lanes` runs jobs on one shared `ThreadPoolExecutor`, at most `cap` at a time 
 registry host): a job beyond its key's share waits in that key's queue, holding no thread,
 and a waiter that gives up (its review's deadline) takes its job out of the queue. So a slow
 or dead registry holds at most `cap` of the pool's threads, and images on other registries
-keep theirs. Nor is the pool handed more jobs than it has threads: when many registries are
-slow at once (64 hosts × their share is far more than the pool), jobs wait in their lanes,
-and each thread that frees goes first to a registry whose last answers were not timeouts,
-the one with the fewest jobs running; registries timing out may hold at most half the
-threads together. A registry nobody waits on gets the next thread, not the end of a pool
-queue of hostile jobs.
+keep theirs. Nor is the pool handed more jobs than it has threads.
+
+Registries are trusted with threads by what they have shown. A registry that has answered
+(the last `MAX_PROVEN` remembered) may use any free thread, and gets the first thread that
+frees. Those timing out (whose jobs are only probes, below) share half the threads with the
+registries never heard from. These — any made-up host a pod author writes — run one lookup
+at a time until they first answer, and an eighth of the threads together, since a review
+waits for their answer: a crowd of hosts that never answer holds at most that many reviews,
+and the registries a cluster actually uses keep half the pool. A new registry's jobs beyond
+its one wait while new registries are answering (the first answer makes a registry proven:
+its queued jobs then run at its full share); once the new registries' eighth has been full
+for `patience` seconds with none of them answering, their queued jobs give up at once
+("busy"), and new ones are refused at once, until one answers.
 
 A queue is waited on only while its registry is answering: once the oldest job in flight for
 a key has run `patience` seconds, the registry is slow right now, and its queued jobs give up
@@ -17,10 +24,12 @@ at once (their futures are cancelled: "busy") instead of holding their reviews �
 webhook's request threads — until the deadline; a job submitted then is refused at once. A
 registry that is merely busy with quick answers keeps its queue.
 
-Each key also has a circuit breaker: after `break_after` consecutive timeouts the key is
-short-circuited for `break_for` seconds (`submit` refuses at once, saying why); then one job
-is let through as a probe (half-open): an answer closes the breaker, another timeout opens it
-again. Outcomes are reported by whoever talks to the registry (`success`, `timeout`).
+Each key also has a circuit breaker. A registry whose last request timed out is not waited
+on: one job at a time asks it again as a *probe*, in the background (its review is answered
+at once, short-circuited, while the probe's answer fills the caches for the next review), and
+other jobs are refused at once, saying why. An answer closes the breaker. After `break_after`
+consecutive timeouts the key is not even probed for `break_for` seconds. Outcomes are
+reported by whoever talks to the registry (`success`, `timeout`).
 
 The clock is injected (`time.monotonic` by default) so tests step time instead of sleeping.
 """
@@ -29,8 +38,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,6 +49,12 @@ T = TypeVar("T")
 MAX_IDLE_LANES = 1024
 """Breakers kept; beyond it, those not refusing jobs are dropped (made-up hosts cannot grow
 this without bound)."""
+
+MAX_PROVEN = 4096
+"""Keys remembered as having answered, the least recently answering forgotten first."""
+
+PROVEN, FAILING, NEW = 0, 1, 2
+"""A key's standing (`Breakers.rank`), in the order freed threads go to them."""
 
 
 class ShortCircuited(Exception):
@@ -65,16 +80,17 @@ class _Breaker:
 
     def __init__(self) -> None:
         self.failures = 0  # consecutive timeouts
-        self.open_until = 0.0  # open before this time (0: closed)
-        self.probe: object | None = None  # half-open: the one probe in flight
+        self.open_until = 0.0  # not even probed before this time (0: not opened)
+        self.probe: object | None = None  # the one probe in flight
 
     def refusing(self, now: float) -> bool:
-        """Open, or half-open with its probe in flight."""
-        return bool(self.open_until) and (now < self.open_until or self.probe is not None)
+        """Timing out, and either open or with its probe in flight."""
+        return self.failures > 0 and (now < self.open_until or self.probe is not None)
 
 
 class Breakers:
-    """A circuit breaker per key (module docstring), shared by the lanes of one resolver."""
+    """A circuit breaker per key, and which keys have answered (module docstring); shared by
+    the lanes of one resolver."""
 
     def __init__(
         self,
@@ -90,18 +106,34 @@ class Breakers:
         self._clock = clock
         self._lock = threading.Lock()
         self._breakers: dict[str, _Breaker] = {}
+        self._proven: OrderedDict[str, None] = OrderedDict()  # answered, most recent last
+        self._listeners: list[Callable[[str], None]] = []
+        self.new_answered = float("-inf")
+        """When a key answered for the first time (remembered)."""
 
-    def admit(self, key: str, job: object) -> None:
-        """Let `job` through, or raise ShortCircuited; after the open window the first job
-        admitted is the probe."""
+    def admit(self, key: str, job: object) -> bool:
+        """Let `job` through (False), or make it the key's probe (True: its waiter should not
+        wait for it), or raise ShortCircuited: the key is timing out and either open or
+        already probed."""
         with self._lock:
             breaker = self._breakers.get(key)
-            if breaker is None or not breaker.open_until:
-                return
+            if breaker is None or not breaker.failures:
+                return False
             now = self._clock()
             if breaker.refusing(now):
                 raise ShortCircuited(self._why(key, breaker, now))
             breaker.probe = job
+            return True
+
+    def probing(self, key: str) -> str:
+        """Why the waiter of `key`'s probe is answered at once."""
+        with self._lock:
+            breaker = self._breakers.get(key)
+            failures = breaker.failures if breaker is not None else 0
+        return (
+            f"registry {key} did not answer in time ({_timeouts(failures)}); "
+            "one request is asking it again"
+        )
 
     def finished(self, key: str, job: object) -> None:
         """`job` ended; if it was the probe and reported nothing (it needed no request),
@@ -112,13 +144,41 @@ class Breakers:
                 breaker.probe = None
 
     def success(self, key: str) -> None:
-        """The registry answered (whatever it said): the breaker closes."""
+        """The registry answered (whatever it said): the breaker closes, the key is proven
+        (and the listeners told, when it was not)."""
         with self._lock:
-            self._breakers.pop(key, None)
+            failing = self._breakers.pop(key, None) is not None
+            if key in self._proven:
+                self._proven.move_to_end(key)
+                if not failing:
+                    return
+            else:
+                self.new_answered = self._clock()
+                self._proven[key] = None
+                while len(self._proven) > MAX_PROVEN:
+                    self._proven.popitem(last=False)
+            listeners = list(self._listeners)
+        for listener in listeners:  # outside the lock: a listener may take its own
+            listener(key)
+
+    def know(self, keys: Iterable[str]) -> None:
+        """Count `keys` as having answered (named by the operator; none is told)."""
+        with self._lock:
+            for key in keys:
+                self._proven[key] = None
+                self._proven.move_to_end(key)
+            while len(self._proven) > MAX_PROVEN:
+                self._proven.popitem(last=False)
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(key)` whenever a key becomes proven (it answered)."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def timeout(self, key: str) -> None:
-        """The registry did not answer in time: one more consecutive timeout; at
-        `break_after` (or when probing) the breaker opens for `break_for` seconds."""
+        """The registry did not answer in time: one more consecutive timeout, and the key is
+        suspect until it answers; at `break_after` (or when probing) it is not probed for
+        `break_for` seconds."""
         with self._lock:
             breaker = self._breakers.get(key)
             if breaker is None:
@@ -126,15 +186,23 @@ class Breakers:
                     self._forget()
                 breaker = self._breakers[key] = _Breaker()
             breaker.failures += 1
-            if breaker.failures >= self._break_after or breaker.probe is not None:
+            if breaker.failures >= self._break_after:
                 breaker.open_until = self._clock() + self._break_for
-                breaker.probe = None
+            breaker.probe = None
 
     def failing(self, key: str) -> bool:
         """Whether `key`'s last answers were timeouts (cleared by any answer)."""
         with self._lock:
             breaker = self._breakers.get(key)
             return breaker is not None and breaker.failures > 0
+
+    def rank(self, key: str) -> int:
+        """`PROVEN` (it answered, and has not timed out since), `FAILING` (its last request
+        timed out) or `NEW` (never heard from, or forgotten)."""
+        with self._lock:
+            if key in self._breakers:
+                return FAILING
+            return PROVEN if key in self._proven else NEW
 
     def short_circuited(self) -> list[str]:
         """The keys refusing jobs now, sorted."""
@@ -143,21 +211,25 @@ class Breakers:
             return sorted(k for k, b in self._breakers.items() if b.refusing(now))
 
     def _why(self, key: str, breaker: _Breaker, now: float) -> str:
-        if breaker.probe is not None:
+        if now >= breaker.open_until:
             return (
-                f"registry {key} is short-circuited after {breaker.failures} consecutive "
-                "timeouts (one request is probing it)"
+                f"registry {key} did not answer in time ({_timeouts(breaker.failures)}); "
+                "one request is asking it again"
             )
         return (
-            f"registry {key} is short-circuited after {breaker.failures} consecutive timeouts "
+            f"registry {key} is short-circuited after {_timeouts(breaker.failures)} "
             f"(asked again in {max(0.0, breaker.open_until - now):.1f}s)"
         )
 
     def _forget(self) -> None:
-        """Drop the breakers that are not open (counting timeouts of hosts seen once)."""
+        """Drop the breakers that are not refusing (counting timeouts of hosts seen once)."""
         now = self._clock()
         for key in [k for k, b in self._breakers.items() if not b.refusing(now)]:
             del self._breakers[key]
+
+
+def _timeouts(n: int) -> str:
+    return f"{n} consecutive timeout{'s' if n != 1 else ''}"
 
 
 class _Lane:
@@ -169,6 +241,15 @@ class _Lane:
         self.timer: threading.Timer | None = None  # sweeps the queue once jobs run too long
         # queued jobs: their future, their function, and whether their waiter's time is up
         self.queue: deque[tuple[Future[Any], Callable[[], Any], Callable[[], bool]]] = deque()
+
+
+class _Job(Future[T]):
+    """A job's future, which remembers whether its key was new when it queued: if it was not
+    run, that is why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.new = False
 
 
 def _idle(lane: _Lane) -> bool:
@@ -195,6 +276,8 @@ class Lanes:
         self.cap = cap
         # Jobs handed to the pool at most: its threads (`ThreadPoolExecutor._max_workers`).
         self._threads = threads if threads is not None else getattr(pool, "_max_workers", 32)
+        self._suspect_share = max(1, self._threads // 2)  # failing and new keys together
+        self.new_share = max(1, self._threads // 8)  # new keys
         self._submitted = 0
         self.breakers = breakers
         self.patience = patience
@@ -202,47 +285,107 @@ class Lanes:
         self._lock = threading.Lock()
         self._lanes: dict[str, _Lane] = {}
         self._running = 0
+        # Jobs handed to the pool (by future id) for failing or new keys, and for new keys;
+        # since when the new keys' share has been full with none answering (None: it has
+        # not been), and when the last of their jobs ended.
+        self._suspects: set[int] = set()
+        self._new: set[int] = set()
+        self._quiet_since: float | None = None
+        self._emptied = float("-inf")
+        self._moved = float("-inf")  # when a new key's job last ended within the patience
+        self._group_timer: threading.Timer | None = None
+        # A new key's first answer lets its queued jobs run at its full share at once, not
+        # one by one as jobs end.
+        breakers.listen(self._proven)
 
     def submit(
         self, key: str, fn: Callable[[], T], *, expired: Callable[[], bool] = lambda: False
     ) -> Future[T]:
-        """Run `fn` on the pool when `key` has a free slot; ShortCircuited when its breaker
-        is open. Cancelling the future before it starts takes the job out of the queue; so
-        does `expired()` turning true while it waits (its waiter has given up: it is
-        cancelled rather than started)."""
-        future: Future[T] = Future()
-        self.breakers.admit(key, future)
+        """Run `fn` on the pool when `key` has a free slot. ShortCircuited when its breaker
+        refuses it, or when the job is the key's probe (it runs in the background; the message
+        says why its waiter should not wait). Cancelling the future before it starts takes the
+        job out of the queue; so does `expired()` turning true while it waits (its waiter has
+        given up: it is cancelled rather than started)."""
+        future: _Job[T] = _Job()
+        probe = self.breakers.admit(key, future)
+        rank = FAILING if probe else self.breakers.rank(key)
         with self._lock:
             lane = self._lanes.get(key)
             if lane is None:
                 lane = self._lanes[key] = _Lane()
-            if lane.in_flight < self.cap and self._submitted < self._threads:
-                failing = self.breakers.failing(key)
-                if not failing or self._failing_running() < self._threads // 2:
-                    self._start(key, lane, future, fn)
-                    return future
+            cap = self.cap_of(rank)
+            if lane.in_flight < cap and self._room(rank):
+                self._start(key, lane, future, fn, rank=rank)
+                if probe:
+                    raise ShortCircuited(self.breakers.probing(key))
+                return future
             oldest = min(lane.started.values(), default=None)
+            refusal: str | None = None
             if (
-                lane.in_flight >= self.cap
+                lane.in_flight >= cap
                 and oldest is not None
                 and self._clock() - oldest >= self.patience
             ):
+                refusal = self.slow(key, lane.in_flight)
+            elif rank == NEW and self._jammed():
+                refusal = self.jammed(key)
+            if refusal is not None:
+                if _idle(lane):
+                    del self._lanes[key]
                 self.breakers.finished(key, future)
-                raise Slow(self.slow(key))
+                raise Slow(refusal)
+            future.new = rank == NEW
             lane.queue.append((future, fn, expired))
             self._arm(key, lane, oldest)
+            if rank == NEW:
+                self._arm_group()
+        if probe:
+            raise ShortCircuited(self.breakers.probing(key))
         return future
 
-    def _failing_running(self) -> int:
-        """Jobs handed to the pool for registries whose last answers were timeouts (lock)."""
-        return sum(
-            lane.in_flight for name, lane in self._lanes.items() if self.breakers.failing(name)
-        )
+    def cap_of(self, rank: int) -> int:
+        """Jobs a key of `rank` may run at once: its share, or one until it first answers."""
+        return 1 if rank == NEW else self.cap
 
-    def _start(self, key: str, lane: _Lane, future: Future[Any], fn: Callable[[], Any]) -> None:
+    def _room(self, rank: int) -> bool:
+        """Whether a job of a key of `rank` may have a thread now (lock held)."""
+        if self._submitted >= self._threads:
+            return False
+        if rank == PROVEN:
+            return True
+        if len(self._suspects) >= self._suspect_share:
+            return False
+        return rank == FAILING or len(self._new) < self.new_share
+
+    def _jammed(self) -> bool:
+        """The new keys' share has been full for `patience` with none answering and none of
+        their jobs ending quickly (a refused connection frees its thread: that moves) (lock)."""
+        if len(self._new) < self.new_share or self._quiet_since is None:
+            return False
+        return self._clock() - self._last_moved() >= self.patience
+
+    def _last_moved(self) -> float:
+        """When the new keys' share last moved: filled afresh, answered, or freed (lock)."""
+        assert self._quiet_since is not None
+        return max(self._quiet_since, self.breakers.new_answered, self._moved)
+
+    def _start(
+        self, key: str, lane: _Lane, future: Future[Any], fn: Callable[[], Any], *, rank: int
+    ) -> None:
         """Hand a job to the pool (lock held)."""
         lane.in_flight += 1
         self._submitted += 1
+        if rank != PROVEN:
+            self._suspects.add(id(future))
+        if rank == NEW:
+            now = self._clock()
+            if not self._new and now - self._emptied >= self.patience:
+                self._quiet_since = None  # idle a while: a new crowd starts a new count
+            self._new.add(id(future))
+            if len(self._new) >= self.new_share and (
+                self._quiet_since is None or self.breakers.new_answered >= self._quiet_since
+            ):
+                self._quiet_since = now
         self._pool.submit(self._run, key, future, fn)
 
     def _arm(self, key: str, lane: _Lane, oldest: float | None) -> None:
@@ -254,6 +397,16 @@ class Lanes:
         lane.timer = threading.Timer(wait, self._sweep, args=(key,))
         lane.timer.daemon = True
         lane.timer.start()
+
+    def _arm_group(self) -> None:
+        """Sweep the new keys' queues once their share could be jammed (lock held)."""
+        if self._group_timer is not None or self.patience == float("inf"):
+            return
+        quiet = self._last_moved() if self._quiet_since is not None else self._clock()
+        wait = max(0.0, quiet + self.patience - self._clock())
+        self._group_timer = threading.Timer(wait, self._sweep_group)
+        self._group_timer.daemon = True
+        self._group_timer.start()
 
     def _sweep(self, key: str) -> None:
         """If `key`'s oldest running job has run `patience`, cancel its queued jobs (their
@@ -270,6 +423,36 @@ class Lanes:
                 self._arm(key, lane, oldest)
                 return
             queued, lane.queue = lane.queue, deque()
+        self._cancel(key, queued)
+
+    def _sweep_group(self) -> None:
+        """If the new keys' share is jammed, cancel the queued jobs of new keys; else look
+        again when it could be."""
+        cancelled: list[tuple[str, deque[Any]]] = []
+        with self._lock:
+            self._group_timer = None
+            waiting = [
+                (name, lane)
+                for name, lane in self._lanes.items()
+                if lane.queue and self.breakers.rank(name) == NEW
+            ]
+            if not waiting:
+                return
+            if not self._jammed():
+                if len(self._new) >= self.new_share:
+                    self._arm_group()  # the share is full: it may jam once quiet long enough
+                return
+            for name, lane in waiting:
+                cancelled.append((name, lane.queue))
+                lane.queue = deque()
+                if _idle(lane):
+                    del self._lanes[name]
+                    if lane.timer is not None:
+                        lane.timer.cancel()
+        for name, queued in cancelled:
+            self._cancel(name, queued)
+
+    def _cancel(self, key: str, queued: deque[Any]) -> None:
         for future, _, _ in queued:
             if future.cancel():
                 self.breakers.finished(key, future)
@@ -291,66 +474,103 @@ class Lanes:
                         self._running -= 1
                         lane = self._lanes.get(key)
                         if lane is not None:
-                            lane.started.pop(id(future), None)
+                            started = lane.started.pop(id(future), None)
+                            now = self._clock()
+                            if (
+                                id(future) in self._new
+                                and started is not None
+                                and now - started < self.patience
+                            ):
+                                self._moved = now
         finally:
             self.breakers.finished(key, future)
-            self._finished(key)
+            self._finished(key, future)
 
-    def _finished(self, key: str) -> None:
-        """A job of `key` ended: its thread goes to the next job queued in the lane with the
-        fewest jobs running (skipping jobs cancelled or out of time), else it is freed."""
-        dropped: list[tuple[str, Future[Any]]] = []
+    def _finished(self, key: str, future: Future[Any]) -> None:
+        """A job of `key` ended: its thread goes to the next job queued in the lane of the
+        best standing, then with the fewest jobs running (skipping jobs cancelled or out of
+        time), else it is freed."""
         with self._lock:
             lane = self._lanes[key]
             lane.in_flight -= 1
             self._submitted -= 1
-            # Registries that answer first, then those timing out, which may hold at most half
-            # the threads together: a registry nobody waits on is never queued behind a crowd
-            # of slow ones. (Breakers are read once: a verdict a moment old is good enough.)
-            failing = {name for name in self._lanes if self.breakers.failing(name)}
-            failing_running = sum(self._lanes[name].in_flight for name in failing)
-            touched = {key}
-            while self._submitted < self._threads:
-                room = failing_running < self._threads // 2
-                candidates = [
-                    (name in failing, other.in_flight, name)
-                    for name, other in self._lanes.items()
-                    if other.queue and other.in_flight < self.cap and (room or name not in failing)
-                ]
-                if not candidates:
-                    break
-                *_, name = min(candidates)
-                chosen = self._lanes[name]
-                touched.add(name)
-                future, fn, expired = chosen.queue.popleft()
-                if future.cancelled() or (expired() and future.cancel()):
-                    dropped.append((name, future))  # a probe never run lets another probe
-                    continue
-                self._start(name, chosen, future, fn)
-                failing_running += name in failing
-            for name in touched:  # only these can have become idle
-                if _idle(self._lanes[name]):
-                    timer = self._lanes.pop(name).timer
-                    if timer is not None:
-                        timer.cancel()
-        for name, future in dropped:
-            self.breakers.finished(name, future)
+            self._suspects.discard(id(future))
+            if id(future) in self._new:
+                self._new.discard(id(future))
+                if not self._new:
+                    self._emptied = self._clock()
+            dropped = self._dispatch({key})
+        for name, queued in dropped:
+            self.breakers.finished(name, queued)
 
-    def busy(self, key: str) -> str:
-        """Why a job of `key` still queued at its deadline (or given up for slowness) was not
-        run (a job waits only while its key has `cap` jobs in flight)."""
+    def _proven(self, key: str) -> None:
+        """`key` answered for the first time (or again after timing out): its queued jobs
+        may have threads now."""
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None or not lane.queue:
+                return
+            dropped = self._dispatch({key})
+        for name, queued in dropped:
+            self.breakers.finished(name, queued)
+
+    def _dispatch(self, touched: set[str]) -> list[tuple[str, Future[Any]]]:
+        """Hand free threads to queued jobs: proven registries first, then those timing out,
+        then new ones, within their shares, and the lane with the fewest jobs running first
+        — a registry nobody waits on is never queued behind a crowd of hosts that never
+        answer. Drops lanes `touched` (or dispatched from) that became idle; returns the
+        jobs dropped as cancelled or out of time (lock held)."""
+        dropped: list[tuple[str, Future[Any]]] = []
+        ranks = {name: self.breakers.rank(name) for name in self._lanes}  # a moment old: enough
+        while self._submitted < self._threads:
+            candidates = [
+                (ranks[name], other.in_flight, name)
+                for name, other in self._lanes.items()
+                if other.queue
+                and other.in_flight < self.cap_of(ranks[name])
+                and self._room(ranks[name])
+            ]
+            if not candidates:
+                break
+            rank, _, name = min(candidates)
+            chosen = self._lanes[name]
+            touched.add(name)
+            queued, fn, expired = chosen.queue.popleft()
+            if queued.cancelled() or (expired() and queued.cancel()):
+                dropped.append((name, queued))  # a probe never run lets another probe
+                continue
+            self._start(name, chosen, queued, fn, rank=rank)
+        for name in touched:  # only these can have become idle
+            if _idle(self._lanes[name]):
+                timer = self._lanes.pop(name).timer
+                if timer is not None:
+                    timer.cancel()
+        return dropped
+
+    def busy(self, key: str, job: Future[Any] | None = None) -> str:
+        """Why `job` of `key`, still queued at its deadline (or given up), was not run: its
+        registry is slow, or it waited for the new registries' share, or for its key's own."""
         with self._lock:
             lane = self._lanes.get(key)
             oldest = min(lane.started.values(), default=None) if lane is not None else None
+            in_flight = lane.in_flight if lane is not None else 0
         if oldest is not None and self._clock() - oldest >= self.patience:
-            return self.slow(key)
+            return self.slow(key, in_flight)
+        if isinstance(job, _Job) and job.new:
+            return self.jammed(key)
         return f"registry {key} is busy: {self.cap} requests in flight"
 
-    def slow(self, key: str) -> str:
+    def slow(self, key: str, in_flight: int) -> str:
         """Why a job of `key` was refused, or given up while queued, for slowness."""
+        many = f"{in_flight} requests" if in_flight != 1 else "1 request"
+        return f"registry {key} is slow: {many} in flight, the oldest for over {self.patience:g}s"
+
+    def jammed(self, key: str) -> str:
+        """Why a job of a new `key` was refused, or given up while queued (a registry not
+        known to answer has one lookup at a time, and such registries `new_share` together)."""
         return (
-            f"registry {key} is slow: {self.cap} requests in flight, the oldest for over "
-            f"{self.patience:g}s"
+            f"registry {key} has not answered yet (until it does it is asked one lookup at a "
+            f"time, and registries not known to answer {self.new_share} at most together)"
         )
 
     def stats(self) -> dict[str, LaneStats]:

@@ -10,18 +10,23 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
-from policy import patterns, units
-from policy.facts import TIERS, ImageFacts, PlatformFacts
+from policy import attestations, jsonbound, patterns, signing, units
+from policy.facts import TIERS, AttestationFacts, ImageFacts, PlatformFacts, SignatureFacts
 from policy.reference import Reference
 from policy.yamlsrc import Node, Reader
 
 # What a check reads. `reference`: the reference as written (no lookup); `tier`: the Docker Hub
 # trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
 # selected platform's manifest (layers, sizes); `config`: each selected platform's config blob;
-# `tag`: where the tag of a `name:tag@digest` reference points.
-Fact = Literal["reference", "tier", "platforms", "manifest", "config", "tag"]
+# `tag`: where the tag of a `name:tag@digest` reference points; `signatures`: the signatures
+# of the judged digest, verified against the rules' keys; `attestations`: the in-toto
+# statements attached to each selected platform's image.
+Fact = Literal[
+    "reference", "tier", "platforms", "manifest", "config", "tag", "signatures", "attestations"
+]
 
 
 @dataclass(frozen=True)
@@ -308,6 +313,370 @@ def _parse_positive_int(reader: Reader, node: Node, path: str) -> object | None:
     return reader.positive_int(node, path)
 
 
+# --- signatures ---------------------------------------------------------------------------------
+
+
+def _key(reader: Reader, node: Node, path: str) -> signing.KeySpec | None:
+    """One `keys` entry: inline PEM text, or a file path (relative to the rules file)."""
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    source = "inline key"
+    if "-----BEGIN" not in text:
+        file = _file_near(node, text)
+        source = text
+        try:
+            with file.open("rb") as stream:
+                raw = stream.read(signing.MAX_PEM_CHARS + 1)
+            text = raw.decode("ascii")
+        except FileNotFoundError:
+            reader.error(node, path, f"key file {file} does not exist")
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not ASCII PEM"
+            reader.error(node, path, f"cannot read key file {file}: {why}")
+            return None
+    try:
+        return signing.parse_public_key(text, source)
+    except ValueError as exc:
+        reader.error(node, path, str(exc))
+        return None
+
+
+def _file_near(node: Node, text: str) -> Path:
+    """A path from a rule file: relative to that file's directory."""
+    file = Path(text)
+    if not file.is_absolute() and node.location.file not in ("", "<rules>"):
+        file = Path(node.location.file).parent / file
+    return file
+
+
+def _trusted_root(reader: Reader, node: Node, path: str) -> bytes | None:
+    """A Sigstore trusted root file (JSON), read whole (at most 1 MiB); its certificates and
+    keys are checked when verifying."""
+    text = reader.string(node, path)
+    if text is None:
+        return None
+    file = _file_near(node, text)
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(signing.MAX_TRUSTED_ROOT_BYTES + 1)
+    except OSError as exc:
+        reader.error(node, path, f"cannot read trusted root {file}: {exc.strerror or exc}")
+        return None
+    if len(data) > signing.MAX_TRUSTED_ROOT_BYTES:
+        reader.error(node, path, f"trusted root {file} is larger than 1 MiB")
+        return None
+    try:
+        document = jsonbound.loads(data, max_bytes=signing.MAX_TRUSTED_ROOT_BYTES)
+    except jsonbound.JSONRefused as exc:
+        reader.error(node, path, f"trusted root {file} is not JSON: {exc}")
+        return None
+    if not isinstance(document, dict) or not isinstance(
+        document.get("certificateAuthorities"), list
+    ):
+        reader.error(
+            node,
+            path,
+            f"trusted root {file} has no certificateAuthorities (a Sigstore trusted_root.json)",
+        )
+        return None
+    return data
+
+
+_IDENTITY_KEYS = ("issuer", "issuerRegExp", "subject", "subjectRegExp")
+
+
+def _identity(reader: Reader, node: Node, path: str) -> signing.Identity | None:
+    """`{issuer, subject}`: exact text or a `*` glob each; `issuerRegExp`/`subjectRegExp`
+    for regular expressions."""
+    fields = reader.mapping(node, path, allowed=_IDENTITY_KEYS)
+    if fields is None:
+        return None
+    found: dict[str, signing.Matcher] = {}
+    for field in ("issuer", "subject"):
+        plain, regex = fields.get(field), fields.get(f"{field}RegExp")
+        if (plain is None) == (regex is None):
+            reader.error(node, path, f"give one of {field} or {field}RegExp")
+            continue
+        child = plain if plain is not None else regex
+        assert child is not None
+        child_path = f"{path}.{field if plain is not None else field + 'RegExp'}"
+        text = reader.string(child, child_path)
+        if text is None:
+            continue
+        try:
+            found[field] = signing.matcher(text, "glob" if plain is not None else "regex")
+        except ValueError as exc:
+            reader.error(child, child_path, str(exc))
+    if len(found) != 2:
+        return None
+    return signing.Identity(issuer=found["issuer"], subject=found["subject"])
+
+
+_SIGNATURE_KEYS = ("keys", "keyless", "minimum", "requireTlog", "trustedRoot")
+
+
+def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
+    children = reader.mapping(node, path, allowed=_SIGNATURE_KEYS)
+    if children is None:
+        return None
+    if "keys" not in children and "keyless" not in children:
+        reader.error(node, path, "give keys, keyless identities, or both")
+        return None
+    ok = True
+    keys: list[signing.KeySpec] = []
+    if "keys" in children:
+        keys_node, keys_path = children["keys"], f"{path}.keys"
+        if not isinstance(keys_node.value, list) or not keys_node.value:
+            reader.expected(
+                keys_node, keys_path, "a non-empty list of PEM public keys or key files"
+            )
+            ok = False
+        else:
+            parsed = [_key(reader, c, item) for item, c in reader.items(keys_node, keys_path)]
+            keys = [k for k in parsed if k is not None]
+            ok = ok and len(keys) == len(parsed)
+    identities: list[signing.Identity] = []
+    if "keyless" in children:
+        keyless_node, keyless_path = children["keyless"], f"{path}.keyless"
+        if not isinstance(keyless_node.value, list) or not keyless_node.value:
+            reader.expected(keyless_node, keyless_path, "a non-empty list of {issuer, subject}")
+            ok = False
+        else:
+            parsed_ids = [
+                _identity(reader, c, item) for item, c in reader.items(keyless_node, keyless_path)
+            ]
+            identities = [i for i in parsed_ids if i is not None]
+            ok = ok and len(identities) == len(parsed_ids)
+    minimum = 1
+    if "minimum" in children:
+        minimum = reader.positive_int(children["minimum"], f"{path}.minimum") or 0
+        ok = ok and minimum > 0
+    require_tlog = False
+    if "requireTlog" in children:
+        value = reader.boolean(children["requireTlog"], f"{path}.requireTlog")
+        ok = ok and value is not None
+        require_tlog = bool(value)
+    root: bytes | None = None
+    if "trustedRoot" in children:
+        root = _trusted_root(reader, children["trustedRoot"], f"{path}.trustedRoot")
+        ok = ok and root is not None
+    if not ok:
+        return None
+    signers = len({k.fingerprint for k in keys}) + len(set(identities))
+    if minimum > signers:
+        reader.error(
+            children["minimum"],
+            f"{path}.minimum",
+            f"minimum is {minimum} but only {signers} distinct signer"
+            f"{' is' if signers == 1 else 's are'} configured",
+        )
+        return None
+    roots: tuple[signing.RootFile, ...] = ()
+    if identities or require_tlog:
+        roots = (signing.RootFile.of(root if root is not None else signing.public_good_root()),)
+    return signing.SignaturePolicy(
+        keys=tuple(keys),
+        minimum=minimum,
+        keyless=tuple(identities),
+        require_tlog=require_tlog,
+        roots=roots,
+    )
+
+
+def _counts_for(sig: SignatureFacts, policy: signing.SignaturePolicy) -> str | None:
+    """The signer a verified signature counts as under `policy` (`key:<fp>` or
+    `keyless:<issuer> <subject>`), or None."""
+    if not sig.verified or (policy.require_tlog and not sig.tlog):
+        return None
+    if sig.key is not None and sig.key in policy.fingerprints:
+        return f"key:{sig.key}"
+    if sig.subject is not None and any(i.matches(sig.issuer, sig.subject) for i in policy.keyless):
+        return f"keyless:{sig.issuer} {sig.subject}"
+    return None
+
+
+def _signature_said(sig: SignatureFacts, policy: signing.SignaturePolicy) -> str:
+    """One signature, as a finding tells it."""
+    if not sig.verified:
+        return (
+            f"{sig.format} signature by {sig.signer or 'unknown signer'}, not verified: "
+            f"{sig.reason}"
+        )
+    if sig.key is not None:
+        who = f"key {signing.short(sig.key)}"
+        if sig.key not in policy.fingerprints:
+            return f"{sig.format} signature by {who} (not a key of this rule)"
+    else:
+        who = f"keyless {sig.subject} (issuer {sig.issuer})"
+        if not any(i.matches(sig.issuer, sig.subject) for i in policy.keyless):
+            return f"{sig.format} signature by {who} (not an identity of this rule)"
+    if policy.require_tlog and not sig.tlog:
+        return f"{sig.format} signature by {who}, without a verified transparency-log entry"
+    return f"{sig.format} signature by {who}"
+
+
+def _wanted(policy: signing.SignaturePolicy) -> str:
+    signers = [f"key {signing.short(k)}" for k in sorted(policy.fingerprints)]
+    signers += [f"keyless {i}" for i in dict.fromkeys(policy.keyless)]
+    tlog = " with a transparency-log entry" if policy.require_tlog else ""
+    if len(signers) == 1:
+        only = signers[0].replace("key ", "the configured key ", 1) if policy.keys else signers[0]
+        return f"a signature{tlog} by {only}"
+    return f"signatures{tlog} by {policy.minimum} of: {', '.join(signers)}"
+
+
+def _judge_signatures(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, signing.SignaturePolicy)
+    found = s.facts.signatures or ()
+    signers = {who for sig in found if (who := _counts_for(sig, setting)) is not None}
+    if len(signers) >= setting.minimum:
+        return []
+    requires = _wanted(setting)
+    digest = signing.short(s.facts.digest or "?")
+    if not found:
+        return [
+            f"{s.ref}: no signatures found for {digest} (cosign .sig tag, OCI referrers); "
+            f"rule {s.rule_id} requires {requires}"
+        ]
+    count = f"{len(found)} signature{'' if len(found) == 1 else 's'}"
+    if signers:
+        head = f"{count} for {digest}, {len(signers)} by a configured signer"
+    else:
+        head = f"{count} for {digest}, none by a configured signer"
+    listed = sorted({_signature_said(sig, setting) for sig in found})
+    shown = "; ".join(listed[:4]) + (f"; {len(listed) - 4} more" if len(listed) > 4 else "")
+    return [f"{s.ref}: {head} ({shown}); rule {s.rule_id} requires {requires}"]
+
+
+# --- attestations -------------------------------------------------------------------------------
+
+
+def _globs(reader: Reader, node: Node, path: str) -> tuple[signing.Matcher, ...] | None:
+    return reader.compiled(node, path, lambda text: signing.matcher(text, "glob"))
+
+
+def _parse_attestations(reader: Reader, node: Node, path: str) -> object | None:
+    children = reader.mapping(node, path, allowed=("provenance", "sbom", "signed"))
+    if children is None:
+        return None
+    ok = True
+    provenance = False
+    found: dict[str, tuple[signing.Matcher, ...]] = {}
+    if "provenance" in children:
+        child, child_path = children["provenance"], f"{path}.provenance"
+        if isinstance(child.value, bool):
+            provenance = child.value
+        else:
+            fields = reader.mapping(child, child_path, allowed=("builder", "source", "buildType"))
+            provenance = fields is not None
+            for name, value in (fields or {}).items():
+                globs = _globs(reader, value, f"{child_path}.{name}")
+                ok = ok and globs is not None
+                found[name] = globs or ()
+    sbom = False
+    if "sbom" in children:
+        wants_sbom = reader.boolean(children["sbom"], f"{path}.sbom")
+        ok = ok and wants_sbom is not None
+        sbom = bool(wants_sbom)
+    keys: tuple[signing.KeySpec, ...] = ()
+    if "signed" in children:
+        fields = reader.mapping(
+            children["signed"], f"{path}.signed", allowed=("keys",), required=("keys",)
+        )
+        listed = (fields or {}).get("keys")
+        if listed is None or not isinstance(listed.value, list) or not listed.value:
+            if listed is not None:
+                reader.expected(
+                    listed,
+                    f"{path}.signed.keys",
+                    "a non-empty list of PEM public keys or key files",
+                )
+            ok = False
+        else:
+            parsed = [
+                _key(reader, c, item) for item, c in reader.items(listed, f"{path}.signed.keys")
+            ]
+            keys = tuple(k for k in parsed if k is not None)
+            ok = ok and len(keys) == len(parsed)
+    if ok and not (provenance or sbom):
+        reader.error(node, path, "require provenance, sbom, or both")
+        return None
+    if not ok:
+        return None
+    return attestations.AttestationPolicy(
+        provenance=provenance,
+        builder=found.get("builder", ()),
+        source=found.get("source", ()),
+        build_type=found.get("buildType", ()),
+        sbom=sbom,
+        keys=keys,
+    )
+
+
+def _attestations_said(found: tuple[AttestationFacts, ...], wanted: frozenset[str]) -> str:
+    if not found:
+        return "no attestations"
+    parts = []
+    for a in found:
+        why = a.reason
+        if not why and wanted and a.signed_by not in wanted:
+            why = "not signed by a configured key"
+        parts.append(f"{a.kind}{f' ({why})' if why else ''}")
+    counted = {p: parts.count(p) for p in dict.fromkeys(parts)}
+    return ", ".join(f"{n} {p}" if n > 1 else p for p, n in counted.items())
+
+
+def _first_mismatch(
+    statements: list[AttestationFacts], policy: attestations.AttestationPolicy
+) -> str | None:
+    """Why none of the provenance statements has matching builder, source and build type
+    (None when one has)."""
+    fields = (
+        ("builder id", policy.builder, "builder"),
+        ("source", policy.source, "source"),
+        ("build type", policy.build_type, "build_type"),
+    )
+    why = None
+    for a in statements:
+        for name, globs, attribute in fields:
+            value: str | None = getattr(a, attribute)
+            if globs and (value is None or not any(g.matches(value) for g in globs)):
+                shown = repr(value) if value is not None else "none"
+                why = f"provenance {name} {shown} matches none of {', '.join(map(str, globs))}"
+                break
+        else:
+            return None
+    return why
+
+
+def _judge_attestations(setting: object, s: Subject) -> list[str]:
+    assert isinstance(setting, attestations.AttestationPolicy)
+    wanted = setting.fingerprints
+    out = []
+    signed = " signed by a configured key" if wanted else ""
+    for p in s.platforms:
+        found = p.attestations or ()
+        usable = [a for a in found if not a.reason and (not wanted or a.signed_by in wanted)]
+        said = _attestations_said(found, wanted)
+        if setting.provenance:
+            provenance = [a for a in usable if a.kind == "provenance"]
+            if not provenance:
+                out.append(
+                    f"{s.label(p)} has no SLSA provenance attestation{signed} ({said}); "
+                    f"rule {s.rule_id} requires one"
+                )
+            elif (why := _first_mismatch(provenance, setting)) is not None:
+                out.append(f"{s.label(p)}: {why}; rule {s.rule_id} requires a match")
+        if setting.sbom and not any(a.kind == "sbom" for a in usable):
+            out.append(
+                f"{s.label(p)} has no SBOM attestation{signed} ({said}); "
+                f"rule {s.rule_id} requires one"
+            )
+    return out
+
+
 _STRINGS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 
 CHECKS: dict[str, CheckSpec] = {
@@ -411,6 +780,86 @@ CHECKS: dict[str, CheckSpec] = {
                 ]
             },
             "Config labels that must be present, with an optional regex for the value.",
+        ),
+        CheckSpec(
+            "signatures",
+            "signatures",
+            _parse_signatures,
+            _judge_signatures,
+            {
+                "type": "object",
+                "anyOf": [{"required": ["keys"]}, {"required": ["keyless"]}],
+                "additionalProperties": False,
+                "properties": {
+                    "keys": {
+                        **_STRINGS,
+                        "description": "PEM public keys (ECDSA P-256/P-384, Ed25519, RSA ≥ "
+                        "2048 bits), inline or as file paths (relative to the rules file)",
+                    },
+                    "keyless": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {k: {"type": "string"} for k in _IDENTITY_KEYS},
+                            "allOf": [
+                                {"oneOf": [{"required": [f]}, {"required": [f"{f}RegExp"]}]}
+                                for f in ("issuer", "subject")
+                            ],
+                        },
+                        "description": "Fulcio certificate identities: OIDC issuer and subject "
+                        "(SAN), exact or `*` glob, or issuerRegExp/subjectRegExp",
+                    },
+                    "minimum": {"type": "integer", "minimum": 1, "default": 1},
+                    "requireTlog": {"type": "boolean", "default": False},
+                    "trustedRoot": {
+                        "type": "string",
+                        "description": "Sigstore trusted_root.json (default: the public-good "
+                        "root shipped with image-policy)",
+                    },
+                },
+            },
+            "cosign signatures of the digest judged (for an index, the index digest), found "
+            "in cosign's `sha256-<hex>.sig` tag or OCI referrers; `minimum` distinct signers "
+            "among the configured `keys` and `keyless` identities must each have verified one.",
+        ),
+        CheckSpec(
+            "attestations",
+            "attestations",
+            _parse_attestations,
+            _judge_attestations,
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "provenance": {
+                        "oneOf": [
+                            {"type": "boolean"},
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "builder": _STRINGS,
+                                    "source": _STRINGS,
+                                    "buildType": _STRINGS,
+                                },
+                            },
+                        ]
+                    },
+                    "sbom": {"type": "boolean"},
+                    "signed": {
+                        "type": "object",
+                        "required": ["keys"],
+                        "additionalProperties": False,
+                        "properties": {"keys": _STRINGS},
+                    },
+                },
+            },
+            "In-toto attestations each selected platform's image must carry (BuildKit "
+            "attestation manifests of its index, subject = the platform image): SLSA "
+            "`provenance` (`true`, or globs for `builder`, `source`, `buildType`) and/or an "
+            "`sbom`; `signed.keys`: only statements in DSSE envelopes signed by these keys count.",
         ),
     )
 }

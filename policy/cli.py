@@ -26,6 +26,7 @@ from policy import (
     reports,
     ruletests,
     schema,
+    signing,
     units,
     walk,
 )
@@ -43,7 +44,7 @@ from policy.errors import (
     RuleErrors,
 )
 from policy.evaluate import ImageDecision
-from policy.facts import TIERS, Needs, PlatformFacts
+from policy.facts import TIERS, Needs, PlatformFacts, SignatureFacts
 from policy.k8s import workloads
 from policy.rules import RuleSet
 from policy.scanners import FoundImage, Skipped, detect, dotenv
@@ -448,11 +449,60 @@ def _platform_json(p: PlatformFacts) -> dict[str, object]:
         "user": p.user,
         "created": p.created.isoformat() if p.created else None,
         "labels": dict(p.labels) if p.labels is not None else None,
+        "attestations": (
+            [
+                {
+                    "predicateType": a.predicate_type,
+                    "kind": a.kind,
+                    "builder": a.builder,
+                    "source": a.source,
+                    "buildType": a.build_type,
+                    "signedBy": a.signed_by,
+                    "reason": a.reason or None,
+                }
+                for a in p.attestations
+            ]
+            if p.attestations is not None
+            else None
+        ),
     }
+
+
+def _signature_json(s: SignatureFacts) -> dict[str, object]:
+    return {
+        "format": s.format,
+        "signer": s.signer,
+        "verified": s.verified,
+        "key": s.key,
+        "reason": s.reason or None,
+    }
+
+
+def _signature_line(s: SignatureFacts) -> str:
+    """`cosign by key sha256:ab12… (verified)`, or why not."""
+    if s.verified:
+        return f"{s.format} by {s.signer} (verified)"
+    return f"{s.format} by {s.signer}: not verified ({s.reason})"
+
+
+def _keys(paths: list[str]) -> tuple[bytes, ...]:
+    """The DER public keys of `--key` files (InputError naming the file when unusable)."""
+    found = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--key {path}: cannot read: {exc}") from exc
+        try:
+            found.append(signing.parse_public_key(text, path).der)
+        except ValueError as exc:
+            raise InputError(f"--key {exc}") from exc
+    return tuple(sorted(set(found)))
 
 
 def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     ref = reference.parse(args.reference)
+    keys = _keys(args.key)
     settings = settings_mod.load_settings(args.config)
     resolver = resolver_mod.build(settings, mode="cli")
     needs = Needs(
@@ -463,6 +513,9 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         config=True,
         select=tuple(args.platform) or ("*",),
         tag=True,  # for name:tag@digest: where the tag points now
+        signatures=args.signatures or bool(keys),  # verified against the --key files
+        keys=keys,
+        attestations=args.attestations,
     )
     deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
     facts = resolver.resolve([(ref, needs)], deadline=deadline)[0]
@@ -478,6 +531,9 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         "tier": facts.tier,
         "tierSource": facts.tier_source,
         "platforms": [_platform_json(p) for p in shown],
+        "signatures": (
+            [_signature_json(s) for s in facts.signatures] if facts.signatures is not None else None
+        ),
         "rateLimit": (
             {"limit": rate.limit, "remaining": rate.remaining, "window": rate.window}
             if rate is not None
@@ -504,6 +560,11 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             out.write(f"  {p.platform or '?':<16} {_platform_line(p)}\n")
             for name, value in sorted((p.labels or {}).items()):
                 out.write(f"  {'':<16}   label {name}={value}\n")
+        if facts.signatures is not None:
+            if not facts.signatures:
+                out.write("  signatures: none found (cosign .sig tag, OCI referrers)\n")
+            for s in facts.signatures:
+                out.write(f"  signature:  {_signature_line(s)}\n")
         if rate is not None:
             out.write(f"  rate limit: {rate.describe()}\n")
         # One line per distinct reason: a failure shared by every fact is said once.
@@ -839,6 +900,23 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("reference", metavar="REF")
     resolve.add_argument("--platform", action="append", default=[], metavar="OS/ARCH")
     resolve.add_argument("--json", action="store_true")
+    resolve.add_argument(
+        "--signatures",
+        action="store_true",
+        help="look up the digest's signatures (cosign .sig tag, OCI referrers)",
+    )
+    resolve.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="PEM public key to verify the signatures with (repeatable; implies --signatures)",
+    )
+    resolve.add_argument(
+        "--attestations",
+        action="store_true",
+        help="read the in-toto attestations of each platform (BuildKit attestation manifests)",
+    )
     resolve.add_argument("--config", metavar="FILE", help="settings file (registries, caches)")
     resolve.add_argument("--timeout", type=_seconds, default=None, help="seconds (default 8)")
     resolve.set_defaults(func=_cmd_resolve)

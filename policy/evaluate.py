@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
-from policy import checks, patterns
+from policy import attestations, checks, patterns, signing
 from policy.facts import NO_NEEDS, ImageFacts, Needs, PlatformFacts
 from policy.reference import Reference
 from policy.rules import Action, Rule, RuleSet
@@ -216,6 +216,17 @@ def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
                 out = out | Needs(digest=True, manifest=True, config=True, select=select)
             elif fact == "tag":
                 out = out | Needs(tag=True)
+            elif fact == "signatures":
+                assert isinstance(check.setting, signing.SignaturePolicy)
+                keys = tuple(sorted({k.der for k in check.setting.keys}))
+                roots = check.setting.roots
+                out = out | Needs(digest=True, signatures=True, keys=keys, roots=roots)
+            elif fact == "attestations":
+                assert isinstance(check.setting, attestations.AttestationPolicy)
+                keys = tuple(sorted({k.der for k in check.setting.keys}))
+                out = out | Needs(
+                    digest=True, manifest=True, attestations=True, select=select, keys=keys
+                )
     return out
 
 
@@ -240,6 +251,23 @@ def _missing(
         return _error(facts, "tag") if facts.tag_match is None else None
     if fact == "tier":
         return None if facts.tier is not None else _error(facts, "tier", "tier not resolved")
+    if fact == "signatures":
+        if facts.signatures is not None:
+            return None
+        for key in ("signatures", "digest"):
+            if facts.errors.get(key):
+                return _error(facts, key)
+        return "signatures not looked up", ""
+    if fact == "attestations":
+        for key in ("attestations", "manifest", "platforms", "digest"):
+            if facts.errors.get(key):
+                return _error(facts, key)
+        if facts.index is None:
+            return "manifest not resolved", ""
+        for p in selected:
+            if p.attestations is None:
+                return f"attestations for {p.platform} not resolved", ""
+        return None
     found: tuple[str, str] | None = None
     if facts.errors:  # the first of these facts that failed says why
         for key in (fact, "manifest" if fact == "config" else fact, "platforms", "digest"):
@@ -280,6 +308,8 @@ def _resolve_violation(
         "manifest": "image manifest",
         "platforms": "platform list",
         "tag": "where the tag points",
+        "signatures": "signatures",
+        "attestations": "attestations",
     }
     reason, detail = why
     return Violation(
@@ -313,7 +343,7 @@ def _judge_rule(
             if violation is not None:
                 out.append(violation)
             continue
-        if spec.fact in ("manifest", "config") and facts.index and not selected:
+        if spec.fact in ("manifest", "config", "attestations") and facts.index and not selected:
             if not no_platform_reported:
                 offered = ", ".join(p.platform for p in facts.image_platforms()) or "no images"
                 wanted = ", ".join(str(g) for g in globs)

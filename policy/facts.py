@@ -8,6 +8,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import NamedTuple
 
+from policy.signing import RootFile
+
 TIERS = ("official", "verified_publisher", "sponsored_oss", "none")
 
 # Platform of index entries that carry attestations (buildkit) rather than an image.
@@ -25,6 +27,11 @@ class Needs(NamedTuple):
     patterns whose manifests/configs are read ("*" = all); a single-platform image is always read.
     `tag`: for a reference with both a tag and a digest, ask the registry where the tag points
     (the tag counts in the decision only when it points at the digest).
+    `signatures`: look up the signatures of the digest judged (cosign's `.sig` tag and OCI
+    referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted) and, for
+    keyless signatures and transparency-log entries, the Sigstore trusted `roots` (JSON).
+    `attestations`: read the in-toto statements attached to each selected platform's image
+    (BuildKit attestation manifests of the index; DSSE signatures verified against `keys`).
     """
 
     tier: bool = False
@@ -34,6 +41,10 @@ class Needs(NamedTuple):
     config: bool = False
     select: tuple[str, ...] = ()
     tag: bool = False
+    signatures: bool = False
+    keys: tuple[bytes, ...] = ()
+    roots: tuple[RootFile, ...] = ()
+    attestations: bool = False
 
     def __or__(self, other: Needs) -> Needs:
         select = tuple(dict.fromkeys(self.select + other.select))
@@ -45,12 +56,23 @@ class Needs(NamedTuple):
             config=self.config or other.config,
             select=select,
             tag=self.tag or other.tag,
+            signatures=self.signatures or other.signatures,
+            keys=tuple(sorted(set(self.keys + other.keys))),
+            roots=tuple(sorted(set(self.roots + other.roots), key=lambda r: r.digest)),
+            attestations=self.attestations or other.attestations,
         )
 
     @property
     def registry(self) -> bool:
         """Whether anything must be asked of the image's registry."""
-        return self.digest or self.platforms or self.manifest or self.config or self.tag
+        return (
+            self.digest
+            or self.platforms
+            or self.manifest
+            or self.config
+            or self.tag
+            or self.signatures
+        )
 
     @property
     def nothing(self) -> bool:
@@ -61,6 +83,23 @@ NO_NEEDS = Needs()
 
 NO_REASONS: Mapping[str, str] = MappingProxyType({})
 """An empty `ImageFacts.errors` / `ImageFacts.details`, shared."""
+
+
+@dataclass(frozen=True)
+class AttestationFacts:
+    """One in-toto statement attached to a platform image (a BuildKit attestation manifest
+    of the index): its predicate type and kind (`provenance`, `sbom`, or `other`), what a
+    provenance says (builder id, source repository, build type), the configured key whose
+    DSSE signature verified it (None: unsigned or not verified), and why it cannot be used
+    (`reason`, "" when it can: e.g. its subject is another image)."""
+
+    predicate_type: str
+    kind: str
+    builder: str | None = None
+    source: str | None = None
+    build_type: str | None = None
+    signed_by: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +117,35 @@ class PlatformFacts:
     created: datetime | None = None
     labels: Mapping[str, str] | None = None
     config_known: bool = False
+    attestations: tuple[AttestationFacts, ...] | None = None
+    """The in-toto statements attached to this image in its index; None when not read."""
+
+
+SIGNATURE_FORMATS = ("cosign", "bundle")
+"""`cosign`: a layer of cosign's `sha256-<hex>.sig` manifest (simple-signing payload);
+`bundle`: a Sigstore bundle found through OCI referrers (or their fallback tag)."""
+
+
+@dataclass(frozen=True)
+class SignatureFacts:
+    """One signature found for the judged digest, and what verifying it showed.
+
+    `key` is the fingerprint (`sha256:<hex>` of the DER public key) of the configured key that
+    verified it, None when none did; `issuer` and `subject` the identity of a keyless
+    signature's certificate (verified to chain to a trusted root); `tlog` whether a
+    transparency-log entry of it was verified; `reason` says why it is not verified ("" when it
+    is); `signer` names who signed as far as is known (`key sha256:ab12…`, `keyless <subject>
+    (issuer <issuer>)`, `unknown key`).
+    """
+
+    format: str
+    verified: bool
+    key: str | None = None
+    reason: str = ""
+    signer: str = ""
+    issuer: str | None = None
+    subject: str | None = None
+    tlog: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +161,10 @@ class ImageFacts:
     means. `details` maps the same facts to the full reason for the operator (the upstream's
     words, the host and address tried), which goes to the decision log and the CLI's reports,
     never into an admission answer.
+
+    `signatures`: the signatures found for `digest` (the digest the reference names or its tag
+    points at: for an index, the index digest), each verified or not; None when not looked up
+    (then `errors["signatures"]` may say why).
 
     For a reference written with both a tag and a digest whose tag was asked about
     (`Needs.tag`): `tag_digest` is the digest the tag points at, and `tag_match` whether that
@@ -110,6 +182,7 @@ class ImageFacts:
     details: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     tag_digest: str | None = None
     tag_match: bool | None = None
+    signatures: tuple[SignatureFacts, ...] | None = None
 
     def image_platforms(self) -> tuple[PlatformFacts, ...]:
         """The entries that are images (attestation entries are never images)."""

@@ -15,21 +15,37 @@ images:
     layers: 3
     size: 12MiB
     user: "1000"
+    attestations:                      # in-toto statements about this image ([]: none)
+      - {predicateType: https://slsa.dev/provenance/v0.2, builder: https://github.com/acme/*,
+         source: https://github.com/acme/app.git, buildType: https://mobyproject.org/buildkit@v1}
+    signatures:                        # of the digest; [] records "none found"
+      - {format: cosign, key: sha256:<fingerprint of the key that verified it>}
+      - {format: bundle, verified: false, reason: does not verify with a configured key}
 ```
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from policy import reference, units
+from policy import attestations, reference, signing, units
 from policy.errors import InputError, InvalidReference, Location, RuleError
-from policy.facts import TIERS, ImageFacts, Needs, PlatformFacts, offline_tier
+from policy.facts import (
+    SIGNATURE_FORMATS,
+    TIERS,
+    AttestationFacts,
+    ImageFacts,
+    Needs,
+    PlatformFacts,
+    SignatureFacts,
+    offline_tier,
+)
 from policy.failures import Cause
 from policy.yamlsrc import Node, Reader, join, load
 
@@ -46,8 +62,13 @@ _IMAGE_KEYS = (
     "user",
     "created",
     "labels",
+    "signatures",
+    "attestations",
 )
-_PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels")
+_ATTESTATION_KEYS = ("predicateType", "builder", "source", "buildType", "signedBy", "reason")
+_SIGNATURE_KEYS = ("format", "key", "verified", "reason", "signer")
+_FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
+_PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels", "attestations")
 _CONFIG_KEYS = ("user", "created", "labels")
 
 
@@ -82,6 +103,34 @@ def _digest(reader: Reader, node: Node, path: str) -> str | None:
         reader.error(node, path, f"invalid digest: {exc.problem}")
         return None
     return text
+
+
+def _attestation(reader: Reader, node: Node, path: str) -> AttestationFacts | None:
+    """One recorded in-toto statement about the platform image."""
+    fields = reader.mapping(node, path, allowed=_ATTESTATION_KEYS, required=("predicateType",))
+    if fields is None or "predicateType" not in fields:
+        return None
+    texts: dict[str, str | None] = {}
+    for key in _ATTESTATION_KEYS:
+        texts[key] = reader.string(fields[key], join(path, key)) if key in fields else None
+    signed_by = texts["signedBy"]
+    if signed_by is not None and not _FINGERPRINT.fullmatch(signed_by):
+        reader.expected(
+            fields["signedBy"], join(path, "signedBy"), "a key fingerprint sha256:<64 hex>"
+        )
+        return None
+    predicate_type = texts["predicateType"]
+    if predicate_type is None:
+        return None
+    return AttestationFacts(
+        predicate_type,
+        attestations.kind_of(predicate_type),
+        builder=texts["builder"],
+        source=texts["source"],
+        build_type=texts["buildType"],
+        signed_by=signed_by,
+        reason=texts["reason"] or "",
+    )
 
 
 def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -> PlatformFacts:
@@ -123,6 +172,19 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
                 children["labels"], join(path, "labels"), "a mapping of label names to strings"
             )
     config_known = any(k in children for k in _CONFIG_KEYS)
+    recorded: tuple[AttestationFacts, ...] | None = None
+    if "attestations" in children:
+        listed = children["attestations"]
+        if isinstance(listed.value, list):
+            read = [
+                _attestation(reader, child, item)
+                for item, child in reader.items(listed, join(path, "attestations"), nonempty=False)
+            ]
+            recorded = tuple(a for a in read if a is not None)
+        else:
+            reader.expected(
+                listed, join(path, "attestations"), "a list of statements ([] for none)"
+            )
     platform = name
     if not name:
         platform = "linux/amd64"
@@ -139,6 +201,39 @@ def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -
         if labels is not None
         else (MappingProxyType({}) if config_known else None),
         config_known=config_known,
+        attestations=recorded,
+    )
+
+
+def _signature(reader: Reader, node: Node, path: str) -> SignatureFacts | None:
+    """One recorded signature: verified by the key named (its fingerprint), or not, with why."""
+    fields = reader.mapping(node, path, allowed=_SIGNATURE_KEYS, required=("format",))
+    if fields is None or "format" not in fields:
+        return None
+    fmt = reader.choice(fields["format"], join(path, "format"), SIGNATURE_FORMATS)
+    key = None
+    if "key" in fields:
+        key = reader.string(fields["key"], join(path, "key"))
+        if key is not None and not _FINGERPRINT.fullmatch(key):
+            reader.expected(fields["key"], join(path, "key"), "a key fingerprint sha256:<64 hex>")
+            key = None
+    verified = key is not None
+    if "verified" in fields:
+        verified = bool(reader.boolean(fields["verified"], join(path, "verified")))
+        if verified and key is None:
+            reader.error(
+                fields["verified"], join(path, "verified"), "a verified signature names its key"
+            )
+    reason = reader.string(fields["reason"], join(path, "reason")) if "reason" in fields else None
+    signer = reader.string(fields["signer"], join(path, "signer")) if "signer" in fields else None
+    if fmt is None:
+        return None
+    return SignatureFacts(
+        fmt,
+        verified,
+        key=key if verified else None,
+        reason="" if verified else (reason or "recorded as not verified"),
+        signer=signer or (f"key {signing.short(key)}" if key else "unknown key"),
     )
 
 
@@ -169,15 +264,27 @@ def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
             index = True
         else:
             reader.expected(node_platforms, platforms_path, "a mapping of platforms to facts")
-    elif any(k in children for k in ("layers", "size", *_CONFIG_KEYS)):
+    elif any(k in children for k in ("layers", "size", "attestations", *_CONFIG_KEYS)):
         platforms = (_platform(reader, "", children, path),)
         index = False
+    signatures: tuple[SignatureFacts, ...] | None = None
+    if "signatures" in children:
+        listed = children["signatures"]
+        if isinstance(listed.value, list):
+            found = [
+                _signature(reader, child, item)
+                for item, child in reader.items(listed, join(path, "signatures"), nonempty=False)
+            ]
+            signatures = tuple(f for f in found if f is not None)
+        else:
+            reader.expected(listed, join(path, "signatures"), "a list of signatures ([] for none)")
     return ImageFacts(
         digest=digest,
         index=index,
         tier=tier,
         tier_source="facts file" if tier else None,
         platforms=platforms,
+        signatures=signatures,
     )
 
 
@@ -246,9 +353,23 @@ class FactsResolver:
     ) -> list[ImageFacts]:
         """The recorded facts for each reference (the deadline is moot: nothing is fetched)."""
         return [
-            self._tag(ref, self.lookup(ref)) if needs.tag else self.lookup(ref)
+            self._signed(
+                ref, needs, self._tag(ref, self.lookup(ref)) if needs.tag else self.lookup(ref)
+            )
             for ref, needs in items
         ]
+
+    def _signed(self, ref: reference.Reference, needs: Needs, found: ImageFacts) -> ImageFacts:
+        """Signatures are judged only as recorded: an entry without `signatures:` says so."""
+        if not needs.signatures or found.signatures is not None or found.errors.get("digest"):
+            return found
+        return _not_recorded(
+            found,
+            {
+                "signatures": f"{ref} has no signatures in the {self._source} (`signatures: []` "
+                "records none)"
+            },
+        )
 
     def _tag(self, ref: reference.Reference, found: ImageFacts) -> ImageFacts:
         """For `name:tag@digest`: where the file says the tag points (its entry for

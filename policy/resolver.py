@@ -6,6 +6,11 @@
 - child manifests of an index only for the platforms the checks read, configs only when a
   config check applies, nothing for checks that read only the reference;
 - a short negative cache for 404s;
+- signatures by image digest: cosign's `sha256-<hex>.sig` tag and the OCI referrers of the
+  digest (or, where the registry lacks the referrers API, their `sha256-<hex>` fallback tag),
+  every artifact digest-verified and size-capped, at most `MAX_SIGNATURES` read; what was found
+  is kept as long as the cache keeps it, "no signatures" only for `unsigned_ttl` (signatures
+  are added after a push); each answer verified against the keys the rules name;
 - concurrent identical lookups coalesced into one upstream request, run under the latest
   deadline of the reviews waiting on it (`Coalescer.share`);
 - the images of one decision resolved in parallel under one deadline: an image not resolved
@@ -18,9 +23,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -30,7 +36,7 @@ from typing import Protocol, TypeVar, cast
 
 import requests
 
-from policy import failures, sharedcache
+from policy import attestations, failures, sharedcache, sigverify
 from policy import tiers as tiers_mod
 from policy.bulkhead import Breakers, Lanes, ShortCircuited
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
@@ -38,7 +44,15 @@ from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.egress import Mode
 from policy.errors import ManifestNotFound, RegistryError, RegistryUnavailable
-from policy.facts import ATTESTATION_PLATFORM, NO_REASONS, ImageFacts, Needs, PlatformFacts
+from policy.facts import (
+    ATTESTATION_PLATFORM,
+    NO_REASONS,
+    AttestationFacts,
+    ImageFacts,
+    Needs,
+    PlatformFacts,
+    SignatureFacts,
+)
 from policy.reference import Reference
 from policy.registry import media
 from policy.registry.auth import Authenticator
@@ -54,10 +68,17 @@ from policy.registry.session import RegistrySession, egress_policy, new_session
 from policy.registry.transport import Transport
 from policy.settings import Settings
 from policy.sharedcache import Missing, SharedCache
+from policy.signing import RootFile
 
 T = TypeVar("T")
 
 NEGATIVE_TTL = 30.0
+UNSIGNED_TTL = 30.0
+"""Seconds "no signatures" is believed for a digest: signatures are pushed after the image."""
+MAX_SIGNATURES = 32
+"""Signature artifacts read per digest from each place (cosign's `.sig` layers; referrers)."""
+MAX_ATTESTATIONS = 16
+"""In-toto statements read per platform image."""
 ANSWER_ENTRIES = 4096  # whole answers kept (small: a few KiB each)
 PER_REGISTRY = 16
 """Default cap on one registry's image lookups in flight (and, separately, on its index
@@ -107,6 +128,21 @@ class Pressure:
     short_circuited: list[str]
 
 
+@dataclass(frozen=True)
+class _Artifacts:
+    """The signature artifacts of one digest, fetched and digest-verified, not yet judged:
+    cosign layers (payload, annotations), Sigstore bundles, and those refused before
+    verification (format, why)."""
+
+    cosign: tuple[tuple[bytes, Mapping[str, str]], ...] = ()
+    bundles: tuple[bytes, ...] = ()
+    refused: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.cosign or self.bundles or self.refused)
+
+
 class _Failed(Exception):
     """One fact could not be fetched; carries which fact and why."""
 
@@ -141,9 +177,11 @@ class RegistryResolver:
         request_timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
         disk: DiskCache | None = None,
+        unsigned_ttl: float = UNSIGNED_TTL,
         shared: SharedCache | None = None,
     ) -> None:
         self.client = client
+        self._unsigned_ttl = unsigned_ttl
         self.shared = shared
         """The Redis tier every replica shares (`policy.sharedcache`), if configured."""
         self._request_timeout = request_timeout
@@ -155,7 +193,8 @@ class RegistryResolver:
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
         # One byte budget, `cache_max_bytes`, split between every cache, each entry charged
         # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
-        # manifests 1/2, configs 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16.
+        # manifests 7/16, signature artifacts and attestation statements 1/32 each, configs
+        # 1/4, tag→digest 1/8, whole answers 1/16, 404s 1/16 ("unsigned" answers 1/64).
         budget = max(16, cache_max_bytes)
         self._clock = clock if clock is not None else time.monotonic
         self._tag_memory = max(TAG_MEMORY, tag_ttl)  # a tag is remembered at least while fresh
@@ -167,7 +206,13 @@ class RegistryResolver:
             ttl=negative_ttl, max_entries=10_000, max_bytes=budget // 16, clock=clock
         )
         self._manifests: SizedLRU[Hashable, media.Index | media.ImageManifest] = SizedLRU(
-            budget // 2
+            budget * 7 // 16
+        )
+        self._signatures: SizedLRU[Hashable, _Artifacts] = SizedLRU(budget // 32)
+        self._statement_cache: SizedLRU[Hashable, bytes] = SizedLRU(budget // 32)
+        # digest → when it was found unsigned (believed for `unsigned_ttl`)
+        self._unsigned: TTLCache[Hashable, float] = TTLCache(
+            ttl=unsigned_ttl, max_entries=10_000, max_bytes=budget // 64, clock=clock
         )
         self._configs: SizedLRU[Hashable, media.ImageConfig] = SizedLRU(budget // 4)
         self._coalescer: Coalescer[Hashable, object] = Coalescer()
@@ -191,6 +236,10 @@ class RegistryResolver:
             )
             for pool in (self._images, self._parts)
         )
+        # A registry counts as answering from its first response (a 401 challenge, say),
+        # not once a whole lookup is done: a new registry's queued lookups start a round
+        # trip sooner (`bulkhead.Lanes`: one lookup at a time until it answers).
+        client.listen(self._heard)
         self._lock = threading.Lock()
         self._counts = {"tag_hits": 0, "tag_misses": 0, "manifest_hits": 0, "manifest_misses": 0}
         self._counts |= {"config_hits": 0, "config_misses": 0, "facts_hits": 0, "facts_misses": 0}
@@ -279,6 +328,14 @@ class RegistryResolver:
                 valid_for = min(valid_for, fresh_for)
             except _Failed as failed:
                 errors["tag"] = failed.error
+        signatures: tuple[SignatureFacts, ...] | None = None
+        if needs.signatures and digest is not None and "digest" not in errors:
+            try:
+                found, fresh_for = self._signature_artifacts(ref, digest, deadline)
+                signatures = _judged(found, digest, needs.keys, needs.roots)
+                valid_for = min(valid_for, fresh_for)
+            except _Failed as failed:
+                errors["signatures"] = failed.error
         reasons, details = _reasons(errors)
         facts = ImageFacts(
             digest=digest,
@@ -291,13 +348,13 @@ class RegistryResolver:
             details=details,
             tag_digest=tag_digest,
             tag_match=tag_match,
+            signatures=signatures,
         )
         if not errors and valid_for > 0:
             # Reused only while the tag answer it rests on is fresh: a tag is still
             # revalidated every `tag_ttl`. Failures are never reused from here.
-            self._answers.put(
-                (ref, needs), facts, ttl=valid_for, size=entry_size((ref, needs), facts)
-            )
+            size = entry_size((ref, needs), facts, opaque=(RootFile,))  # roots: the rules'
+            self._answers.put((ref, needs), facts, ttl=valid_for, size=size)
         return facts
 
     def rate_limit(self, registry: str) -> RateLimit | None:
@@ -354,7 +411,7 @@ class RegistryResolver:
                 return future.result(timeout=deadline.remaining())
             except (FutureTimeout, CancelledError):
                 if future.cancel():  # still queued (or dropped from the queue): never started
-                    busy = self._image_lanes.busy(_lane(ref, needs))
+                    busy = self._image_lanes.busy(_lane(ref, needs), future)
                     error = RegistryUnavailable(busy, registry=ref.registry)
                 else:
                     error = _late(ref.registry)
@@ -363,6 +420,10 @@ class RegistryResolver:
             facts.append("tier")
         if needs.tag:
             facts.append("tag")
+        if needs.signatures:
+            facts.append("signatures")
+        if needs.attestations:
+            facts.append("attestations")
         reasons, details = _reasons(dict.fromkeys(facts, error))
         return ImageFacts(digest=ref.digest, errors=reasons, details=details)
 
@@ -375,6 +436,15 @@ class RegistryResolver:
         (`Coalescer.share`: no waiter fails early for the starter's lack of time)."""
         result = self._coalescer.share(key, fn, deadline=deadline)
         return result  # type: ignore[return-value]
+
+    def know(self, registries: Iterable[str]) -> None:
+        """Treat `registries` as known to answer (named by the operator): they keep their
+        threads when hosts never heard from crowd in (`bulkhead`)."""
+        self._breakers.know(registries)
+
+    def _heard(self, event: RequestEvent) -> None:
+        if event.status is not None:
+            self._breakers.success(event.registry)
 
     def _ask(self, registry: str, deadline: Deadline, call: Callable[[], T]) -> T:
         """One registry call, its outcome told to the registry's breaker: an answer (even an
@@ -631,6 +701,140 @@ class RegistryResolver:
 
         return self._step("config", key, fetch, deadline)
 
+    def _signature_artifacts(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[_Artifacts, float]:
+        """The signature artifacts of `digest` in `ref`'s repository, and for how many seconds
+        that answer stands (forever for found ones while cached; `unsigned_ttl` for none)."""
+        key = ("signatures", ref.registry, ref.repository, digest)
+        cached = self._signatures.get(key)
+        if cached is not None:
+            return cached, float("inf")
+        learned = self._unsigned.get(key)
+        if learned is not None:
+            return _Artifacts(), self._unsigned_ttl - (self._clock() - learned)
+
+        def fetch(deadline: Deadline) -> _Artifacts:
+            again = self._signatures.get(key)
+            if again is not None:
+                return again
+            if self._unsigned.get(key) is not None:
+                return _Artifacts()
+            found = self._fetch_signatures(ref, digest, deadline)
+            if found.empty:
+                self._unsigned.put(key, self._clock(), size=entry_size(key, 0.0))
+            else:
+                self._signatures.put(key, found, entry_size(key, found))
+            return found
+
+        found = self._step("signatures", key, fetch, deadline)
+        return found, float("inf") if not found.empty else self._unsigned_ttl
+
+    def _fetch_signatures(self, ref: Reference, digest: str, deadline: Deadline) -> _Artifacts:
+        """cosign's `.sig` tag (here) and the referrers (API, else the fallback tag; in the
+        parts pool, at the same time): one request each, then one per artifact read."""
+        try:
+            job: Future[tuple[list[bytes], list[tuple[str, str]]]] | None = self._part_lanes.submit(
+                ref.registry,
+                partial(self._referrer_bundles, ref, digest, deadline),
+                expired=_expiry(deadline),
+            )
+        except ShortCircuited:
+            job = None  # the registry's share of the pool is refused: ask in turn
+        cosign, refused = self._cosign_layers(ref, digest, deadline)
+        if job is None:
+            bundles, more = self._referrer_bundles(ref, digest, deadline)
+        else:
+            try:
+                bundles, more = job.result(timeout=deadline.remaining())
+            except (FutureTimeout, CancelledError):
+                job.cancel()
+                raise _late(ref.registry) from None
+        return _Artifacts(tuple(cosign), tuple(bundles), tuple(refused + more))
+
+    def _optional(
+        self, ref: Reference, reference: str, deadline: Deadline
+    ) -> media.Index | media.ImageManifest | None:
+        """The manifest a tag (or digest) names in `ref`'s repository; None for a 404."""
+        try:
+            return self._ask(
+                ref.registry,
+                deadline,
+                lambda: (
+                    self.client.get_manifest(
+                        ref.registry, ref.repository, reference, deadline=deadline
+                    ).document
+                ),
+            )
+        except ManifestNotFound:
+            return None
+
+    def _artifact_blob(
+        self, ref: Reference, descriptor: media.Descriptor, limit: int, deadline: Deadline
+    ) -> bytes:
+        return self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_blob(
+                ref.registry, ref.repository, descriptor.digest, deadline=deadline, max_bytes=limit
+            ),
+        )
+
+    def _cosign_layers(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[list[tuple[bytes, Mapping[str, str]]], list[tuple[str, str]]]:
+        """The payloads and annotations of the simple-signing layers of cosign's
+        `sha256-<hex>.sig` manifest (at most MAX_SIGNATURES), and those refused unread."""
+        found: list[tuple[bytes, Mapping[str, str]]] = []
+        refused: list[tuple[str, str]] = []
+        signed = self._optional(ref, digest.replace(":", "-") + ".sig", deadline)
+        layers = signed.layers if isinstance(signed, media.ImageManifest) else ()
+        for layer in [d for d in layers if d.media_type == sigverify.SIMPLE_SIGNING][
+            :MAX_SIGNATURES
+        ]:
+            if layer.size > sigverify.MAX_PAYLOAD_BYTES:
+                refused.append(("cosign", f"payload of {layer.size} bytes, over the limit"))
+                continue
+            payload = self._artifact_blob(ref, layer, sigverify.MAX_PAYLOAD_BYTES, deadline)
+            found.append((payload, layer.annotations))
+        return found, refused
+
+    def _referrer_bundles(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[list[bytes], list[tuple[str, str]]]:
+        """The Sigstore bundles among the OCI referrers of `digest` (at most MAX_SIGNATURES),
+        and those refused unread. A registry without the referrers API costs one more request:
+        the `sha256-<hex>` fallback tag."""
+        referrers = self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_referrers(
+                ref.registry, ref.repository, digest, deadline=deadline
+            ),
+        )
+        if referrers is None:
+            fallback = self._optional(ref, digest.replace(":", "-"), deadline)
+            referrers = fallback if isinstance(fallback, media.Index) else None
+        entries = referrers.manifests if referrers is not None else ()
+        bundles: list[bytes] = []
+        refused: list[tuple[str, str]] = []
+        for entry in [
+            e for e in entries if (e.artifact_type or "").startswith(sigverify.BUNDLE_TYPE_PREFIX)
+        ][:MAX_SIGNATURES]:
+            manifest = self._optional(ref, entry.digest, deadline)
+            layers = manifest.layers if isinstance(manifest, media.ImageManifest) else ()
+            held = next(
+                (d for d in layers if d.media_type.startswith(sigverify.BUNDLE_TYPE_PREFIX)),
+                None,
+            )
+            if held is None:
+                refused.append(("bundle", "the referrer holds no bundle layer"))
+            elif held.size > sigverify.MAX_BUNDLE_BYTES:
+                refused.append(("bundle", f"bundle of {held.size} bytes, over the limit"))
+            else:
+                bundles.append(self._artifact_blob(ref, held, sigverify.MAX_BUNDLE_BYTES, deadline))
+        return bundles, refused
+
     def _remember_missing(self, key: Hashable, exc: ManifestNotFound) -> None:
         """Cache a 404 briefly, without its traceback (whose frames would stay alive)."""
         exc = exc.with_traceback(None)
@@ -736,10 +940,12 @@ class RegistryResolver:
         errors: dict[str, RegistryError],
     ) -> tuple[PlatformFacts, ...]:
         if isinstance(document, media.ImageManifest):
-            return (self._single(ref, document, digest, needs, deadline, errors),)
+            single = self._single(ref, document, digest, needs, deadline, errors)
+            # Attestations are attached through an index: a lone manifest has none.
+            return (dataclasses.replace(single, attestations=()) if needs.attestations else single,)
         selected = (
             {d.digest for d in media.select_platforms(document, needs.select or ("*",))}
-            if needs.manifest
+            if needs.manifest or needs.attestations
             else set()
         )
         jobs: dict[str, Future[PlatformFacts]] = {}
@@ -767,7 +973,9 @@ class RegistryResolver:
             except (FutureTimeout, CancelledError):
                 errors.setdefault(
                     "manifest",
-                    RegistryUnavailable(self._part_lanes.busy(ref.registry), registry=ref.registry)
+                    RegistryUnavailable(
+                        self._part_lanes.busy(ref.registry, job), registry=ref.registry
+                    )
                     if job.cancel()
                     else _late(ref.registry),
                 )
@@ -776,7 +984,105 @@ class RegistryResolver:
                 errors.setdefault(failed.fact, failed.error)
                 found = PlatformFacts(platform=platform, digest=entry.digest)
             out.append(found)
+        if needs.attestations:
+            out = self._attested(ref, document, out, selected, needs, deadline, errors)
         return tuple(out)
+
+    def _attested(
+        self,
+        ref: Reference,
+        index: media.Index,
+        found: list[PlatformFacts],
+        selected: set[str],
+        needs: Needs,
+        deadline: Deadline,
+        errors: dict[str, RegistryError],
+    ) -> list[PlatformFacts]:
+        """`found` with each selected image's attestations: the statements of the attestation
+        manifests of `index` that name it (`vnd.docker.reference.digest`)."""
+        by_image: dict[str, list[media.Descriptor]] = {}
+        for entry in index.manifests:
+            target = entry.annotations.get(attestations.REFERENCE_DIGEST_ANNOTATION)
+            if entry.is_attestation and target is not None:
+                by_image.setdefault(target, []).append(entry)
+        trust = sigverify.Trust(sigverify.load_keys(needs.keys))
+        out = []
+        for p in found:
+            if p.digest in selected and p.platform != ATTESTATION_PLATFORM and p.digest:
+                try:
+                    read = self._statements(
+                        ref, by_image.get(p.digest, []), p.digest, trust, deadline
+                    )
+                    p = dataclasses.replace(p, attestations=read)
+                except _Failed as failed:
+                    errors.setdefault("attestations", failed.error)
+            out.append(p)
+        return out
+
+    def _statements(
+        self,
+        ref: Reference,
+        manifests: list[media.Descriptor],
+        digest: str,
+        trust: sigverify.Trust,
+        deadline: Deadline,
+    ) -> tuple[AttestationFacts, ...]:
+        """The statements about `digest` in these attestation manifests (at most
+        MAX_ATTESTATIONS): provenance statements (and, with keys, every statement, for its
+        signature) are read and their subject checked; an SBOM, whose predicate type the layer
+        annotation says, is counted unread (the index, judged by digest, lists the attestation
+        manifest by digest, which lists the layer by digest: its link to the image is sealed)."""
+        out: list[AttestationFacts] = []
+        for descriptor in manifests[:4]:
+            manifest = self._manifest(ref.registry, ref.repository, descriptor.digest, deadline)
+            if not isinstance(manifest, media.ImageManifest):
+                continue
+            for layer in manifest.layers:
+                if len(out) == MAX_ATTESTATIONS:
+                    return tuple(out)
+                if not layer.media_type.startswith(attestations.IN_TOTO):
+                    continue
+                predicate = layer.annotations.get(attestations.PREDICATE_ANNOTATION, "")
+                kind = attestations.kind_of(predicate)
+                if kind != "provenance" and not trust.keys:
+                    out.append(AttestationFacts(predicate, kind))
+                    continue
+                if layer.size > attestations.MAX_STATEMENT_BYTES:
+                    out.append(
+                        AttestationFacts(predicate, kind, reason="over the statement size limit")
+                    )
+                    continue
+                body = self._step(
+                    "attestations",
+                    ("statement", ref.registry, ref.repository, layer.digest),
+                    partial(self._statement_blob, ref, layer),
+                    deadline,
+                )
+                opened = sigverify.open_envelope(body, trust)
+                if opened is None:
+                    out.append(attestations.read_statement(body, digest))
+                else:
+                    out.append(attestations.read_statement(opened[0], digest, signed_by=opened[1]))
+        return tuple(out)
+
+    def _statement_blob(self, ref: Reference, layer: media.Descriptor, deadline: Deadline) -> bytes:
+        key = ("statement", ref.registry, ref.repository, layer.digest)
+        cached = self._statement_cache.get(key)
+        if cached is not None:
+            return cached
+        body = self._ask(
+            ref.registry,
+            deadline,
+            lambda: self.client.get_blob(
+                ref.registry,
+                ref.repository,
+                layer.digest,
+                deadline=deadline,
+                max_bytes=attestations.MAX_STATEMENT_BYTES,
+            ),
+        )
+        self._statement_cache.put(key, body, entry_size(key, body))
+        return body
 
     def _entry(
         self,
@@ -836,6 +1142,22 @@ class RegistryResolver:
 _FACT_ORDER = ("digest", "platforms", "manifest", "config")
 HUB_LANE = tiers_mod.HUB
 HUB_API = "Docker Hub API"
+
+
+def _judged(
+    found: _Artifacts, digest: str, keys: Sequence[bytes], roots: Sequence[RootFile]
+) -> tuple[SignatureFacts, ...]:
+    """Each artifact verified for `digest` against `keys` and trusted `roots` (no I/O)."""
+    trust = sigverify.Trust(
+        sigverify.load_keys(keys), sigverify.load_roots([r.data for r in roots])
+    )
+    out = [
+        sigverify.verify_cosign(payload, annotations, digest, trust)
+        for payload, annotations in found.cosign
+    ]
+    out += [sigverify.verify_bundle(bundle, digest, trust) for bundle in found.bundles]
+    out += [SignatureFacts(fmt, False, reason=why, signer="unknown") for fmt, why in found.refused]
+    return tuple(out)
 
 
 def _holding(shared: SharedCache, fn: Callable[[Deadline], T], deadline: Deadline) -> T:

@@ -26,6 +26,7 @@ from policy.evaluate import (
 from policy.facts import NO_NEEDS, ImageFacts, Needs
 from policy.reference import Reference
 from policy.rules import Rule, RuleSet
+from policy.signing import RootFile
 
 
 class Resolver(Protocol):
@@ -79,12 +80,14 @@ class Service:
         self._pin = pin
         share = max(16, memo_bytes)
         self._plans: ByteMemo[PlanKey, tuple[Applicable, Needs]] = ByteMemo(
-            share // 4, opaque=(Rule,)
+            share // 4, opaque=(Rule, RootFile)
         )
         self._decisions: ByteMemo[
             tuple[Reference, str | None], tuple[ImageFacts, datetime, ImageDecision]
         ] = ByteMemo(share // 4)
-        self._batches: ByteMemo[tuple[Item, ...], _Batch] = ByteMemo(share // 2, opaque=(Rule,))
+        self._batches: ByteMemo[tuple[Item, ...], _Batch] = ByteMemo(
+            share // 2, opaque=(Rule, RootFile)
+        )
 
     def _plan(self, ref: Reference, context: Context) -> tuple[Applicable, Needs]:
         """The rules applying to `ref` in `context` and the facts they need, memoized: both
@@ -118,7 +121,8 @@ class Service:
             items = self._pinned(items, now, deadline)
         key = tuple(items)  # (reference, namespace) tuples: hashed and compared in C
         batch = self._batches.get(key)
-        if batch is None or now >= batch.until:
+        planned = batch is None or now >= batch.until
+        if batch is None or planned:
             batch = self._batch(items, now)
         facts = self.resolver.resolve(batch.wanted, deadline=deadline)
         if (
@@ -132,6 +136,13 @@ class Service:
             self._judge(item, by_ref[item.reference], rules, now)
             for item, rules in zip(items, batch.rules, strict=True)
         ]
+        if any(f.errors for f in facts):
+            # Facts with a failure are never handed out again (the resolver keeps no failed
+            # answer), so these decisions could never be reused: keep only the plans. (An
+            # attack naming hosts that never answer would otherwise pay for measuring them.)
+            if planned:
+                self._batches.put(key, batch)
+            return [d for d, _ in judged]
         self._batches.put(
             key,
             _Batch(
@@ -198,7 +209,8 @@ class Service:
         context = Context(now=now, namespace=item.namespace)
         decision = evaluate_image(self.ruleset, item.reference, facts, context, rules=rules)
         until = stable_until(self.ruleset, item.reference, facts, context, rules=rules)
-        self._decisions.put(key, (facts, until, decision))
+        if not facts.errors:  # failed facts are never handed out twice (`decide`)
+            self._decisions.put(key, (facts, until, decision))
         return decision, until
 
 

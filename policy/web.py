@@ -103,6 +103,14 @@ class PressuredResolver(Protocol):
     def pressure(self) -> resolver_mod.Pressure: ...
 
 
+@runtime_checkable
+class KnowingResolver(Protocol):
+    """A resolver that can be told which registries the operator named (trusted with threads
+    from the start, as registries that have answered are: `bulkhead`)."""
+
+    def know(self, registries: Iterable[str]) -> None: ...
+
+
 # --- the policy in force, reloaded when its files change -----------------------------------
 
 
@@ -241,6 +249,11 @@ class PolicyHolder:
             share = settings.memo_bytes // 4
             validate = Service(ruleset, resolver, now=self._now, memo_bytes=share)
             pin = Service(ruleset, resolver, now=self._now, pin=True, memo_bytes=share)
+        named = named_registries(settings, ruleset)
+        if isinstance(resolver, KnowingResolver):
+            # The registries the cluster is meant to use are not "never heard from" during
+            # an attack that starts before they first answer.
+            resolver.know(named)
         return Policy(
             settings=settings,
             resolver=resolver,
@@ -250,7 +263,7 @@ class PolicyHolder:
             rules_error=rules_error,
             settings_error=settings_error,
             loaded_at=time.time(),
-            named_registries=named_registries(settings, ruleset),
+            named_registries=named,
         )
 
     def _load_rules(self) -> tuple[RuleSet | None, str | None]:
@@ -1104,7 +1117,9 @@ def create_app(
             ):
                 return known
         fresh = _judged(service, review, sites, pinning, deadline, decided)
-        memo.put(key, fresh)
+        if not any(d.facts.errors for d in fresh.decisions):
+            # (Decisions on failed facts are never handed out twice: not worth measuring.)
+            memo.put(key, fresh)
         return fresh
 
     def admission_endpoint(endpoint: str) -> Response:

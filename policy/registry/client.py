@@ -46,7 +46,7 @@ from policy.errors import (
     RegistryUnavailable,
     UnsupportedManifest,
 )
-from policy.registry import media
+from policy.registry import media, transport
 from policy.registry.transport import EgressDenied
 
 MiB = 1024 * 1024
@@ -245,7 +245,9 @@ class RegistryClient:
         self._sleep = sleep
         self._clock = clock
         self._wall_clock = wall_clock
-        self._on_request = on_request
+        self._listeners: list[Callable[[RequestEvent], None]] = []
+        if on_request is not None:
+            self._listeners.append(on_request)
         self._rate_limits: dict[str, RateLimit] = {}
         self._first_contacts: dict[tuple[str, str], _FirstContact] = {}
         self._lock = threading.Lock()
@@ -362,6 +364,56 @@ class RegistryClient:
         except RegistryError as exc:
             raise _with(exc, registry, ref) from None
         return answer.body
+
+    def get_referrers(
+        self, registry: str, repository: str, digest: str, *, deadline: Deadline
+    ) -> media.Index | None:
+        """The OCI 1.1 referrers of `digest` (`GET /v2/<name>/referrers/<digest>`), an index;
+        None when the registry does not offer the API (a 404 or another 4xx but 401/403/429,
+        as the distribution spec says), so the caller falls back to the referrers tag."""
+        ref = f"{registry}/{repository}@{digest}"
+        try:
+            media.parse_digest(digest)
+        except RegistryError as exc:
+            raise _with(exc, registry, ref) from None
+        path = f"/v2/{self._repository(registry, repository)}/referrers/{digest}"
+        try:
+            answer = self._fetch(
+                registry,
+                repository,
+                digest,
+                "GET",
+                path,
+                deadline=deadline,
+                max_bytes=self._limits.manifest_bytes,
+                kind="referrers",
+            )
+        except ManifestNotFound:
+            return None
+        except RegistryError as exc:
+            if (
+                type(exc) is RegistryError
+                and exc.status is not None
+                and 400 <= exc.status < 500
+                and exc.status not in (401, 403, 429)
+            ):
+                return None
+            raise
+        try:
+            document = media.parse_manifest(
+                answer.body,
+                answer.headers.get("Content-Type") or media.OCI_INDEX,
+                max_index_entries=self._limits.index_entries,
+            )
+        except RegistryError as exc:
+            raise _with(exc, registry, ref) from None
+        if not isinstance(document, media.Index):
+            raise IntegrityError(
+                f"{ref}: the referrers answer is not an image index",
+                registry=registry,
+                reference=ref,
+            )
+        return document
 
     def get_config(
         self, registry: str, repository: str, config: media.Descriptor, *, deadline: Deadline
@@ -773,6 +825,7 @@ class RegistryClient:
                 f"{ref}: deadline passed before asking {host}", registry=registry, reference=ref
             )
         started = self._clock()
+        transport.forget_exchange()
         try:
             response = self._session.request(
                 method,
@@ -800,20 +853,20 @@ class RegistryClient:
             yield response
         finally:
             response.close()
+            # An exchange the transport cut at its deadline was not answered, whatever
+            # status line came first.
+            status = None if transport.cut_short() else response.status_code
             self._emit(
-                RequestEvent(
-                    registry,
-                    host,
-                    method,
-                    parts.path,
-                    response.status_code,
-                    self._clock() - started,
-                )
+                RequestEvent(registry, host, method, parts.path, status, self._clock() - started)
             )
 
+    def listen(self, listener: Callable[[RequestEvent], None]) -> None:
+        """Also call `listener` with each request's event (after `on_request`)."""
+        self._listeners.append(listener)
+
     def _emit(self, event: RequestEvent) -> None:
-        if self._on_request is not None:
-            self._on_request(event)
+        for listener in self._listeners:
+            listener(event)
 
     def _read_body(
         self,
@@ -871,11 +924,14 @@ class RegistryClient:
                     )
                 chunks.append(chunk)
         except (requests.RequestException, OSError, Urllib3Error) as exc:
+            why = "timed out" if transport.cut_short() else describe_failure(exc)
             raise RegistryUnavailable(
-                f"{ref}: reading from {host} failed: {describe_failure(exc)}",
-                registry=registry,
-                reference=ref,
+                f"{ref}: reading from {host} failed: {why}", registry=registry, reference=ref
             ) from None
+        if transport.cut_short():  # the body "ended" because its time was up: no answer
+            raise RegistryUnavailable(
+                f"{ref}: reading from {host} failed: timed out", registry=registry, reference=ref
+            )
         return b"".join(chunks)
 
     # --- rate limits -------------------------------------------------------------------

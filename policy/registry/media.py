@@ -106,6 +106,8 @@ class Descriptor:
     size: int
     platform: str | None = None
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    artifact_type: str | None = None
+    """The `artifactType` of an OCI 1.1 referrers entry (None when not said)."""
 
     @property
     def is_attestation(self) -> bool:
@@ -369,12 +371,16 @@ def _descriptor(value: Any, path: str, *, with_platform: bool = False) -> Descri
     ):
         raise _malformed(f"{path}.annotations is not a map of strings")
     platform = _platform(value.get("platform"), path) if with_platform else None
+    artifact_type = value.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise _malformed(f"{path}.artifactType is not a string")
     return Descriptor(
         media_type=media_type,
         digest=digest,
         size=size,
         platform=platform,
         annotations=MappingProxyType(dict(annotations)),
+        artifact_type=artifact_type,
     )
 
 

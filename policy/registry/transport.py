@@ -145,6 +145,23 @@ class Watchdog:
             conn.cut()
 
 
+_exchange = threading.local()  # .conn: the connection of this thread's latest exchange
+
+
+def cut_short() -> bool:
+    """Whether the watchdog cut this thread's exchange since `forget_exchange`: a body that
+    "ended" then was cut short (a peer sending no length ends its body by closing), not
+    complete."""
+    conn = getattr(_exchange, "conn", None)
+    return conn is not None and bool(conn.expired)
+
+
+def forget_exchange() -> None:
+    """A request begins in this thread (through a guarded session or not): `cut_short`
+    speaks of its exchange only."""
+    _exchange.conn = None
+
+
 class _GuardedConnection(u3connection.HTTPConnection):
     """A connection that connects only where the egress policy allows and registers each
     exchange with the watchdog. `transport` is set on the per-adapter subclass."""
@@ -171,9 +188,19 @@ class _GuardedConnection(u3connection.HTTPConnection):
         """A new exchange: the watchdog cuts it when the thread's time for it runs out."""
         self.use += 1
         self.expired = False
+        _exchange.conn = self
         until = self.transport.until()
         if until is not None:
             self.transport.watchdog.watch(self, until)
+
+    def getresponse(self) -> Any:
+        """The response, unless the watchdog cut the exchange while its status line and
+        headers came: a peer's half-sent headers, ended by the cut, are no answer."""
+        response = super().getresponse()
+        if self.expired:
+            response.close()
+            raise TimeoutError("the answer's headers did not come in time")
+        return response
 
     def cut(self) -> None:
         """Wake whatever reads or writes this connection now: its time is up."""

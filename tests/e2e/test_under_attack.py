@@ -1,11 +1,13 @@
-"""Under attack, end to end: `image-policy serve` (real gunicorn over TLS) while 100 clients
-post reviews naming 64 hosts that trickle their headers a byte at a time. A review of an image
-on the healthy registry is still answered correctly (never denied for want of a resolver
-thread), and once the attack stops no worker thread is left reading from a hostile host.
+"""Under attack, end to end: `image-policy serve` as shipped (one gunicorn worker of 16 threads,
+over TLS) while 100 clients post reviews naming 64 hosts that trickle their headers a byte at a
+time. A review of an image on the healthy registry is answered correctly and within its
+deadline, and once the attack stops no worker thread is left reading from a hostile host.
 
-The attack's first wave holds the hostile hosts' bulkhead shares for the patience (a slow
-registry keeps no queue), the transport cuts every exchange by its deadline, the circuit
-breakers then short-circuit those hosts, and later attack reviews are answered at once.
+What holds it (`policy/bulkhead.py`): hosts never heard from are asked one lookup at a time
+and an eighth of the resolver's threads together, so only a few attack reviews wait at all;
+once that share has been full for the patience with none answering, the rest are answered
+at once; a host that timed out is only probed, in the background; the transport cuts every
+exchange by its deadline; and reviews on failed facts skip the memos' measuring.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ pytestmark = pytest.mark.registry
 HOSTS = 64
 ATTACKERS = 100
 DECISION = 3.0
-CLIENT_TIMEOUT = 30.0  # Webhook.post's own
 GRACE = 2.0
 
 
@@ -55,6 +56,7 @@ def hook(tmp_path_factory: pytest.TempPathFactory, ca: CA) -> Iterator[Webhook]:
         settings=(
             f"timeouts: {{request: 2s, decision: {DECISION:g}s}}\nbulkheads: {{patience: 1s}}\n"
         ),
+        workers=1,  # as shipped: 1 worker of 16 threads
     )
     try:
         yield webhook
@@ -103,6 +105,11 @@ def test_a_healthy_review_is_answered_correctly_while_registries_trickle(
     """Correct answers throughout the attack — during its first wave (100 reviews at once,
     each naming 64 registries nobody has seen fail yet) and after it (the breakers open) —
     no wrong denial for want of a thread, and no thread left reading afterwards."""
+    # The cluster's registry has answered before the attack (it is proven: the hosts never
+    # heard from share half the resolver's threads; it keeps the other half). The images
+    # checked below are new to the webhook: each needs the registry during the attack.
+    warm = hook.post("/validate", review([registry.ref("team/multi", "amd64")], "warm"))
+    assert warm["response"]["allowed"] is True, warm
     baseline = waiting(hook)
     hostile = review([f"{peer.host}/trickle/app:{i}" for i, peer in enumerate(peers)], "evil")
     attack = Attack(hook, hostile)
@@ -123,11 +130,9 @@ def test_a_healthy_review_is_answered_correctly_while_registries_trickle(
         if response["allowed"] is not expected:
             line = hook.decision_line(f"healthy-{n}")
             raise AssertionError((repo, elapsed, line["images"]))
-    # How long they took is benchmark "attack"'s to say (BENCHMARKS.md): on this machine the
-    # 100 attacking clients share the webhook's two cores, and a healthy review queues behind
-    # their answers; what must hold here is that every answer is right, and in the client's
-    # time.
-    assert all(elapsed < CLIENT_TIMEOUT for _, elapsed, _ in answers), answers
+    # ... and within its deadline, as the client measures it (queueing for a request thread
+    # behind the attack's reviews included).
+    assert all(elapsed < DECISION for _, elapsed, _ in answers), answers
     assert attack.answered > ATTACKERS  # the attack's reviews are answered too, not hung
     # No worker thread keeps reading from a hostile host: each has hung up (the hosts go on
     # trickling, and notice within two bytes) by the deadline plus a grace.
@@ -139,4 +144,4 @@ def test_a_healthy_review_is_answered_correctly_while_registries_trickle(
     while reading() and time.monotonic() - stopped < DECISION + GRACE:
         time.sleep(0.1)
     assert reading() == 0, f"{reading()} connections to hostile hosts still open"
-    assert waiting(hook) <= baseline + 2  # (gunicorn's own loops: accept, keep-alive)
+    assert waiting(hook) <= baseline

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from policy import loader
+from policy.bulkhead import NEW, PROVEN
 from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs
 from policy.reference import Reference
@@ -394,3 +395,19 @@ def test_a_coalesced_waiter_with_time_left_is_answered_from_the_registry(
         assert 0.6 < took < 0.6 + 0.15 + 0.5, took  # the rest of the first try, then one more
         head = ("HEAD", "/v2/oci/app/manifests/single")
         assert relay.counts() == {head: 2}
+
+
+def test_a_registry_counts_as_answering_from_its_first_response(registry: SeededRegistry) -> None:
+    """Any response the registry sends (not only a whole lookup done) makes it known: a new
+    registry's queued lookups then start a round trip sooner (`bulkhead`: one lookup at a
+    time until it answers)."""
+    session = requests.Session()
+    client = RegistryClient(session, authenticator=None)
+    resolver = RegistryResolver(client)
+    try:
+        assert resolver._breakers.rank(registry.host) == NEW
+        client.head_manifest(registry.host, "docker/app", "single", deadline=Deadline(5))
+        assert resolver._breakers.rank(registry.host) == PROVEN
+    finally:
+        resolver.close()
+        session.close()

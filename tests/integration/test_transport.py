@@ -26,7 +26,7 @@ from policy.egress import Address, EgressPolicy
 from policy.errors import RegistryError, RegistryUnavailable
 from policy.facts import Needs
 from policy.registry.auth import Authenticator
-from policy.registry.client import RegistryClient, RegistryConfig
+from policy.registry.client import RegistryClient, RegistryConfig, RequestEvent
 from policy.registry.credentials import CredentialStore
 from policy.registry.session import new_session
 from policy.registry.transport import ConnectDecision, Transport, system_resolve
@@ -296,6 +296,52 @@ def test_a_header_trickle_is_cut_at_the_deadline() -> None:
             client.get_manifest(peer.host, "x/y", "1", deadline=Deadline(1.5))
         assert time.monotonic() - started < 1.5 + GRACE
     assert transport.watchdog.fired >= 1
+
+
+MANIFEST = (
+    b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", '
+    b'"config": {"mediaType": "application/vnd.oci.image.config.v1+json", '
+    b'"digest": "sha256:' + b"0" * 64 + b'", "size": 2}, "layers": []}'
+)
+
+
+@pytest.mark.parametrize(
+    ("at_once", "trickled"),
+    [
+        # the status line in time, then headers a byte at a time: the cut ends the headers
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"x" * 1000 + b"\r\n\r\n"),
+        # headers in time, no length (the body ends when the peer closes), then the body a
+        # byte at a time: the cut ends the body
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+            b"Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n",
+            MANIFEST,
+        ),
+    ],
+    ids=["headers", "body"],
+)
+def test_an_answer_cut_at_the_deadline_is_a_timeout_not_an_answer(
+    at_once: bytes, trickled: bytes
+) -> None:
+    """What the cut leaves (headers or a body that "ended" when the socket was shut) is no
+    answer: the request timed out. (Taken as an answer, a trickling host counted as one that
+    answers — its breaker closed, trusted with threads — and its half-sent manifest was
+    judged "malformed" instead of "unreachable".)"""
+    transport = Transport(EgressPolicy(mode="cli"))
+    events: list[RequestEvent] = []
+    with (
+        Trickle(interval=0.05, at_once=at_once, trickled=trickled) as peer,
+        new_session(transport) as session,
+    ):
+        client = RegistryClient(
+            session, authenticator=None, request_timeout=30.0, on_request=events.append
+        )
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="timed out"):
+            client.get_manifest(peer.host, "x/y", "1", deadline=Deadline(1.0))
+        assert time.monotonic() - started < 1.0 + GRACE
+    assert transport.watchdog.fired >= 1
+    assert [e.status for e in events] == [None]  # counted as no answer (metrics, breakers)
 
 
 def test_without_the_transport_the_same_trickle_holds_a_request() -> None:

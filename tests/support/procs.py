@@ -33,13 +33,16 @@ _NETWORK_WAITS = {
 
 def network_waiters(pid: int) -> int:
     """How many threads of `pid` sit in a network wait right now (a socket read, poll or
-    select) — as opposed to idle threads, which wait on a lock (futex). Reads
-    /proc/PID/task/TID/syscall (root, or the process's owner)."""
+    select) — as opposed to idle threads, which wait on a lock (futex). The main thread is
+    not counted: a gunicorn worker's event loop waits there, in epoll, whenever it is idle.
+    Reads /proc/PID/task/TID/syscall (root, or the process's owner)."""
     import platform
 
     waits = _NETWORK_WAITS.get(platform.machine(), _NETWORK_WAITS["x86_64"])
     count = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name == str(pid):
+            continue
         try:
             first = (task / "syscall").read_text().split()[0]
         except (OSError, IndexError):

@@ -67,19 +67,26 @@ class _Listener(Closing):
 
 
 class Trickle(_Listener):
-    """Reads a request, then sends its status line and headers a byte every `interval` s."""
+    """Reads a request, then sends its status line and headers a byte every `interval` s
+    (or: sends `at_once` at once, then `trickled` a byte every `interval` s)."""
 
-    def __init__(self, interval: float = 0.3) -> None:
+    def __init__(
+        self, interval: float = 0.3, *, at_once: bytes = b"", trickled: bytes = HEAD
+    ) -> None:
         self.interval = interval
+        self.at_once = at_once
+        self.trickled = trickled
         super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         try:
             conn.recv(65536)
-            for i in range(len(HEAD)):
+            if self.at_once:
+                conn.sendall(self.at_once)
+            for i in range(len(self.trickled)):
                 if self._stop.is_set():
                     return
-                conn.sendall(HEAD[i : i + 1])
+                conn.sendall(self.trickled[i : i + 1])
                 time.sleep(self.interval)
         except OSError:
             return  # the client hung up: what the test wants

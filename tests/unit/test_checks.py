@@ -509,8 +509,19 @@ def test_check_specs_are_complete() -> None:
         "nonRootUser",
         "maxAge",
         "labels",
+        "signatures",
+        "attestations",
     ]
-    facts = {"reference", "tier", "platforms", "manifest", "config", "tag"}
+    facts = {
+        "reference",
+        "tier",
+        "platforms",
+        "manifest",
+        "config",
+        "tag",
+        "signatures",
+        "attestations",
+    }
     for name, spec in checks.CHECKS.items():
         assert spec.name == name
         assert spec.fact in facts

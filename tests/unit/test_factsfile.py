@@ -202,7 +202,8 @@ def test_size_without_layers_counts_as_a_known_manifest() -> None:
             "images:\n  nginx:\n    platforms:\n      linux/amd64: {layers: 0, tier: x}\n",
             [
                 'facts.yaml:4:32: images.nginx.platforms.linux/amd64.tier: unknown key "tier" '
-                "(expected one of: digest, layers, size, user, created, labels)",
+                "(expected one of: digest, layers, size, user, created, labels, "
+                "attestations)",
                 "facts.yaml:4:29: images.nginx.platforms.linux/amd64.layers: expected a positive "
                 "integer, got 0",
             ],

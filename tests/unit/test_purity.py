@@ -27,6 +27,8 @@ CORE = [
     "policy.egress",
     "policy.rules",
     "policy.checks",
+    "policy.signing",
+    "policy.attestations",
     "policy.loader",
     "policy.facts",
     "policy.factsfile",

@@ -244,3 +244,39 @@ def test_an_unchanged_review_reuses_its_decisions_and_a_changed_fact_is_judged_a
     # the next day, the plans are made again (exceptions expire by date), decisions still hold
     now[0] = datetime(2026, 3, 2, tzinfo=UTC)
     assert [d.allowed for d in svc.decide(items, deadline=Deadline(1))] == [False, True]
+
+
+class Unreachable:
+    """A resolver whose every answer is a new failure (as the registry resolver's are: it
+    keeps no failed answer)."""
+
+    def resolve(
+        self, items: Sequence[tuple[Reference, Needs]], *, deadline: Deadline
+    ) -> list[ImageFacts]:
+        return [
+            ImageFacts(
+                digest=ref.digest,
+                errors={"manifest": "registry unreachable"},
+                details={"manifest": "no answer"},
+            )
+            for ref, _ in items
+        ]
+
+
+def test_decisions_on_failed_facts_are_not_remembered_but_the_plans_are() -> None:
+    """Failed facts are never handed out twice, so their decisions could never be reused:
+    measuring them into the memos would only cost (an attack naming hosts that never answer
+    pays it per image per review). The plans are still kept."""
+    svc = Service(
+        loader.load_rules_text(RULES),
+        Unreachable(),
+        now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    items = [Item(parse(f"ghcr.io/a/b{i}:1"), "dev") for i in range(5)]
+    for _ in range(2):
+        decisions = svc.decide(items, deadline=Deadline(1))
+        assert [d.allowed for d in decisions] == [False] * 5
+    assert len(svc._decisions) == 0
+    [batch] = svc._batches._data.values()
+    assert batch.facts is None and batch.decisions == ()
+    assert len(svc._plans) == 5

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from policy import loader, web
 from policy import resolver as resolver_mod
+from policy.bulkhead import NEW, PROVEN
 from policy.deadline import Deadline
 from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
@@ -1398,6 +1399,21 @@ def test_judged_reviews_are_bounded_in_bytes(resolver: FakeResolver) -> None:
     assert len(resolver.asked) == 40 * 50
 
 
+def test_reviews_judged_on_failed_facts_are_not_remembered(resolver: FakeResolver) -> None:
+    """A failed fact is never handed out twice, so a review judged on one could never be
+    answered from the memo: it is not measured into it (an attack naming hosts that never
+    answer would pay that per review), and every such review is judged afresh."""
+    app = make_app(resolver)
+    client = app.test_client()
+    images = [f"gone-{j}.example/app:1" for j in range(20)]
+    for _ in range(3):
+        assert respond(client, review(pod(*images)))["allowed"] is False
+    assert len(app.extensions["image_policy_judged"][0]) == 0
+    assert len(resolver.asked) == 3 * 20
+    assert respond(client, review(pod("registry.example/app:1")))["allowed"] is True
+    assert len(app.extensions["image_policy_judged"][0]) == 1
+
+
 class PressuredResolver(FakeResolver):
     """FakeResolver reporting bulkhead pressure as the registry resolver does."""
 
@@ -1437,3 +1453,19 @@ def test_bulkhead_pressure_in_metrics_and_readyz_with_bounded_labels() -> None:
 
 def test_readyz_says_nothing_is_degraded_when_nothing_is(client: FlaskClient) -> None:
     assert client.get("/readyz").get_json()["degraded"] == {}
+
+
+def test_registries_named_in_the_rules_and_settings_start_known_to_the_resolver() -> None:
+    """The registries the operator named are trusted with threads from the start (not
+    "never heard from", asked one lookup at a time, during an attack that begins before they
+    first answer); a host written only in an image string is not."""
+    real = resolver_mod.build(Settings())
+    try:
+        web.create_app(
+            Settings(), rules=loader.load_rules_text(RULES), resolver=real, now=lambda: NOW
+        )
+        assert real._breakers.rank("registry.example") == PROVEN
+        assert real._breakers.rank("docker.io") == PROVEN
+        assert real._breakers.rank("made-up.example") == NEW
+    finally:
+        real.close()
