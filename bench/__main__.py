@@ -18,6 +18,7 @@ from bench import (
     evaluator,
     instructions,
     memory,
+    shared,
     signatures,
     soak,
     walk,
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[], common.Result]] = {
     "attack": attack.run,
     "walk": walk.run,
     "signatures": signatures.run,
+    "shared": shared.run,
 }
 
 

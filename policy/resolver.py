@@ -36,7 +36,7 @@ from typing import Protocol, TypeVar, cast
 
 import requests
 
-from policy import attestations, failures, sigverify
+from policy import attestations, failures, sharedcache, sigverify
 from policy import tiers as tiers_mod
 from policy.bulkhead import Breakers, Lanes, ShortCircuited
 from policy.cache import Coalescer, SizedLRU, TTLCache, entry_size
@@ -67,6 +67,7 @@ from policy.registry.credentials import Credential, CredentialStore, default_doc
 from policy.registry.session import RegistrySession, egress_policy, new_session
 from policy.registry.transport import Transport
 from policy.settings import Settings
+from policy.sharedcache import Missing, SharedCache
 from policy.signing import RootFile
 
 T = TypeVar("T")
@@ -177,14 +178,18 @@ class RegistryResolver:
         clock: Callable[[], float] | None = None,
         disk: DiskCache | None = None,
         unsigned_ttl: float = UNSIGNED_TTL,
+        shared: SharedCache | None = None,
     ) -> None:
         self.client = client
         self._unsigned_ttl = unsigned_ttl
+        self.shared = shared
+        """The Redis tier every replica shares (`policy.sharedcache`), if configured."""
         self._request_timeout = request_timeout
         self._max_workers = max_workers
         self._closed = False
         self._disk = disk
         self._tag_ttl = tag_ttl
+        self._negative_ttl = negative_ttl
         self._tiers: TierSource = tiers if tiers is not None else tiers_mod.Tiers()
         # One byte budget, `cache_max_bytes`, split between every cache, each entry charged
         # `cache.entry_size(key, value)` (a deep size close to what CPython allocates):
@@ -263,7 +268,7 @@ class RegistryResolver:
                 try:
                     futures[i] = self._image_lanes.submit(
                         _lane(ref, needs),
-                        partial(self.resolve_one, ref, needs, deadline),
+                        partial(self._resolve_holding, ref, needs, deadline),
                         expired=_expiry(deadline),
                     )
                 except ShortCircuited as exc:
@@ -274,6 +279,14 @@ class RegistryResolver:
             else self._bounded(futures[i], ref, needs, deadline)
             for i, (ref, needs) in enumerate(items)
         ]
+
+    def _resolve_holding(self, ref: Reference, needs: Needs, deadline: Deadline) -> ImageFacts:
+        """`resolve_one`, holding the shared tier's leases it takes until it is done: another
+        replica waiting for this image's tag reads its manifest and config from Redis too."""
+        if self.shared is None:
+            return self.resolve_one(ref, needs, deadline)
+        with self.shared.holding():
+            return self.resolve_one(ref, needs, deadline)
 
     def resolve_one(self, ref: Reference, needs: Needs, deadline: Deadline) -> ImageFacts:
         """Facts for one image (blocking; errors go into `ImageFacts.errors`, classified, and
@@ -379,6 +392,8 @@ class RegistryResolver:
         self._closed = True
         self._images.shutdown(wait=False, cancel_futures=True)
         self._parts.shutdown(wait=False, cancel_futures=True)
+        if self.shared is not None:
+            self.shared.close()
 
     # --- steps --------------------------------------------------------------------------
 
@@ -496,6 +511,8 @@ class RegistryResolver:
                 if self._disk is not None
                 else None
             )
+            if stored is None and self.shared is not None:
+                stored = self._shared_tag(ref, tag, deadline)
             if stored is not None and stored[3] < self._tag_ttl:
                 digest, media_type, size, age = stored
                 head = ManifestHead(digest, media_type, size)
@@ -517,6 +534,16 @@ class RegistryResolver:
                 self._remember_missing(key, exc)
                 raise
             self._remember_tag(key, head, 0.0)
+            if self.shared is not None:
+                self.shared.put_tag(
+                    ref.registry,
+                    ref.repository,
+                    tag,
+                    head.digest,
+                    head.media_type,
+                    head.size,
+                    ttl=self._tag_memory,
+                )
             if self._disk is not None:
                 self._disk.put_tag(
                     ref.registry, ref.repository, tag, head.digest, head.media_type, head.size
@@ -570,6 +597,10 @@ class RegistryResolver:
         self._manifests.put(key, manifest.document, entry_size(key, manifest.document))
         if self._disk is not None:
             self._disk.put_manifest(manifest.digest, manifest.body, manifest.media_type)
+        if self.shared is not None:
+            self.shared.put_manifest(
+                ref.registry, ref.repository, manifest.digest, manifest.body, manifest.media_type
+            )
         return ManifestHead(manifest.digest, manifest.media_type, len(manifest.body))
 
     def _manifest(
@@ -591,6 +622,8 @@ class RegistryResolver:
                     str(missing), registry=missing.registry, reference=missing.reference
                 )
             stored = self._stored_manifest(digest)
+            if stored is None and self.shared is not None:
+                stored = self._shared_manifest(registry, repository, digest, deadline)
             if stored is not None:
                 self._manifests.put(key, stored, entry_size(key, stored))
                 return stored
@@ -609,6 +642,10 @@ class RegistryResolver:
             self._manifests.put(key, manifest.document, entry_size(key, manifest.document))
             if self._disk is not None:
                 self._disk.put_manifest(digest, manifest.body, manifest.media_type)
+            if self.shared is not None:
+                self.shared.put_manifest(
+                    registry, repository, digest, manifest.body, manifest.media_type
+                )
             return manifest.document
 
         return self._step("manifest", key, fetch, deadline)
@@ -627,6 +664,16 @@ class RegistryResolver:
             if again is not None:
                 return again
             body = self._disk.get_blob(descriptor.digest) if self._disk is not None else None
+            if body is None and self.shared is not None:
+                shared = self.shared
+                body = shared.turn(
+                    f"blob:{registry}/{repository}@{descriptor.digest}",
+                    partial(shared.get_blob, registry, repository, descriptor.digest),
+                    deadline,
+                    first=True,
+                )
+                if body is not None and self._disk is not None:
+                    self._disk.put_blob(descriptor.digest, body)
             if body is None:
                 self._count("config_misses")
                 body = self._ask(
@@ -642,6 +689,8 @@ class RegistryResolver:
                 )
                 if self._disk is not None:
                     self._disk.put_blob(descriptor.digest, body)
+                if self.shared is not None:
+                    self.shared.put_blob(registry, repository, descriptor.digest, body)
             try:
                 config = media.parse_config(body)
             except RegistryError as exc:
@@ -790,6 +839,72 @@ class RegistryResolver:
         """Cache a 404 briefly, without its traceback (whose frames would stay alive)."""
         exc = exc.with_traceback(None)
         self._missing.put(key, exc, size=entry_size(key, exc))
+        if self.shared is not None and isinstance(key, tuple) and len(key) == 4:
+            _, registry, repository, reference = key
+            self.shared.put_missing(
+                registry, repository, reference, str(exc), ttl=self._negative_ttl
+            )
+
+    # --- the shared tier (policy.sharedcache): second after memory (and disk) ---------------
+
+    def _shared_tag(
+        self, ref: Reference, tag: str, deadline: Deadline
+    ) -> tuple[str, str, int | None, float] | None:
+        """A tag's answer from the shared tier, as `DiskCache.get_tag` gives it; a fresh one
+        another replica is fetching now is waited for (`SharedCache.turn`). A 404 another
+        replica met is raised as one."""
+        shared = self.shared
+        assert shared is not None
+
+        def look(*, fresh: bool) -> tuple[str, str, int | None, float] | None:
+            found = shared.get_tag(ref.registry, ref.repository, tag)
+            if isinstance(found, Missing):
+                raise ManifestNotFound(found.message, registry=ref.registry, reference=str(ref))
+            if found is None or found.age >= self._tag_memory:
+                return None
+            if fresh and found.age >= self._tag_ttl:
+                return None
+            return found.digest, found.media_type, found.size, found.age
+
+        known = look(fresh=False)
+        if known is not None and known[3] < self._tag_ttl:
+            return known
+        name = f"tag:{ref.registry}/{ref.repository}:{tag}"
+        # A stale answer still says the tag was seen: revalidated by HEAD, not GET.
+        return shared.turn(name, partial(look, fresh=True), deadline) or known
+
+    def _shared_manifest(
+        self, registry: str, repository: str, digest: str, deadline: Deadline
+    ) -> media.Index | media.ImageManifest | None:
+        """A manifest from the shared tier (verified against its digest), waiting for another
+        replica fetching it now; a 404 another replica met is raised as one."""
+        shared = self.shared
+        assert shared is not None
+
+        def look() -> media.Index | media.ImageManifest | None:
+            stored = shared.get_manifest(registry, repository, digest)
+            if isinstance(stored, Missing):
+                raise ManifestNotFound(
+                    stored.message,
+                    registry=registry,
+                    reference=f"{registry}/{repository}@{digest}",
+                )
+            if stored is None:
+                return None
+            body, media_type = stored
+            try:
+                document = media.parse_manifest(
+                    body, media_type, max_index_entries=self.client.limits.index_entries
+                )
+            except RegistryError:
+                return None
+            if self._disk is not None:
+                self._disk.put_manifest(digest, body, media_type)
+            return document
+
+        name = f"manifest:{registry}/{repository}@{digest}"
+        found = shared.turn(name, look, deadline, first=True)
+        return cast(media.Index | media.ImageManifest | None, found)  # (mypy joins to object)
 
     def _stored_manifest(self, digest: str) -> media.Index | media.ImageManifest | None:
         """A manifest from the disk cache (verified by digest on read)."""
@@ -806,6 +921,8 @@ class RegistryResolver:
         return document
 
     def _step(self, fact: str, key: Hashable, fn: Callable[[Deadline], T], deadline: Deadline) -> T:
+        if self.shared is not None:
+            fn = partial(_holding, self.shared, fn)  # off a resolution's thread: its own leases
         try:
             return self._coalesced(key, fn, deadline)
         except RegistryError as exc:
@@ -1043,6 +1160,13 @@ def _judged(
     return tuple(out)
 
 
+def _holding(shared: SharedCache, fn: Callable[[Deadline], T], deadline: Deadline) -> T:
+    """`fn(deadline)` inside `shared.holding()`: leases it takes are released when it returns,
+    unless a resolution on this thread holds them until it ends."""
+    with shared.holding():
+        return fn(deadline)
+
+
 def _expiry(deadline: Deadline) -> Callable[[], bool]:
     """Whether `deadline` has passed, as a function (a queued job asks before it starts)."""
     return lambda: deadline.expired
@@ -1122,8 +1246,11 @@ def build(
         request_timeout=settings.request_timeout,
         on_request=on_request,
     )
+    shared = sharedcache.from_settings(settings.shared_cache) if settings.shared_cache else None
     if tiers is None:
-        tiers = tiers_mod.from_settings(settings, session=session, disk=disk, mode=mode)
+        tiers = tiers_mod.from_settings(
+            settings, session=session, disk=disk, mode=mode, shared=shared
+        )
     return RegistryResolver(
         client,
         tiers=tiers,
@@ -1136,4 +1263,5 @@ def build(
         break_for=settings.break_for,
         patience=settings.patience,
         request_timeout=settings.request_timeout,
+        shared=shared,
     )

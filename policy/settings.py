@@ -16,7 +16,23 @@ dockerHub: {api: "https://hub.docker.com", tierTTL: 24h}
 tiers:                          # operator catalog: first matching entry wins, in file order
   verified_publisher: ["docker.io/acme/**"]
   official: ["registry.k8s.io/**"]
-cache: {tagTTL: 5m, maxBytes: 256MiB, memoBytes: 32MiB}
+cache:
+  tagTTL: 5m
+  maxBytes: 256MiB
+  memoBytes: 32MiB
+  shared:                    # a second tier shared by every replica (policy/sharedcache.py)
+    url: rediss://redis.image-policy.svc:6379/0     # redis:// or rediss:// (TLS)
+    username: image-policy   # ACL user (optional)
+    passwordFile: /var/run/secrets/redis/password   # or passwordEnv: REDIS_PASSWORD
+    ca: /etc/image-policy/redis-ca.pem              # rediss:// only; else the system CAs
+    keyPrefix: "image-policy:"
+    timeouts: {connect: 50ms, command: 25ms}        # per Redis call; then a miss
+    lease: 3s                # one replica fetches, the others wait for its answer this long
+    contentTTL: 7d           # manifests and configs (tags: as long as the resolver remembers)
+    maxEntryBytes: 4MiB      # larger entries are neither written nor read
+    maxConnections: 64       # per worker process
+    breakAfter: 3            # consecutive Redis failures that skip Redis ...
+    breakFor: 5s             # ... for this long, then one call probes it
 timeouts: {request: 5s, decision: 8s}
 bulkheads:                   # what one slow or dead registry may hold
   perRegistry: 16            # lookups in flight per registry (its index children: as many again)
@@ -54,6 +70,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from policy import units
 from policy.egress import Address, EgressPolicy, Mode, Network, parse_entry
@@ -88,6 +105,22 @@ DEFAULT_OWN_NAMESPACE = "image-policy"
 _REGISTRY_KEYS = ("mirrors", "ca", "insecure", "tokenRealms", "auth")
 _AUTH_KEYS = ("username", "password", "passwordFile")
 _SIZE_UNITS = "units B, KB, MB, GB, KiB, MiB, GiB"
+_CACHE_KEYS = ("tagTTL", "maxBytes", "memoBytes", "shared")
+_SHARED_KEYS = (
+    "url",
+    "username",
+    "passwordFile",
+    "passwordEnv",
+    "ca",
+    "keyPrefix",
+    "timeouts",
+    "lease",
+    "contentTTL",
+    "maxEntryBytes",
+    "maxConnections",
+    "breakAfter",
+    "breakFor",
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +142,25 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class SharedCacheSettings:
+    """`cache.shared`: the Redis (or Valkey) tier shared by every replica."""
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    key_prefix: str = "image-policy:"
+    connect_timeout: float = 0.05
+    command_timeout: float = 0.025
+    lease: float = 3.0
+    content_ttl: float = 7 * 24 * 3600.0
+    max_entry_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 64
+    break_after: int = 3
+    break_for: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     registries: Mapping[str, RegistrySettings] = field(default_factory=lambda: MappingProxyType({}))
     docker_config: str | None = None
@@ -119,6 +171,8 @@ class Settings:
     tier_catalog: tuple[tuple[str, ImagePattern], ...] = ()
     tag_ttl: float = 300.0
     cache_max_bytes: int = 256 * 1024 * 1024
+    shared_cache: SharedCacheSettings | None = None
+    """`cache.shared`: the Redis tier; None (the default) keeps every cache in-process."""
     memo_bytes: int = 32 * 1024 * 1024
     """The webhook's and the services' warm-path memos together (judged reviews, batches,
     plans, decisions), outside `cache_max_bytes`."""
@@ -396,9 +450,9 @@ def parse_settings(
     if "workloads" in top:
         kwargs["workload_table"] = _workload_table(reader, top["workloads"])
     if "cache" in top:
-        cache = (
-            reader.mapping(top["cache"], "cache", allowed=("tagTTL", "maxBytes", "memoBytes")) or {}
-        )
+        cache = reader.mapping(top["cache"], "cache", allowed=_CACHE_KEYS) or {}
+        if "shared" in cache:
+            kwargs["shared_cache"] = _shared_cache(reader, cache["shared"], base, env or {})
         if "tagTTL" in cache:
             kwargs["tag_ttl"] = _duration(reader, cache["tagTTL"], "cache.tagTTL")
         for key, attr in (("maxBytes", "cache_max_bytes"), ("memoBytes", "memo_bytes")):
@@ -448,6 +502,125 @@ def parse_settings(
     if reader.errors:
         raise SettingsErrors(reader.errors)
     return Settings(**{k: v for k, v in kwargs.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _size(reader: Reader, node: Node, path: str) -> int | None:
+    try:
+        return units.parse_size(node.value)
+    except ValueError:
+        message = f"expected a positive size like 4MiB ({_SIZE_UNITS}), got {reader.found(node)}"
+        reader.error(node, path, message)
+        return None
+
+
+def _shared_password(
+    reader: Reader, node: Node, children: Mapping[str, Node], base: Path, env: Mapping[str, str]
+) -> str | None:
+    """The Redis password from `passwordFile` or `passwordEnv` (never from the file itself)."""
+    path = "cache.shared"
+    if "passwordFile" in children and "passwordEnv" in children:
+        reader.error(node, path, "give passwordFile or passwordEnv, not both")
+        return None
+    if "passwordFile" in children:
+        child = children["passwordFile"]
+        file_path = reader.string(child, join(path, "passwordFile"))
+        if file_path is None:
+            return None
+        try:
+            return (base / file_path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            message = f"cannot read password file: {_why_unreadable(exc)}"
+            reader.error(child, join(path, "passwordFile"), message)
+            return None
+    if "passwordEnv" in children:
+        child = children["passwordEnv"]
+        name = reader.string(child, join(path, "passwordEnv"))
+        if name is None:
+            return None
+        value = env.get(name)
+        if not value:
+            reader.error(
+                child, join(path, "passwordEnv"), f"environment variable {name} is not set"
+            )
+            return None
+        return value
+    return None
+
+
+def _shared_cache(
+    reader: Reader, node: Node, base: Path, env: Mapping[str, str]
+) -> SharedCacheSettings | None:
+    """`cache.shared`. The URL names the server only: a password in it is refused (and not
+    repeated), it belongs in `passwordFile` or `passwordEnv`."""
+    path = "cache.shared"
+    children = reader.mapping(node, path, allowed=_SHARED_KEYS, required=("url",))
+    if children is None or "url" not in children:
+        return None
+    url = reader.string(children["url"], join(path, "url"))
+    if url is not None:
+        url = _redis_url(reader, children["url"], url)
+    kwargs: dict[str, object] = {}
+    if "username" in children:
+        kwargs["username"] = reader.string(children["username"], join(path, "username"))
+    kwargs["password"] = _shared_password(reader, node, children, base, env)
+    if "ca" in children:
+        ca = reader.string(children["ca"], join(path, "ca"))
+        if ca is not None and not (base / ca).is_file():
+            message = "no such file (a relative path is read from the settings file's directory)"
+            reader.error(children["ca"], join(path, "ca"), message)
+        elif ca is not None:
+            kwargs["ca"] = str(base / ca)
+    if "keyPrefix" in children:
+        kwargs["key_prefix"] = reader.string(children["keyPrefix"], join(path, "keyPrefix"))
+    if "timeouts" in children:
+        timeouts_path = join(path, "timeouts")
+        timeouts = (
+            reader.mapping(children["timeouts"], timeouts_path, allowed=("connect", "command"))
+            or {}
+        )
+        for key, attr in (("connect", "connect_timeout"), ("command", "command_timeout")):
+            if key in timeouts:
+                kwargs[attr] = _duration(reader, timeouts[key], join(timeouts_path, key))
+    for key, attr in (("lease", "lease"), ("contentTTL", "content_ttl"), ("breakFor", "break_for")):
+        if key in children:
+            kwargs[attr] = _duration(reader, children[key], join(path, key))
+    if "maxEntryBytes" in children:
+        kwargs["max_entry_bytes"] = _size(
+            reader, children["maxEntryBytes"], join(path, "maxEntryBytes")
+        )
+    for key, attr in (("maxConnections", "max_connections"), ("breakAfter", "break_after")):
+        if key in children:
+            kwargs[attr] = reader.positive_int(children[key], join(path, key))
+    if url is None:
+        return None
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    return SharedCacheSettings(url=url, **given)  # type: ignore[arg-type]
+
+
+def _redis_url(reader: Reader, node: Node, url: str) -> str | None:
+    """A `redis://` or `rediss://` URL naming a host, without a password."""
+    path = "cache.shared.url"
+    if not url.startswith(("redis://", "rediss://")):
+        reader.error(node, path, "expected a redis:// or rediss:// URL")
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        reader.error(node, path, "expected a redis:// or rediss:// URL with a valid host:port")
+        return None
+    if parts.password is not None:
+        message = "put the password in passwordFile or passwordEnv, not in the URL"
+        reader.error(node, path, message)
+        return None
+    if not parts.hostname:
+        reader.error(node, path, "expected a host in the URL, like redis://redis:6379/0")
+        return None
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        reader.error(node, path, "expected a database number as the URL's path, like /0")
+        return None
+    return url
 
 
 def _default_excludes(env: Mapping[str, str]) -> tuple[str, ...]:

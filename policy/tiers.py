@@ -48,6 +48,7 @@ from policy.registry.client import describe_failure
 from policy.registry.session import egress_policy, new_session
 from policy.registry.transport import EgressDenied, Transport
 from policy.settings import Settings
+from policy.sharedcache import SharedCache
 
 SOURCE_CATALOG: Final = "catalog"
 SOURCE_OFFLINE: Final = "offline rule"
@@ -213,9 +214,11 @@ class HubTiers:
         max_in_flight: int = 4,
         clock: Callable[[], float] = time.monotonic,
         disk: DiskCache | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
         self._session = session
         self._disk = disk
+        self._shared = shared
         self._ttl = ttl
         self.api = api.rstrip("/")
         self._request_timeout = request_timeout
@@ -286,6 +289,8 @@ class HubTiers:
         if failed is not None:
             raise _Unanswered(_Failure(failed.kind, f"{failed.reason} (remembered)", failed.status))
         stored = self._disk.get_tier(namespace, max_age=self._ttl) if self._disk else None
+        if stored is None and self._shared is not None:
+            stored = self._shared.get_tier(namespace)  # kept in Redis for the tier TTL
         if stored is not None:
             self._answers.put(namespace, stored, size=entry_size(namespace, stored))
             return stored
@@ -317,6 +322,8 @@ class HubTiers:
         self._answers.put(namespace, answer, size=entry_size(namespace, answer))
         if self._disk is not None:
             self._disk.put_tier(namespace, *answer)
+        if self._shared is not None:
+            self._shared.put_tier(namespace, *answer, ttl=self._ttl)
         return answer
 
     def _ask(self, namespace: str, repository: str, deadline: Deadline) -> tuple[str, str]:
@@ -500,6 +507,7 @@ def from_settings(
     clock: Callable[[], float] = time.monotonic,
     disk: DiskCache | None = None,
     mode: Mode = "webhook",
+    shared: SharedCache | None = None,
 ) -> Tiers:
     """The tier source a settings file describes: its catalog, then Docker Hub at
     `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession`, with
@@ -515,5 +523,6 @@ def from_settings(
         max_in_flight=settings.hub_in_flight,
         clock=clock,
         disk=disk,
+        shared=shared,
     )
     return Tiers(settings.tier_catalog, hub)

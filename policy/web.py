@@ -66,6 +66,8 @@ from policy.registry.client import RateLimit, RequestEvent
 from policy.rules import RuleSet
 from policy.service import Item, Resolver, Service
 from policy.settings import Settings
+from policy.sharedcache import LATENCY_BUCKETS as LATENCY_BOUNDS
+from policy.sharedcache import SharedCache
 
 RULES_ENV = "IMAGE_POLICY_RULES"
 MAX_BODY = 3 * 1024 * 1024
@@ -419,6 +421,71 @@ class _ResolverCollector:
         threads.add_metric(["busy"], float(pressure.busy))
         threads.add_metric(["idle"], float(pressure.threads - pressure.busy))
         yield threads
+
+
+class _SharedCacheCollector:
+    """The shared tier's (Redis) lookups, errors, leases, call latency and state, read from the
+    current resolver's `shared` at scrape; nothing when `cache.shared` is not configured."""
+
+    STATES = ("ok", "down", "breaker-open")
+
+    def __init__(self, current: Callable[[], Resolver]) -> None:
+        self._current = current
+
+    def collect(self) -> Iterator[Metric]:
+        shared = _shared_tier(self._current())
+        if shared is None:
+            return
+        stats = shared.stats()
+        lookups = CounterMetricFamily(
+            "image_policy_shared_cache_lookups",
+            "Shared cache (Redis) lookups by result (Redis failing or skipped counts as a miss)",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], stats.hits)
+        lookups.add_metric(["miss"], stats.misses)
+        yield lookups
+        for name, documentation, value in (
+            ("errors", "Redis calls that failed (unreachable, slow, refusing)", stats.errors),
+            ("skipped", "Redis calls not made while the breaker was open", stats.skipped),
+            (
+                "invalid",
+                "Entries dropped: unreadable, or content not matching its digest",
+                stats.invalid,
+            ),
+            ("leases", "Leases taken: this replica fetched for the cluster", stats.leases),
+            ("waits", "Lookups that waited for another replica's lease", stats.waits),
+            ("shared", "Answers got by waiting for another replica's fetch", stats.shared),
+        ):
+            yield CounterMetricFamily(
+                f"image_policy_shared_cache_{name}", documentation, value=value
+            )
+        yield HistogramMetricFamily(
+            "image_policy_shared_cache_call_seconds",
+            "Redis call latency (each lookup, write or lease is one call)",
+            buckets=[
+                *(
+                    (str(bound), float(n))
+                    for bound, n in zip(LATENCY_BOUNDS, stats.buckets, strict=True)
+                ),
+                ("+Inf", float(stats.calls)),
+            ],
+            sum_value=stats.seconds,
+        )
+        state = GaugeMetricFamily(
+            "image_policy_shared_cache_state",
+            "The shared cache's state (1 for the current one; not a readiness condition)",
+            labels=["state"],
+        )
+        now = shared.state()
+        for name in self.STATES:
+            state.add_metric([name], 1.0 if name == now else 0.0)
+        yield state
+
+
+def _shared_tier(resolver: Resolver) -> SharedCache | None:
+    shared = getattr(resolver, "shared", None)
+    return shared if isinstance(shared, SharedCache) else None
 
 
 class _ReviewTally:
@@ -959,6 +1026,7 @@ def create_app(
     metrics.registry.register(
         _ResolverCollector(lambda: holder.policy.resolver, metrics.registry_label)
     )
+    metrics.registry.register(_SharedCacheCollector(lambda: holder.policy.resolver))
 
     app = Flask(__name__)
     # One byte more than allowed: werkzeug refuses a larger Content-Length before reading, but
@@ -1188,6 +1256,10 @@ def create_app(
             "settingsError": policy.settings_error,
             "degraded": degraded(policy.resolver),
         }
+        shared = _shared_tier(policy.resolver)
+        if shared is not None:
+            # Reported, never a reason to be unready: without Redis each replica still answers.
+            body["sharedCache"] = shared.state()
         return app.response_class(
             json.dumps(body), status=200 if ready else 503, mimetype="application/json"
         )

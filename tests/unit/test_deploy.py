@@ -661,10 +661,10 @@ def test_image_policy_webhook_config_points_at_imagereview(routes: dict[str, set
 # --- the local compose stack -----------------------------------------------------------------
 
 
-def test_compose_stack_is_pinned_local_and_read_only() -> None:
+def test_compose_stack_is_pinned_local_and_read_only(tmp_path: Path) -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"registry", "seed", "certs", "webhook"}
+    assert set(services) == {"registry", "seed", "certs", "redis-password", "redis", "webhook"}
     registry = reference.parse(services["registry"]["image"])
     assert registry.name == "docker.io/library/registry" and registry.digest is not None
     assert HEX64.fullmatch(registry.digest)
@@ -679,7 +679,14 @@ def test_compose_stack_is_pinned_local_and_read_only() -> None:
     args = build_parser().parse_args(["serve", *webhook["command"]])
     mounts = {m.split(":")[1]: m.split(":")[0] for m in webhook["volumes"]}
     assert loader.load_rules([str(DEPLOY / mounts[args.rules[0]])]).rules
-    assert settings_mod.load_settings(DEPLOY / mounts[args.config], env={}).registries
+    # The redis password is made when the stack starts (the redis-password service).
+    password = tmp_path / "password"
+    password.write_text("made-at-start\n")
+    text = (DEPLOY / mounts[args.config]).read_text()
+    text = text.replace("/run/secrets/redis/password", str(password))
+    settings = settings_mod.parse_settings(text, "settings.yaml", env={})
+    assert settings.registries
+    assert settings.shared_cache is not None and settings.shared_cache.password == "made-at-start"
     seed = services["seed"]
     script = seed["volumes"][0].split(":")[0]
     assert (DEPLOY / script).is_file()

@@ -89,6 +89,38 @@ CASES = [
     ("mutate: {pin: 8675309}\n", "mutate.pin: expected true or false, got an integer"),
     ("breakGlass: 'x8675309'\n", "breakGlass: expected true or false, got a string"),
     ("token8675309: 1\n", "unknown key (expected one of: registries,"),
+    (
+        "cache: {shared: {url: 'redis://:8675309@redis:6379/0'}}\n",
+        "cache.shared.url: put the password in passwordFile or passwordEnv, not in the URL",
+    ),
+    (
+        "cache: {shared: {url: 'rediss://robot:8675309@redis:6379/0'}}\n",
+        "cache.shared.url: put the password in passwordFile or passwordEnv, not in the URL",
+    ),
+    (
+        "cache: {shared: {url: 'http://robot:8675309@redis'}}\n",
+        "cache.shared.url: expected a redis:// or rediss:// URL",
+    ),
+    (
+        "cache: {shared: {url: 'redis://redis:8675309'}}\n",
+        "cache.shared.url: expected a redis:// or rediss:// URL with a valid host:port",
+    ),
+    (
+        "cache: {shared: {url: 8675309}}\n",
+        "cache.shared.url: expected a non-empty string, got an integer",
+    ),
+    (
+        "cache: {shared: {url: 'redis://r', passwordFile: 8675309}}\n",
+        "cache.shared.passwordFile: expected a non-empty string, got an integer",
+    ),
+    (
+        "cache: {shared: {url: 'redis://r', passwordEnv: [8675309]}}\n",
+        "cache.shared.passwordEnv: expected a non-empty string, got a list",
+    ),
+    (
+        "cache: {shared: {url: 'redis://r', password: 8675309}}\n",
+        'cache.shared: unknown key (did you mean "passwordEnv"?)',
+    ),
 ]
 IDS = [f"{i}-{expected.split(':')[0]}" for i, (_, expected) in enumerate(CASES)]
 
