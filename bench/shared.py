@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from bench import common
+from bench import coalesce, common
 from bench.env import RemoteEnv, Unavailable, push_small_image
 from policy.deadline import Deadline
 from policy.loader import load_rules_text
@@ -44,17 +44,7 @@ STORM = 30
 WARM_IMAGES = 20
 WARM_DECISIONS = 10_000
 WARM_REPEATS = 16
-RULES = """
-apiVersion: image-policy/v1
-kind: RuleSet
-rules:
-  - id: few-layers
-    match: {images: ["**"]}
-    require: {maxLayers: 30}
-  - id: non-root
-    match: {images: ["**"]}
-    require: {nonRootUser: true}
-"""
+RULES = coalesce.RULES  # a manifest and a config per image, as in benchmark 3
 
 
 def _seed(url: str) -> None:

@@ -3,17 +3,15 @@ own directory, no persistence."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import redis
 
+from tests.support import binaries
 from tests.support.registry import free_port
 
 BINARY = "/usr/bin/redis-server"
@@ -22,19 +20,12 @@ MISSING = "redis-server not installed: apt-get install redis-server; these tests
 
 def redis_binary() -> str | None:
     """Path of redis-server, or None when it is not installed."""
-    if os.access(BINARY, os.X_OK):
-        return BINARY
-    return shutil.which("redis-server")
+    return binaries.find(BINARY, "redis-server")
 
 
 def require_redis() -> str:
     """The redis-server binary; skip loudly when missing (fail when CI=true)."""
-    binary = redis_binary()
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(MISSING)
-        pytest.skip(MISSING)
-    return binary
+    return binaries.require(BINARY, "redis-server", MISSING)
 
 
 @dataclass

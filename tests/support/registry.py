@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -12,12 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 import yaml
 
 from policy.errors import RegistryAuthError
-from tests.support import images
+from tests.support import binaries, images
 
 BINARY = "/usr/bin/docker-registry"
 MISSING = (
@@ -27,19 +24,12 @@ MISSING = (
 
 def registry_binary() -> str | None:
     """Path of the distribution registry binary, or None when it is not installed."""
-    if os.access(BINARY, os.X_OK):
-        return BINARY
-    return shutil.which("docker-registry")
+    return binaries.find(BINARY, "docker-registry")
 
 
 def require_registry() -> str:
     """The registry binary; skip loudly when missing (fail when CI=true)."""
-    binary = registry_binary()
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(MISSING)
-        pytest.skip(MISSING)
-    return binary
+    return binaries.require(BINARY, "docker-registry", MISSING)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
