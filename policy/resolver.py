@@ -720,9 +720,34 @@ class RegistryResolver:
                 return again
             if self._unsigned.get(key) is not None:
                 return _Artifacts()
-            found = self._fetch_signatures(ref, digest, deadline)
+            age = 0.0
+            shared = self.shared
+            told = (
+                shared.turn(
+                    f"signatures:{ref.registry}/{ref.repository}@{digest}",
+                    partial(shared.get_signatures, ref.registry, ref.repository, digest),
+                    deadline,
+                    first=True,
+                )
+                if shared is not None
+                else None
+            )
+            if told is not None and (told.age < self._unsigned_ttl or told.cosign or told.bundles):
+                found, age = _Artifacts(told.cosign, told.bundles, told.refused), told.age
+            else:
+                found = self._fetch_signatures(ref, digest, deadline)
+                if shared is not None:
+                    shared.put_signatures(
+                        ref.registry,
+                        ref.repository,
+                        digest,
+                        found.cosign,
+                        found.bundles,
+                        found.refused,
+                        ttl=self._unsigned_ttl if found.empty else None,
+                    )
             if found.empty:
-                self._unsigned.put(key, self._clock(), size=entry_size(key, 0.0))
+                self._unsigned.put(key, self._clock() - age, size=entry_size(key, 0.0))
             else:
                 self._signatures.put(key, found, entry_size(key, found))
             return found

@@ -8,6 +8,7 @@ The in-process caches answer first, this tier second, the registry last. What it
 <prefix>tag:<registry>/<repository>:<tag>           {"digest", "mediaType", "size", "at"}
 <prefix>missing:<kind>:<registry>/<repository>:<ref> a registry's 404, for a short while
 <prefix>tier:<namespace>                            a Docker Hub namespace's tier answer
+<prefix>signatures:<registry>/<repository>@<digest> the signature artifacts found for it
 <prefix>lease:<what is being fetched>                which replica is fetching it now
 ```
 Every value is an envelope: `ipc1 ` (the format version), a JSON header line, then the bytes.
@@ -16,7 +17,10 @@ remembers tags; a 404 or a tier: their own TTLs), and no entry larger than `maxE
 written or read (reads ask for at most that many bytes, `GETRANGE`).
 
 Trust: content by digest is verified on every read (the body must hash to the digest in its
-key): a poisoned entry is dropped and the registry asked instead. Tag → digest answers, 404s
+key): a poisoned entry is dropped and the registry asked instead. Signature artifacts are
+verified (cryptographically, against the rules' keys and identities) on every decision, as
+when fetched: an injected artifact verifies only if its signer really signed that digest, and
+an entry saying "none found" can only deny. Tag → digest answers, 404s
 and tier answers cannot be verified and are trusted for their TTL: write access to this Redis
 is the power to answer for the registries. Protect it (ACL user, TLS, NetworkPolicy;
 docs/operations.md). Anything unreadable — wrong Redis type, truncated, oversized, bad JSON, an
@@ -41,12 +45,14 @@ policy, which governs where pod-named registries may make the webhook connect.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +62,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from policy import jsonbound
 from policy.deadline import Deadline
 from policy.errors import IntegrityError
 from policy.registry import media
@@ -173,6 +180,80 @@ def decode_tier(value: object, *, max_bytes: int) -> tuple[str, str]:
     if not isinstance(tier, str) or not isinstance(source, str):
         raise Invalid("no tier")
     return tier[:64], source[:MAX_MESSAGE]
+
+
+class Signatures(NamedTuple):
+    """The signature artifacts found for a digest (as the resolver keeps them), and how many
+    seconds ago they were found."""
+
+    cosign: tuple[tuple[bytes, dict[str, str]], ...]
+    bundles: tuple[bytes, ...]
+    refused: tuple[tuple[str, str], ...]
+    age: float
+
+
+def encode_signatures(
+    cosign: Sequence[tuple[bytes, Mapping[str, str]]],
+    bundles: Sequence[bytes],
+    refused: Sequence[tuple[str, str]],
+    *,
+    at: float,
+) -> bytes:
+    """The stored form of a digest's signature artifacts (bytes as base64 in a JSON body)."""
+    body = {
+        "cosign": [
+            {"payload": base64.b64encode(payload).decode(), "annotations": dict(annotations)}
+            for payload, annotations in cosign
+        ],
+        "bundles": [base64.b64encode(bundle).decode() for bundle in bundles],
+        "refused": [[form, why] for form, why in refused],
+    }
+    return encode("signatures", {"at": at}, json.dumps(body, separators=(",", ":")).encode())
+
+
+def decode_signatures(value: object, *, now: float, max_bytes: int) -> Signatures:
+    header, payload = decode(value, "signatures", max_bytes=max_bytes)
+    at = header.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+        raise Invalid("no time it was found")
+    if at > now + CLOCK_SKEW:
+        raise Invalid("found in the future")
+    try:
+        body = jsonbound.loads(payload, max_bytes=max_bytes, max_depth=8)
+    except jsonbound.JSONRefused:
+        raise Invalid("body is not bounded JSON") from None
+    if not isinstance(body, dict):
+        raise Invalid("body is not an object")
+    cosign, bundles, refused = body.get("cosign"), body.get("bundles"), body.get("refused")
+    if not (isinstance(cosign, list) and isinstance(bundles, list) and isinstance(refused, list)):
+        raise Invalid("not the three lists")
+    layers: list[tuple[bytes, dict[str, str]]] = []
+    for layer in cosign:
+        annotations = layer.get("annotations") if isinstance(layer, dict) else None
+        if not isinstance(annotations, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+        ):
+            raise Invalid("a cosign layer without string annotations")
+        layers.append((_unbase64(layer.get("payload")), annotations))
+    pairs: list[tuple[str, str]] = []
+    for item in refused:
+        if not (
+            isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
+        ):
+            raise Invalid("a refusal that is not two strings")
+        pairs.append((item[0][:MAX_MESSAGE], item[1][:MAX_MESSAGE]))
+    return Signatures(
+        tuple(layers), tuple(_unbase64(b) for b in bundles), tuple(pairs), max(0.0, now - at)
+    )
+
+
+def _unbase64(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise Invalid("not base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise Invalid("not base64") from None
 
 
 # --- the breaker ----------------------------------------------------------------------------
@@ -552,6 +633,36 @@ class SharedCache:
             encode("tier", {"tier": tier, "source": source}),
             int(ttl * 1000),
         )
+
+    # --- signature artifacts ----------------------------------------------------------------
+
+    def get_signatures(self, registry: str, repository: str, digest: str) -> Signatures | None:
+        """The signature artifacts another replica found for `digest` (maybe none), or None."""
+        key = self._key("signatures", f"{registry}/{repository}@{digest}")
+        now = self._now()
+        found = self._decoded(
+            key,
+            self._read_one(key),
+            lambda v: decode_signatures(v, now=now, max_bytes=self._read_bytes),
+        )
+        self._hit(found)
+        return found
+
+    def put_signatures(
+        self,
+        registry: str,
+        repository: str,
+        digest: str,
+        cosign: Sequence[tuple[bytes, Mapping[str, str]]],
+        bundles: Sequence[bytes],
+        refused: Sequence[tuple[str, str]],
+        *,
+        ttl: float | None = None,
+    ) -> None:
+        """Store what was found for `digest`, kept `ttl` seconds (default: as content is)."""
+        key = self._key("signatures", f"{registry}/{repository}@{digest}")
+        value = encode_signatures(cosign, bundles, refused, at=self._now())
+        self._write(key, value, self._content_ms if ttl is None else int(ttl * 1000))
 
     # --- leases -----------------------------------------------------------------------------
 
