@@ -24,7 +24,7 @@ import binascii
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -48,11 +48,14 @@ __all__ = [
     "SIGNATURE_ANNOTATION",
     "SIMPLE_SIGNING",
     "Key",
+    "Opened",
     "Trust",
     "TrustedRoot",
     "load_keys",
     "load_root",
     "load_roots",
+    "open_attestation_bundle",
+    "open_cosign_attestation",
     "open_envelope",
     "pae",
     "verify_bundle",
@@ -393,7 +396,23 @@ def _body_names(document: Any, hashed: str, signature: bytes, signer_der: bytes)
             ):
                 return
         raise _Refused("the log entry is for another signature")
-    raise _Refused("the log entry is neither a hashedrekord nor a dsse entry")
+    if kind == "intoto":  # v0.0.2, as `cosign attest` logs: signatures base64 twice over
+        content = spec.get("content")
+        envelope = content.get("envelope") if isinstance(content, dict) else None
+        listed = envelope.get("signatures") if isinstance(envelope, dict) else None
+        for item in listed[:MAX_DSSE_SIGNATURES] if isinstance(listed, list) else ():
+            if not isinstance(item, dict):
+                continue
+            logged_sig = _b64(item.get("sig"), "the logged signature")
+            if logged_sig != signature:
+                logged_sig = _b64(logged_sig.decode("ascii", "replace"), "the logged signature")
+            if (
+                logged_sig == signature
+                and _pem_der(_b64(item.get("publicKey"), "the logged key")) == signer_der
+            ):
+                return
+        raise _Refused("the log entry is for another signature")
+    raise _Refused("the log entry is neither a hashedrekord, a dsse nor an intoto entry")
 
 
 def _pem_der(pem: bytes) -> bytes:
@@ -678,6 +697,139 @@ def open_envelope(data: bytes, trust: Trust) -> tuple[bytes, str | None] | None:
     except _Refused:
         return None
     return payload, None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An attestation's DSSE envelope, opened: its in-toto statement, and who signed it — a
+    configured key (`key`, its fingerprint), or a keyless identity (`issuer`, `subject`) whose
+    certificate chains to a trusted root, with its SCT and transparency-log entry. `reason`
+    says why a signature there did not verify ("" when one did, or when none was by a
+    configured key)."""
+
+    payload: bytes
+    key: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    reason: str = ""
+
+
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+
+
+def _envelope_parts(envelope: object) -> tuple[bytes, bytes, list[bytes]]:
+    """(payload, its PAE, the signatures) of an in-toto DSSE envelope; refused otherwise."""
+    if not isinstance(envelope, dict):
+        raise _Refused("not a DSSE envelope")
+    payload_type = envelope.get("payloadType")
+    if payload_type != IN_TOTO:
+        shown = payload_type[:80] if isinstance(payload_type, str) else "none"
+        raise _Refused(f"the DSSE payload type {shown!r} is not an in-toto statement")
+    payload = _b64(envelope.get("payload"), "the DSSE payload")
+    if len(payload) > MAX_BUNDLE_BYTES:
+        raise _Refused(f"the DSSE payload is over {MAX_BUNDLE_BYTES} bytes")
+    signatures = [
+        _b64(item.get("sig"), "a DSSE signature")
+        for item in _list(envelope.get("signatures"))[:MAX_DSSE_SIGNATURES]
+        if isinstance(item, dict)
+    ]
+    return payload, pae(IN_TOTO, payload), signatures
+
+
+def _opened(
+    fmt: str,
+    payload: bytes,
+    message: bytes,
+    signatures: list[bytes],
+    leaf: x509.Certificate | None,
+    entry: Callable[[bytes, x509.Certificate], datetime | _Refused | None],
+    trust: Trust,
+) -> Opened:
+    """Who signed `message` (a PAE) among `signatures`: the certificate `leaf` (keyless, its
+    entry's time from `entry`), else a configured key."""
+    if leaf is not None:
+        signature = next(
+            (sig for sig in signatures if _verifies_with(leaf.public_key(), message, sig)), None
+        )
+        if signature is None:
+            return Opened(payload, reason="the signature does not verify with its certificate")
+        facts = _keyless(fmt, leaf, entry(signature, leaf), trust)
+        if not facts.verified:
+            return Opened(payload, reason=f"{facts.signer}: {facts.reason}")
+        return Opened(payload, issuer=facts.issuer, subject=facts.subject)
+    for signature in signatures:
+        key = _signed_by(trust.keys, message, signature)
+        if key is not None:
+            return Opened(payload, key=key.fingerprint)
+    return Opened(payload)
+
+
+def open_cosign_attestation(
+    envelope: bytes, annotations: Mapping[str, str], trust: Trust
+) -> Opened | str:
+    """A layer of cosign's `sha256-<hex>.att` manifest: a DSSE envelope of an in-toto
+    statement, signed by a configured key or keyless (the certificate, chain and Rekor bundle
+    annotations, as for `.sig` layers). A str says why it is not an attestation at all."""
+    try:
+        if len(envelope) > MAX_BUNDLE_BYTES:
+            raise _Refused(f"the envelope is over {MAX_BUNDLE_BYTES} bytes")
+        payload, message, signatures = _envelope_parts(
+            _json(envelope, "the DSSE envelope", MAX_BUNDLE_BYTES)
+        )
+        certificate = annotations.get(CERTIFICATE_ANNOTATION)
+        try:
+            leaf = _certificate_pem(certificate) if certificate else None
+            entry = _cosign_entry(annotations.get(REKOR_ANNOTATION))
+        except _Refused as exc:
+            return Opened(payload, reason=str(exc))
+        return _opened(
+            "cosign",
+            payload,
+            message,
+            signatures,
+            leaf,
+            lambda sig, cert: _when(entry, trust, message, sig, cert),
+            trust,
+        )
+    except _Refused as exc:
+        return str(exc)
+
+
+def open_attestation_bundle(bundle: bytes, trust: Trust) -> Opened | str | None:
+    """A Sigstore bundle among the OCI referrers holding a DSSE envelope of an in-toto
+    statement that is not cosign's signature predicate; None for any other bundle (a
+    signature: `verify_bundle`'s); a str says why it cannot be read."""
+    try:
+        if len(bundle) > MAX_BUNDLE_BYTES:
+            raise _Refused(f"the bundle is over {MAX_BUNDLE_BYTES} bytes")
+        document = _json(bundle, "the bundle", MAX_BUNDLE_BYTES)
+        envelope = document.get("dsseEnvelope") if isinstance(document, dict) else None
+        if not isinstance(envelope, dict) or envelope.get("payloadType") != IN_TOTO:
+            return None
+        payload, message, signatures = _envelope_parts(envelope)
+        predicate = _json(payload, "the in-toto statement", MAX_BUNDLE_BYTES)
+        if isinstance(predicate, dict) and predicate.get("predicateType") == COSIGN_SIGN_PREDICATE:
+            return None
+        material = document.get("verificationMaterial")
+        if not isinstance(material, dict):
+            material = {}
+        try:
+            leaf = _bundle_certificate(material)
+            entry = _bundle_entry(material.get("tlogEntries"))
+        except _Refused as exc:
+            return Opened(payload, reason=str(exc))
+
+        def logged(signature: bytes, cert: x509.Certificate) -> datetime | _Refused | None:
+            if entry is None:
+                return None
+            try:
+                return _logged_bundle(entry, trust, message, message, signature, _der(cert))
+            except _Refused as exc:
+                return exc
+
+        return _opened("bundle", payload, message, signatures, leaf, logged, trust)
+    except _Refused as exc:
+        return str(exc)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -286,6 +286,85 @@ class Sigstore:
             )
         return annotations
 
+    def attest_cosign_layer(
+        self,
+        statement: bytes,
+        *,
+        logged: bool = True,
+        kind: str = "intoto",
+        **certificate: Any,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A keyless `cosign attest` layer of the `.att` manifest: the DSSE envelope over
+        `statement` and its annotations (certificate, chain, and with `logged` the Rekor bundle
+        of an `intoto` v0.0.2 entry, as cosign logs attestations, or a `dsse` one)."""
+        ephemeral = ec.generate_private_key(ec.SECP256R1())
+        leaf = self.certificate(ephemeral, **certificate)
+        signature = ephemeral.sign(cosign.pae(cosign.IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        annotations = {
+            "dev.sigstore.cosign/certificate": leaf_pem.decode(),
+            "dev.sigstore.cosign/chain": self.ca.public_bytes(serialization.Encoding.PEM).decode(),
+            "predicateType": json.loads(statement).get("predicateType", ""),
+        }
+        if logged:
+            sig64 = base64.b64encode(signature).decode()
+            pem64 = base64.b64encode(leaf_pem).decode()
+            if kind == "intoto":
+                body: dict[str, Any] = {
+                    "apiVersion": "0.0.2",
+                    "kind": "intoto",
+                    "spec": {
+                        "content": {
+                            "envelope": {
+                                "payloadType": cosign.IN_TOTO,
+                                "signatures": [
+                                    {
+                                        "sig": base64.b64encode(sig64.encode()).decode(),
+                                        "publicKey": pem64,
+                                    }
+                                ],
+                            },
+                            "payloadHash": {
+                                "algorithm": "sha256",
+                                "value": hashlib.sha256(statement).hexdigest(),
+                            },
+                        }
+                    },
+                }
+            else:
+                body = {
+                    "apiVersion": "0.0.1",
+                    "kind": "dsse",
+                    "spec": {"signatures": [{"signature": sig64, "verifier": pem64}]},
+                }
+            annotations["dev.sigstore.cosign/bundle"] = json.dumps(self.logged(body))
+        return cosign.envelope(None, statement, signature=signature), annotations
+
+    def logged(
+        self,
+        body: dict[str, Any],
+        *,
+        at: datetime = SIGNED_AT,
+        log_key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> dict[str, Any]:
+        """A log entry of `body` as cosign's bundle annotation holds it (signed entry
+        timestamp by the log key, or `log_key`)."""
+        self.log_index += 1
+        key = log_key or self.log_key
+        payload = {
+            "body": base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode(),
+            "integratedTime": int(at.timestamp()),
+            "logIndex": self.log_index,
+            "logID": hashlib.sha256(_der(key.public_key())).hexdigest(),
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return {
+            "SignedEntryTimestamp": base64.b64encode(
+                key.sign(canonical, ec.ECDSA(hashes.SHA256()))
+            ).decode(),
+            "Payload": payload,
+        }
+
     def message_bundle(self, digest: str, *, logged: bool = True, **certificate: Any) -> bytes:
         """A keyless v0.3 bundle whose messageSignature signs the manifest `digest`, with its
         certificate and a transparency-log entry (inclusion promise)."""
