@@ -458,6 +458,10 @@ def _platform_json(p: PlatformFacts) -> dict[str, object]:
                     "source": a.source,
                     "buildType": a.build_type,
                     "signedBy": a.signed_by,
+                    "issuer": a.issuer,
+                    "subject": a.subject,
+                    "format": a.format,
+                    "signature": a.signature or None,
                     "reason": a.reason or None,
                 }
                 for a in p.attestations

@@ -241,3 +241,37 @@ def test_buildkit_envelopes_cannot_meet_a_keyless_identity_and_the_finding_says_
 
 def test_checks_describe_signed_keyless() -> None:
     assert "keyless" in checks.CHECKS["attestations"].doc
+
+
+def test_offline_tests_judge_recorded_keyless_attestations() -> None:
+    from policy import factsfile, ruletests
+
+    ruleset = loader.load_rules_text(_rules(KEYLESS), "rules.yaml")
+    cases = textwrap.dedent(
+        f"""\
+        apiVersion: image-policy/v1
+        kind: RuleTest
+        facts:
+          images:
+            r.example/good:1:
+              digest: {DIGEST}
+              attestations:
+                - {{predicateType: "{attest.SLSA_V02}", format: cosign, issuer: "{GITHUB}",
+                    subject: "https://github.com/acme/app"}}
+            r.example/bad:1:
+              digest: {DIGEST}
+              attestations:
+                - {{predicateType: "{attest.SLSA_V02}", format: buildkit}}
+        cases:
+          - {{name: good, image: r.example/good:1, expect: allowed, violations: []}}
+          - {{name: bad, image: r.example/bad:1, expect: denied, violations: [att]}}
+        """
+    )
+    report = ruletests.run_tests(ruleset, [("cases.yaml", cases)], now=NOW)
+    assert report.ok, ruletests.format_report(report)
+    bad = "images:\n  a:1:\n    attestations: [{predicateType: x, issuer: y}]\n"
+    with pytest.raises(factsfile.FactsFileError, match="give both"):
+        factsfile.parse_facts(bad, "facts.yaml")
+    bad = "images:\n  a:1:\n    attestations: [{predicateType: x, format: notary}]\n"
+    with pytest.raises(factsfile.FactsFileError, match=r"facts.yaml:3:.*one of buildkit, cosign"):
+        factsfile.parse_facts(bad, "facts.yaml")
