@@ -54,6 +54,7 @@ __all__ = [
     "load_keys",
     "load_root",
     "load_roots",
+    "merkle_root",
     "open_attestation_bundle",
     "open_cosign_attestation",
     "open_envelope",
@@ -253,15 +254,134 @@ def verify_cosign(
 
 
 @dataclass(frozen=True)
+class _Proof:
+    """A Rekor inclusion proof: the entry's index in a tree of `size` leaves, the audit path
+    (`hashes`) to that tree's `root`, and the log's signed checkpoint of it (a signed note)."""
+
+    index: int
+    size: int
+    root: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
 class _Entry:
     """A Rekor entry as a signature carries it: the canonicalized body (base64, as logged),
-    integrated time, log index, log id, and the log's signed entry timestamp over them."""
+    integrated time, log index, log id, the log's signed entry timestamp over them, and an
+    inclusion proof when the bundle carries one."""
 
     body: str
     integrated_time: int
     log_index: int
     log_id: bytes
     set_signature: bytes
+    proof: _Proof | None = None
+
+
+MAX_PROOF_HASHES = 64  # a path in a tree of up to 2**64 leaves
+MAX_CHECKPOINT_CHARS = 8 * 1024
+MAX_NOTE_SIGNATURES = 16
+
+
+def _proof(value: object) -> _Proof | None:
+    """A bundle entry's `inclusionProof` (None when it has none); refused when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Refused("the inclusion proof is not an object")
+    try:
+        index, size = int(value.get("logIndex", "")), int(value.get("treeSize", ""))
+    except (TypeError, ValueError):
+        raise _Refused("the inclusion proof has no log index or tree size") from None
+    hashes = value.get("hashes", [])  # a tree of one leaf has none (and JSON omits them)
+    if not isinstance(hashes, list) or len(hashes) > MAX_PROOF_HASHES:
+        raise _Refused(f"the inclusion proof has more than {MAX_PROOF_HASHES} hashes")
+    path = tuple(_b64(h, "an inclusion proof hash") for h in hashes)
+    root = _b64(value.get("rootHash"), "the inclusion proof's root hash")
+    if len(root) != 32 or any(len(h) != 32 for h in path):
+        raise _Refused("the inclusion proof's hashes are not SHA-256 hashes")
+    checkpoint = value.get("checkpoint")
+    note = checkpoint.get("envelope") if isinstance(checkpoint, dict) else None
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_CHECKPOINT_CHARS):
+        raise _Refused("the inclusion proof's checkpoint is not a signed note")
+    return _Proof(index, size, root, path, note)
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes:
+    """The root of a tree of `size` leaves reached from the leaf hash `leaf` at `index` by
+    the audit path `path` (RFC 9162 §2.1.3.2, as RFC 6962 trees are hashed); ValueError when
+    the path cannot be one of such a tree."""
+    if not 0 <= index < size:
+        raise ValueError("the log index is outside its tree")
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            raise ValueError("the audit path is longer than its tree is deep")
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ValueError("the audit path is shorter than its tree is deep")
+    return r
+
+
+def _included(entry: _Entry, body: bytes, key: PublicKeyTypes) -> None:
+    """`entry`'s inclusion proof leads from its body's leaf hash to the proof's root, and the
+    checkpoint of that root (tree size and hash) is signed by the log's `key`."""
+    proof = entry.proof
+    if proof is None:
+        return
+    try:
+        root = merkle_root(
+            proof.index, proof.size, hashlib.sha256(b"\x00" + body).digest(), proof.hashes
+        )
+    except ValueError as exc:
+        raise _Refused(f"its inclusion proof is wrong: {exc}") from None
+    if root != proof.root:
+        raise _Refused("its inclusion proof does not lead from the entry to its root hash")
+    if proof.checkpoint is not None:
+        _checkpoint(proof, key)
+
+
+def _checkpoint(proof: _Proof, key: PublicKeyTypes) -> None:
+    """A checkpoint is a signed note: `origin\nsize\nbase64(root)\n[…]` then a blank line
+    and `— <name> base64(key hint(4) ‖ signature)` lines; its size and root must be the
+    proof's, and one signature the log key's over the note's text."""
+    text, blank, signatures = (
+        proof.checkpoint.partition("\n\n") if proof.checkpoint else ("", "", "")
+    )
+    lines = text.split("\n")
+    if not blank or len(lines) < 3:
+        raise _Refused("its inclusion proof's checkpoint is not a signed note")
+    try:
+        size, root = int(lines[1]), base64.b64decode(lines[2], validate=True)
+    except (ValueError, binascii.Error):
+        raise _Refused("its inclusion proof's checkpoint names no tree size and root") from None
+    if (size, root) != (proof.size, proof.root):
+        raise _Refused(
+            f"its inclusion proof's checkpoint is for another tree (size {size}, not "
+            f"{proof.size}, or another root hash)"
+        )
+    signed = (text + "\n").encode()
+    for line in signatures.split("\n")[:MAX_NOTE_SIGNATURES]:
+        if not line.startswith("\u2014 "):
+            continue
+        try:
+            raw = base64.b64decode(line.rpartition(" ")[2], validate=True)
+        except (ValueError, binascii.Error):
+            continue
+        if len(raw) > 4 and _verifies_with(key, signed, raw[4:]):
+            return
+    raise _Refused("its inclusion proof's checkpoint is not signed by the log")
 
 
 def _cosign_entry(text: str | None) -> _Entry | None:
@@ -318,6 +438,7 @@ def _bundle_entry(entries: object) -> _Entry | None:
             index,
             _b64(log_id.get("keyId"), "the log id"),
             _b64(promise.get("signedEntryTimestamp"), "the SET"),
+            _proof(entry.get("inclusionProof")),
         )
     return None
 
@@ -342,7 +463,9 @@ def _verified_body(entry: _Entry | None, trust: Trust) -> Any:
     ).encode()
     if not _verifies_with(key, signed, entry.set_signature):
         raise _Refused("its transparency-log entry's signed timestamp does not verify")
-    return _json(_b64(entry.body, "the log entry body"), "the log entry body", MAX_BUNDLE_BYTES)
+    body = _b64(entry.body, "the log entry body")
+    _included(entry, body, key)
+    return _json(body, "the log entry body", MAX_BUNDLE_BYTES)
 
 
 def _logged(

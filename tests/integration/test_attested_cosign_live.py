@@ -327,3 +327,64 @@ def test_a_hostile_att_manifest_is_read_no_further_than_the_cap(
     )
     blobs = sum(n for (m, path), n in proxy.counts().items() if "/blobs/" in path)
     assert blobs == MAX_SIGNATURES
+
+
+def test_inclusion_proofs_of_referrer_bundles_are_verified_through_the_registry(
+    registry: SeededRegistry, proxy: CountingProxy, resolver: RegistryResolver, tmp_path: Path
+) -> None:
+    """A keyless signature bundle and an attestation bundle among the referrers, each with an
+    inclusion proof from the test log (a tree of several entries) and its checkpoint: allowed;
+    the same with one proof hash changed, or a checkpoint signed by another key: denied."""
+    repo = "attcosign/proofs"
+    rules = _rules(tmp_path) + (
+        "      signatures:\n"
+        f"        keyless: [{{issuer: '{GITHUB}', subject: 'https://github.com/acme/*'}}]\n"
+        f"        trustedRoot: {tmp_path / 'root.json'}\n"
+    )
+    service = _service(resolver, rules)
+
+    def push(index: str, change: Callable[[dict[str, Any]], None] | None = None) -> None:
+        for bundle in (
+            STORE.message_bundle(index),
+            STORE.dsse_bundle(attest.provenance_v02(index)[1]),
+            STORE.dsse_bundle(attest.sbom(index)[1]),
+        ):
+            document = json.loads(bundle)
+            proof = document["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+            assert int(proof["treeSize"]) > 5 and proof["hashes"]
+            if change is not None:
+                change(proof)
+            cosign.push_referrer(registry.url, repo, index, json.dumps(document).encode())
+
+    tag, index, _, _ = _index(registry, repo)
+    push(index)
+    assert _decide(service, Reference(proxy.host, repo, tag)) == (True, [])
+
+    def wrong_hash(proof: dict[str, Any]) -> None:
+        proof["hashes"][0] = base64.b64encode(b"\x00" * 32).decode()
+
+    tag, index, _, _ = _index(registry, repo)
+    push(index, wrong_hash)
+    allowed, messages = _decide(service, Reference(proxy.host, repo, tag))
+    assert not allowed
+    because = "its inclusion proof does not lead from the entry to its root hash"
+    said = "\n".join(messages)
+    assert f"bundle signature by keyless {WORKFLOW} (issuer {GITHUB}), not verified: {because}" in (
+        said
+    )
+    assert f"(its signature did not verify: keyless {WORKFLOW} (issuer {GITHUB}): {because})" in (
+        said
+    )
+
+    def foreign_checkpoint(proof: dict[str, Any]) -> None:
+        stranger = Sigstore()
+        root = base64.b64decode(proof["rootHash"])
+        proof["checkpoint"]["envelope"] = stranger.checkpoint(int(proof["treeSize"]), root)
+
+    tag, index, _, _ = _index(registry, repo)
+    push(index, foreign_checkpoint)
+    allowed, messages = _decide(service, Reference(proxy.host, repo, tag))
+    assert not allowed
+    said = "\n".join(messages)
+    assert "not verified: its inclusion proof's checkpoint is not signed by the log" in said
+    assert f"{GITHUB}): its inclusion proof's checkpoint is not signed by the log)" in said
