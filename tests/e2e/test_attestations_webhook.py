@@ -131,3 +131,29 @@ def test_cli_check_enforces_the_same_rule(attested: Attested, tmp_path: Path) ->
     code, text = check(f"{attested.host}/team/foreign:1.0")
     assert code == 1, text
     assert "not an identity of this rule" in text
+
+
+def test_cli_resolve_shows_who_signed_each_attestation(attested: Attested, tmp_path: Path) -> None:
+    import json
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("{}\n")
+    image = f"{attested.host}/team/attested:1.0"
+
+    def resolve(*extra: str) -> list[dict[str, Any]]:
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["resolve", image, "--json", "--config", str(settings), "--attestations", *extra]
+        assert cli.main(argv, out=out, err=err) == 0, err.getvalue()
+        (platform,) = json.loads(out.getvalue())["platforms"]
+        found: list[dict[str, Any]] = platform["attestations"]
+        return found
+
+    shown = resolve("--trusted-root", str(attested.root))
+    assert sorted((a["kind"], a["format"], a["issuer"], a["subject"]) for a in shown) == [
+        (kind, "cosign", GITHUB, "https://github.com/acme/app/.github/workflows/r.yml@main")
+        for kind in ("provenance", "sbom")
+    ]
+    # Against the public-good root (the default), the test CA is no one's: each says why.
+    for a in resolve():
+        assert a["issuer"] is None
+        assert a["signature"].endswith("from a log the trusted root does not know")
