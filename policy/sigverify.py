@@ -295,7 +295,9 @@ def _proof(value: object) -> _Proof | None:
     except (TypeError, ValueError):
         raise _Refused("the inclusion proof has no log index or tree size") from None
     hashes = value.get("hashes", [])  # a tree of one leaf has none (and JSON omits them)
-    if not isinstance(hashes, list) or len(hashes) > MAX_PROOF_HASHES:
+    if not isinstance(hashes, list):
+        raise _Refused("the inclusion proof's hashes are not a list")
+    if len(hashes) > MAX_PROOF_HASHES:
         raise _Refused(f"the inclusion proof has more than {MAX_PROOF_HASHES} hashes")
     path = tuple(_b64(h, "an inclusion proof hash") for h in hashes)
     root = _b64(value.get("rootHash"), "the inclusion proof's root hash")
