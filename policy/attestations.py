@@ -11,12 +11,13 @@ read from SLSA v0.2 and v1 predicates.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from policy import jsonbound
 from policy.facts import AttestationFacts
-from policy.signing import KeySpec, Matcher
+from policy.signing import Identity, KeySpec, Matcher, RootFile
 
 __all__ = [
     "IN_TOTO",
@@ -56,9 +57,24 @@ def _at(document: Any, *path: str) -> object:
     return document
 
 
-def read_statement(data: bytes, digest: str, *, signed_by: str | None = None) -> AttestationFacts:
-    """The statement in `data` as facts for the image `digest`; a statement that is not
-    JSON, not a statement, or about another image gets its `reason`."""
+def read_statement(
+    data: bytes,
+    digest: str,
+    *,
+    signed_by: str | None = None,
+    also: str | None = None,
+    **signer: str | None,
+) -> AttestationFacts:
+    """The statement in `data` as facts for the image `digest` (or, `also`, the index that
+    lists it: a statement about the index is about each of its images); a statement that is
+    not JSON, not a statement, or about another image gets its `reason`. `signer`: the other
+    AttestationFacts fields saying who signed it and where it was found."""
+    facts = _read(data, digest, also, signed_by)
+    extra = {k: v for k, v in signer.items() if v is not None}
+    return dataclasses.replace(facts, **extra) if extra else facts
+
+
+def _read(data: bytes, digest: str, also: str | None, signed_by: str | None) -> AttestationFacts:
     try:
         document = jsonbound.loads(data, max_bytes=MAX_STATEMENT_BYTES, max_depth=32)
     except jsonbound.JSONRefused as exc:
@@ -69,8 +85,9 @@ def read_statement(data: bytes, digest: str, *, signed_by: str | None = None) ->
         return AttestationFacts("", "other", reason="not an in-toto statement (no predicateType)")
     algorithm, _, encoded = digest.partition(":")
     subjects = _at(document, "subject")
+    wanted = {encoded} | ({also.partition(":")[2]} if also is not None else set())
     named = isinstance(subjects, list) and any(
-        _at(s, "digest", algorithm) == encoded for s in subjects[:256]
+        _at(s, "digest", algorithm) in wanted for s in subjects[:256]
     )
     if not named:
         return AttestationFacts(
@@ -111,7 +128,8 @@ def read_statement(data: bytes, digest: str, *, signed_by: str | None = None) ->
 class AttestationPolicy:
     """The parsed `require.attestations`: for every selected platform, a provenance (whose
     builder id, source and build type match the globs given) and/or an SBOM, each signed by
-    one of `keys` when keys are given."""
+    one of `keys` or one of the `keyless` identities (certificates chaining to `roots`) when
+    `signed` is given."""
 
     provenance: bool = False
     builder: tuple[Matcher, ...] = ()
@@ -119,6 +137,19 @@ class AttestationPolicy:
     build_type: tuple[Matcher, ...] = ()
     sbom: bool = False
     keys: tuple[KeySpec, ...] = ()
+    keyless: tuple[Identity, ...] = ()
+    roots: tuple[RootFile, ...] = ()
+
+    @property
+    def signed(self) -> bool:
+        """Whether only signed statements count."""
+        return bool(self.keys or self.keyless)
+
+    def signer_of(self, facts: AttestationFacts) -> bool:
+        """Whether `facts` was signed by a key or a keyless identity of this policy."""
+        if facts.signed_by is not None and facts.signed_by in self.fingerprints:
+            return True
+        return any(i.matches(facts.issuer, facts.subject) for i in self.keyless)
 
     @property
     def fingerprints(self) -> frozenset[str]:

@@ -581,25 +581,14 @@ def _parse_attestations(reader: Reader, node: Node, path: str) -> object | None:
         ok = ok and wants_sbom is not None
         sbom = bool(wants_sbom)
     keys: tuple[signing.KeySpec, ...] = ()
+    keyless: tuple[signing.Identity, ...] = ()
+    roots: tuple[signing.RootFile, ...] = ()
     if "signed" in children:
-        fields = reader.mapping(
-            children["signed"], f"{path}.signed", allowed=("keys",), required=("keys",)
-        )
-        listed = (fields or {}).get("keys")
-        if listed is None or not isinstance(listed.value, list) or not listed.value:
-            if listed is not None:
-                reader.expected(
-                    listed,
-                    f"{path}.signed.keys",
-                    "a non-empty list of PEM public keys or key files",
-                )
+        signed = _parse_signers(reader, children["signed"], f"{path}.signed")
+        if signed is None:
             ok = False
         else:
-            parsed = [
-                _key(reader, c, item) for item, c in reader.items(listed, f"{path}.signed.keys")
-            ]
-            keys = tuple(k for k in parsed if k is not None)
-            ok = ok and len(keys) == len(parsed)
+            keys, keyless, roots = signed
     if ok and not (provenance or sbom):
         reader.error(node, path, "require provenance, sbom, or both")
         return None
@@ -612,18 +601,98 @@ def _parse_attestations(reader: Reader, node: Node, path: str) -> object | None:
         build_type=found.get("buildType", ()),
         sbom=sbom,
         keys=keys,
+        keyless=keyless,
+        roots=roots,
     )
 
 
-def _attestations_said(found: tuple[AttestationFacts, ...], wanted: frozenset[str]) -> str:
+_SIGNED_KEYS = ("keys", "keyless", "trustedRoot")
+_Signers = tuple[
+    tuple[signing.KeySpec, ...], tuple[signing.Identity, ...], tuple[signing.RootFile, ...]
+]
+
+
+def _parse_signers(reader: Reader, node: Node, path: str) -> _Signers | None:
+    """`signed: {keys, keyless, trustedRoot}`: who must have signed an attestation, as in
+    `require.signatures` (None when it is wrong, the errors reported)."""
+    children = reader.mapping(node, path, allowed=_SIGNED_KEYS)
+    if children is None:
+        return None
+    if "keys" not in children and "keyless" not in children:
+        reader.error(node, path, "give keys, keyless identities, or both")
+        return None
+    ok = True
+    keys: list[signing.KeySpec] = []
+    if "keys" in children:
+        listed, keys_path = children["keys"], f"{path}.keys"
+        if not isinstance(listed.value, list) or not listed.value:
+            reader.expected(listed, keys_path, "a non-empty list of PEM public keys or key files")
+            ok = False
+        else:
+            parsed = [_key(reader, c, item) for item, c in reader.items(listed, keys_path)]
+            keys = [k for k in parsed if k is not None]
+            ok = ok and len(keys) == len(parsed)
+    identities: list[signing.Identity] = []
+    if "keyless" in children:
+        listed, keyless_path = children["keyless"], f"{path}.keyless"
+        if not isinstance(listed.value, list) or not listed.value:
+            reader.expected(listed, keyless_path, "a non-empty list of {issuer, subject}")
+            ok = False
+        else:
+            ids = [_identity(reader, c, item) for item, c in reader.items(listed, keyless_path)]
+            identities = [i for i in ids if i is not None]
+            ok = ok and len(identities) == len(ids)
+    root: bytes | None = None
+    if "trustedRoot" in children:
+        root = _trusted_root(reader, children["trustedRoot"], f"{path}.trustedRoot")
+        ok = ok and root is not None
+    if not ok:
+        return None
+    roots: tuple[signing.RootFile, ...] = ()
+    if identities:
+        roots = (signing.RootFile.of(root if root is not None else signing.public_good_root()),)
+    return tuple(keys), tuple(identities), roots
+
+
+_NO_CERTIFICATE = (
+    "signed in the index (BuildKit's DSSE carries no certificate), not by a configured key; "
+    "a keyless identity cannot apply"
+)
+
+
+def _attestation_why(a: AttestationFacts, policy: attestations.AttestationPolicy) -> str:
+    """Why a statement does not count under `policy` ("" when it does)."""
+    if a.reason or not policy.signed or policy.signer_of(a):
+        return a.reason
+    if a.signature:
+        return f"its signature did not verify: {a.signature}"
+    if a.subject is not None:
+        return f"signed by keyless {a.subject} (issuer {a.issuer}), not an identity of this rule"
+    if a.signed_by is not None:
+        return f"signed by key {signing.short(a.signed_by)}, not a key of this rule"
+    if policy.keyless and a.format == "buildkit":
+        return (
+            _NO_CERTIFICATE
+            if not policy.keys
+            else _NO_CERTIFICATE.replace("not by a configured key", "and by no configured key")
+        )
+    return (
+        "not signed by a configured signer"
+        if policy.keyless
+        else ("not signed by a configured key")
+    )
+
+
+def _attestations_said(
+    found: tuple[AttestationFacts, ...], policy: attestations.AttestationPolicy
+) -> str:
     if not found:
         return "no attestations"
     parts = []
     for a in found:
-        why = a.reason
-        if not why and wanted and a.signed_by not in wanted:
-            why = "not signed by a configured key"
-        parts.append(f"{a.kind}{f' ({why})' if why else ''}")
+        why = _attestation_why(a, policy)
+        where = "" if a.format == "buildkit" else f" ({a.format})"
+        parts.append(f"{a.kind}{where}{f' ({why})' if why else ''}")
     counted = {p: parts.count(p) for p in dict.fromkeys(parts)}
     return ", ".join(f"{n} {p}" if n > 1 else p for p, n in counted.items())
 
@@ -653,13 +722,14 @@ def _first_mismatch(
 
 def _judge_attestations(setting: object, s: Subject) -> list[str]:
     assert isinstance(setting, attestations.AttestationPolicy)
-    wanted = setting.fingerprints
     out = []
-    signed = " signed by a configured key" if wanted else ""
+    signed = ""
+    if setting.signed:
+        signed = " signed by a configured " + ("key" if not setting.keyless else "signer")
     for p in s.platforms:
         found = p.attestations or ()
-        usable = [a for a in found if not a.reason and (not wanted or a.signed_by in wanted)]
-        said = _attestations_said(found, wanted)
+        usable = [a for a in found if not _attestation_why(a, setting)]
+        said = _attestations_said(found, setting)
         if setting.provenance:
             provenance = [a for a in usable if a.kind == "provenance"]
             if not provenance:
@@ -678,6 +748,21 @@ def _judge_attestations(setting: object, s: Subject) -> list[str]:
 
 
 _STRINGS = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+_KEYLESS = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {k: {"type": "string"} for k in _IDENTITY_KEYS},
+        "allOf": [
+            {"oneOf": [{"required": [f]}, {"required": [f"{f}RegExp"]}]}
+            for f in ("issuer", "subject")
+        ],
+    },
+    "description": "Fulcio certificate identities: OIDC issuer and subject (SAN), exact or "
+    "`*` glob, or issuerRegExp/subjectRegExp",
+}
 
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
@@ -796,21 +881,7 @@ CHECKS: dict[str, CheckSpec] = {
                         "description": "PEM public keys (ECDSA P-256/P-384, Ed25519, RSA ≥ "
                         "2048 bits), inline or as file paths (relative to the rules file)",
                     },
-                    "keyless": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {k: {"type": "string"} for k in _IDENTITY_KEYS},
-                            "allOf": [
-                                {"oneOf": [{"required": [f]}, {"required": [f"{f}RegExp"]}]}
-                                for f in ("issuer", "subject")
-                            ],
-                        },
-                        "description": "Fulcio certificate identities: OIDC issuer and subject "
-                        "(SAN), exact or `*` glob, or issuerRegExp/subjectRegExp",
-                    },
+                    "keyless": _KEYLESS,
                     "minimum": {"type": "integer", "minimum": 1, "default": 1},
                     "requireTlog": {"type": "boolean", "default": False},
                     "trustedRoot": {
@@ -850,16 +921,22 @@ CHECKS: dict[str, CheckSpec] = {
                     "sbom": {"type": "boolean"},
                     "signed": {
                         "type": "object",
-                        "required": ["keys"],
+                        "anyOf": [{"required": ["keys"]}, {"required": ["keyless"]}],
                         "additionalProperties": False,
-                        "properties": {"keys": _STRINGS},
+                        "properties": {
+                            "keys": _STRINGS,
+                            "keyless": _KEYLESS,
+                            "trustedRoot": {"type": "string"},
+                        },
                     },
                 },
             },
             "In-toto attestations each selected platform's image must carry (BuildKit "
             "attestation manifests of its index, subject = the platform image): SLSA "
             "`provenance` (`true`, or globs for `builder`, `source`, `buildType`) and/or an "
-            "`sbom`; `signed.keys`: only statements in DSSE envelopes signed by these keys count.",
+            "`sbom`; also cosign `.att` attestations and Sigstore bundles among the OCI referrers "
+            "of the digest judged; `signed`: only statements in DSSE envelopes signed by these "
+            "`keys` or `keyless` identities (those with a certificate: cosign, bundles) count.",
         ),
     )
 }

@@ -458,6 +458,10 @@ def _platform_json(p: PlatformFacts) -> dict[str, object]:
                     "source": a.source,
                     "buildType": a.build_type,
                     "signedBy": a.signed_by,
+                    "issuer": a.issuer,
+                    "subject": a.subject,
+                    "format": a.format,
+                    "signature": a.signature or None,
                     "reason": a.reason or None,
                 }
                 for a in p.attestations
@@ -500,9 +504,24 @@ def _keys(paths: list[str]) -> tuple[bytes, ...]:
     return tuple(sorted(set(found)))
 
 
+def _root(path: str | None) -> tuple[signing.RootFile, ...]:
+    """The Sigstore trusted root keyless signatures are verified against: `--trusted-root`,
+    else the public-good root shipped (InputError naming the file when unreadable)."""
+    if path is None:
+        return (signing.RootFile.of(signing.public_good_root()),)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"--trusted-root {path}: cannot read: {exc}") from exc
+    if len(data) > signing.MAX_TRUSTED_ROOT_BYTES:
+        raise InputError(f"--trusted-root {path}: over {signing.MAX_TRUSTED_ROOT_BYTES} bytes")
+    return (signing.RootFile.of(data),)
+
+
 def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     ref = reference.parse(args.reference)
     keys = _keys(args.key)
+    roots = _root(args.trusted_root)
     settings = settings_mod.load_settings(args.config)
     resolver = resolver_mod.build(settings, mode="cli")
     needs = Needs(
@@ -515,6 +534,7 @@ def _cmd_resolve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         tag=True,  # for name:tag@digest: where the tag points now
         signatures=args.signatures or bool(keys),  # verified against the --key files
         keys=keys,
+        roots=roots,
         attestations=args.attestations,
     )
     deadline = Deadline(args.timeout if args.timeout is not None else settings.decision_timeout)
@@ -911,6 +931,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="FILE",
         help="PEM public key to verify the signatures with (repeatable; implies --signatures)",
+    )
+    resolve.add_argument(
+        "--trusted-root",
+        metavar="FILE",
+        help="Sigstore trusted_root.json for keyless signatures and attestations "
+        "(default: the public-good root shipped)",
     )
     resolve.add_argument(
         "--attestations",

@@ -225,7 +225,12 @@ def _needs(ruleset: RuleSet, rules: Applicable) -> Needs:
                 assert isinstance(check.setting, attestations.AttestationPolicy)
                 keys = tuple(sorted({k.der for k in check.setting.keys}))
                 out = out | Needs(
-                    digest=True, manifest=True, attestations=True, select=select, keys=keys
+                    digest=True,
+                    manifest=True,
+                    attestations=True,
+                    select=select,
+                    keys=keys,
+                    roots=check.setting.roots,
                 )
     return out
 

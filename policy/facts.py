@@ -31,7 +31,8 @@ class Needs(NamedTuple):
     referrers) and verify them against `keys` (DER SubjectPublicKeyInfo, sorted) and, for
     keyless signatures and transparency-log entries, the Sigstore trusted `roots` (JSON).
     `attestations`: read the in-toto statements attached to each selected platform's image
-    (BuildKit attestation manifests of the index; DSSE signatures verified against `keys`).
+    (BuildKit attestation manifests of the index, cosign's `.att` tag and OCI referrers of the
+    digest judged; DSSE signatures verified against `keys` and, keyless, the `roots`).
     """
 
     tier: bool = False
@@ -87,11 +88,17 @@ NO_REASONS: Mapping[str, str] = MappingProxyType({})
 
 @dataclass(frozen=True)
 class AttestationFacts:
-    """One in-toto statement attached to a platform image (a BuildKit attestation manifest
-    of the index): its predicate type and kind (`provenance`, `sbom`, or `other`), what a
-    provenance says (builder id, source repository, build type), the configured key whose
-    DSSE signature verified it (None: unsigned or not verified), and why it cannot be used
-    (`reason`, "" when it can: e.g. its subject is another image)."""
+    """One in-toto statement attached to a platform image: its predicate type and kind
+    (`provenance`, `sbom`, or `other`), what a provenance says (builder id, source repository,
+    build type), the configured key whose DSSE signature verified it (None: unsigned or not
+    verified), the keyless identity (`issuer`, `subject`) of the Fulcio certificate whose
+    signature verified it (chained, logged, with an SCT), why its signature did not verify
+    (`signature`, "" when it did or there was none), and why it cannot be used at all
+    (`reason`, "" when it can: e.g. its subject is another image).
+
+    `format`: where it was found: `buildkit` (an attestation manifest of the index: a DSSE
+    envelope there carries no certificate), `cosign` (a layer of cosign's `sha256-<hex>.att`
+    manifest) or `bundle` (a Sigstore bundle among the OCI referrers)."""
 
     predicate_type: str
     kind: str
@@ -100,6 +107,10 @@ class AttestationFacts:
     build_type: str | None = None
     signed_by: str | None = None
     reason: str = ""
+    issuer: str | None = None
+    subject: str | None = None
+    format: str = "buildkit"
+    signature: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ images:
     attestations:                      # in-toto statements about this image ([]: none)
       - {predicateType: https://slsa.dev/provenance/v0.2, builder: https://github.com/acme/*,
          source: https://github.com/acme/app.git, buildType: https://mobyproject.org/buildkit@v1}
+      - {predicateType: https://spdx.dev/Document, format: cosign,     # keyless-signed (.att)
+         issuer: https://token.actions.githubusercontent.com, subject: https://github.com/acme/…}
     signatures:                        # of the digest; [] records "none found"
       - {format: cosign, key: sha256:<fingerprint of the key that verified it>}
       - {format: bundle, verified: false, reason: does not verify with a configured key}
@@ -65,7 +67,19 @@ _IMAGE_KEYS = (
     "signatures",
     "attestations",
 )
-_ATTESTATION_KEYS = ("predicateType", "builder", "source", "buildType", "signedBy", "reason")
+_ATTESTATION_KEYS = (
+    "predicateType",
+    "builder",
+    "source",
+    "buildType",
+    "signedBy",
+    "issuer",
+    "subject",
+    "format",
+    "signature",
+    "reason",
+)
+_ATTESTATION_FORMATS = ("buildkit", "cosign", "bundle")
 _SIGNATURE_KEYS = ("format", "key", "verified", "reason", "signer")
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 _PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels", "attestations")
@@ -122,6 +136,13 @@ def _attestation(reader: Reader, node: Node, path: str) -> AttestationFacts | No
     predicate_type = texts["predicateType"]
     if predicate_type is None:
         return None
+    fmt = texts["format"] or "buildkit"
+    if fmt not in _ATTESTATION_FORMATS:
+        reader.expected(fields["format"], join(path, "format"), "one of buildkit, cosign, bundle")
+        return None
+    if (texts["issuer"] is None) != (texts["subject"] is None):
+        reader.error(node, path, "a keyless signer is an issuer and a subject: give both")
+        return None
     return AttestationFacts(
         predicate_type,
         attestations.kind_of(predicate_type),
@@ -130,6 +151,10 @@ def _attestation(reader: Reader, node: Node, path: str) -> AttestationFacts | No
         build_type=texts["buildType"],
         signed_by=signed_by,
         reason=texts["reason"] or "",
+        issuer=texts["issuer"],
+        subject=texts["subject"],
+        format=fmt,
+        signature=texts["signature"] or "",
     )
 
 

@@ -143,6 +143,22 @@ class _Artifacts:
         return not (self.cosign or self.bundles or self.refused)
 
 
+@dataclass(frozen=True)
+class _Place:
+    """cosign's tag for one kind of artifact: its suffix, layer media type and size cap."""
+
+    suffix: str
+    media_type: str
+    limit: int
+    what: str
+
+
+_PLACES = {
+    "signatures": _Place(".sig", sigverify.SIMPLE_SIGNING, sigverify.MAX_PAYLOAD_BYTES, "payload"),
+    "attestations": _Place(".att", sigverify.DSSE_ENVELOPE, sigverify.MAX_BUNDLE_BYTES, "envelope"),
+}
+
+
 class _Failed(Exception):
     """One fact could not be fetched; carries which fact and why."""
 
@@ -210,6 +226,10 @@ class RegistryResolver:
         )
         self._signatures: SizedLRU[Hashable, _Artifacts] = SizedLRU(budget // 32)
         self._statement_cache: SizedLRU[Hashable, bytes] = SizedLRU(budget // 32)
+        # digest → its referrer bundles, shared by signature and attestation lookups
+        self._referrers: TTLCache[
+            Hashable, tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]]
+        ] = TTLCache(ttl=unsigned_ttl, max_entries=1_000, max_bytes=budget // 64, clock=clock)
         # digest → when it was found unsigned (believed for `unsigned_ttl`)
         self._unsigned: TTLCache[Hashable, float] = TTLCache(
             ttl=unsigned_ttl, max_entries=10_000, max_bytes=budget // 64, clock=clock
@@ -320,6 +340,15 @@ class RegistryResolver:
         except _Failed as failed:
             for fact in _facts_after(failed.fact):
                 errors.setdefault(fact, failed.error)
+        if needs.attestations and digest is not None and "digest" not in errors and platforms:
+            try:
+                found_att, fresh_for = self._signature_artifacts(
+                    ref, digest, deadline, fact="attestations"
+                )
+                platforms = _with_attached(platforms, found_att, digest, needs)
+                valid_for = min(valid_for, fresh_for)
+            except _Failed as failed:
+                errors["attestations"] = failed.error
         tag_digest: str | None = None
         tag_match: bool | None = None
         if needs.tag and ref.tag is not None and ref.digest is not None:
@@ -702,11 +731,12 @@ class RegistryResolver:
         return self._step("config", key, fetch, deadline)
 
     def _signature_artifacts(
-        self, ref: Reference, digest: str, deadline: Deadline
+        self, ref: Reference, digest: str, deadline: Deadline, *, fact: str = "signatures"
     ) -> tuple[_Artifacts, float]:
-        """The signature artifacts of `digest` in `ref`'s repository, and for how many seconds
-        that answer stands (forever for found ones while cached; `unsigned_ttl` for none)."""
-        key = ("signatures", ref.registry, ref.repository, digest)
+        """The signature artifacts (`fact` "signatures") or attestation artifacts
+        ("attestations") of `digest` in `ref`'s repository, and for how many seconds that
+        answer stands (forever for found ones while cached; `unsigned_ttl` for none)."""
+        key = (fact, ref.registry, ref.repository, digest)
         cached = self._signatures.get(key)
         if cached is not None:
             return cached, float("inf")
@@ -724,8 +754,8 @@ class RegistryResolver:
             shared = self.shared
             told = (
                 shared.turn(
-                    f"signatures:{ref.registry}/{ref.repository}@{digest}",
-                    partial(shared.get_signatures, ref.registry, ref.repository, digest),
+                    f"{fact}:{ref.registry}/{ref.repository}@{digest}",
+                    partial(shared.get_signatures, ref.registry, ref.repository, digest, fact),
                     deadline,
                     first=True,
                 )
@@ -735,12 +765,13 @@ class RegistryResolver:
             if told is not None and (told.age < self._unsigned_ttl or told.cosign or told.bundles):
                 found, age = _Artifacts(told.cosign, told.bundles, told.refused), told.age
             else:
-                found = self._fetch_signatures(ref, digest, deadline)
+                found = self._fetch_signatures(ref, digest, deadline, _PLACES[fact])
                 if shared is not None:
                     shared.put_signatures(
                         ref.registry,
                         ref.repository,
                         digest,
+                        fact,
                         found.cosign,
                         found.bundles,
                         found.refused,
@@ -752,30 +783,56 @@ class RegistryResolver:
                 self._signatures.put(key, found, entry_size(key, found))
             return found
 
-        found = self._step("signatures", key, fetch, deadline)
+        found = self._step(fact, key, fetch, deadline)
         return found, float("inf") if not found.empty else self._unsigned_ttl
 
-    def _fetch_signatures(self, ref: Reference, digest: str, deadline: Deadline) -> _Artifacts:
-        """cosign's `.sig` tag (here) and the referrers (API, else the fallback tag; in the
-        parts pool, at the same time): one request each, then one per artifact read."""
+    def _fetch_signatures(
+        self, ref: Reference, digest: str, deadline: Deadline, place: _Place
+    ) -> _Artifacts:
+        """cosign's `.sig` (or `.att`) tag (here) and the referrers (API, else the fallback
+        tag; in the parts pool, at the same time): one request each, then one per artifact
+        read. The referrers answer is shared by the signature and attestation lookups."""
         try:
-            job: Future[tuple[list[bytes], list[tuple[str, str]]]] | None = self._part_lanes.submit(
-                ref.registry,
-                partial(self._referrer_bundles, ref, digest, deadline),
-                expired=_expiry(deadline),
+            job: Future[tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]]] | None = (
+                self._part_lanes.submit(
+                    ref.registry,
+                    partial(self._shared_referrers, ref, digest, deadline),
+                    expired=_expiry(deadline),
+                )
             )
         except ShortCircuited:
             job = None  # the registry's share of the pool is refused: ask in turn
-        cosign, refused = self._cosign_layers(ref, digest, deadline)
+        cosign, refused = self._cosign_layers(ref, digest, deadline, place)
         if job is None:
-            bundles, more = self._referrer_bundles(ref, digest, deadline)
+            bundles, more = self._shared_referrers(ref, digest, deadline)
         else:
             try:
                 bundles, more = job.result(timeout=deadline.remaining())
             except (FutureTimeout, CancelledError):
                 job.cancel()
                 raise _late(ref.registry) from None
-        return _Artifacts(tuple(cosign), tuple(bundles), tuple(refused + more))
+        return _Artifacts(tuple(cosign), bundles, tuple(refused) + more)
+
+    def _shared_referrers(
+        self, ref: Reference, digest: str, deadline: Deadline
+    ) -> tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]]:
+        """`_referrer_bundles`, coalesced and remembered for `unsigned_ttl`: a review needing
+        both signatures and attestations of a digest lists its referrers once."""
+        key = ("referrers", ref.registry, ref.repository, digest)
+        cached = self._referrers.get(key)
+        if cached is not None:
+            return cached
+
+        def fetch(deadline: Deadline) -> tuple[tuple[bytes, ...], tuple[tuple[str, str], ...]]:
+            again = self._referrers.get(key)
+            if again is not None:
+                return again
+            bundles, refused = self._referrer_bundles(ref, digest, deadline)
+            answer = (tuple(bundles), tuple(refused))
+            self._referrers.put(key, answer, size=entry_size(key, answer))
+            return answer
+
+        return self._coalesced(key, fetch, deadline)
 
     def _optional(
         self, ref: Reference, reference: str, deadline: Deadline
@@ -806,21 +863,20 @@ class RegistryResolver:
         )
 
     def _cosign_layers(
-        self, ref: Reference, digest: str, deadline: Deadline
+        self, ref: Reference, digest: str, deadline: Deadline, place: _Place
     ) -> tuple[list[tuple[bytes, Mapping[str, str]]], list[tuple[str, str]]]:
-        """The payloads and annotations of the simple-signing layers of cosign's
-        `sha256-<hex>.sig` manifest (at most MAX_SIGNATURES), and those refused unread."""
+        """The bytes and annotations of the layers of cosign's `sha256-<hex>.sig` manifest
+        (simple-signing payloads) or `.att` manifest (DSSE envelopes), at most
+        MAX_SIGNATURES, and those refused unread."""
         found: list[tuple[bytes, Mapping[str, str]]] = []
         refused: list[tuple[str, str]] = []
-        signed = self._optional(ref, digest.replace(":", "-") + ".sig", deadline)
+        signed = self._optional(ref, digest.replace(":", "-") + place.suffix, deadline)
         layers = signed.layers if isinstance(signed, media.ImageManifest) else ()
-        for layer in [d for d in layers if d.media_type == sigverify.SIMPLE_SIGNING][
-            :MAX_SIGNATURES
-        ]:
-            if layer.size > sigverify.MAX_PAYLOAD_BYTES:
-                refused.append(("cosign", f"payload of {layer.size} bytes, over the limit"))
+        for layer in [d for d in layers if d.media_type == place.media_type][:MAX_SIGNATURES]:
+            if layer.size > place.limit:
+                refused.append(("cosign", f"{place.what} of {layer.size} bytes, over the limit"))
                 continue
-            payload = self._artifact_blob(ref, layer, sigverify.MAX_PAYLOAD_BYTES, deadline)
+            payload = self._artifact_blob(ref, layer, place.limit, deadline)
             found.append((payload, layer.annotations))
         return found, refused
 
@@ -1190,6 +1246,55 @@ def _holding(shared: SharedCache, fn: Callable[[Deadline], T], deadline: Deadlin
     unless a resolution on this thread holds them until it ends."""
     with shared.holding():
         return fn(deadline)
+
+
+def _with_attached(
+    platforms: tuple[PlatformFacts, ...], found: _Artifacts, digest: str, needs: Needs
+) -> tuple[PlatformFacts, ...]:
+    """`platforms` with the attestations of the judged `digest` found in cosign's `.att` tag
+    and among its referrers added to each image whose attestations were read: a statement
+    counts for an image when its subject is that image or the judged digest (an index names
+    each of its images by digest). No I/O."""
+    trust = sigverify.Trust(
+        sigverify.load_keys(needs.keys), sigverify.load_roots([r.data for r in needs.roots])
+    )
+    opened: list[tuple[str, sigverify.Opened | str]] = [
+        ("cosign", sigverify.open_cosign_attestation(envelope, annotations, trust))
+        for envelope, annotations in found.cosign
+    ]
+    for bundle in found.bundles:
+        read = sigverify.open_attestation_bundle(bundle, trust)
+        if read is not None:
+            opened.append(("bundle", read))
+    if not opened and not found.refused:
+        return platforms
+    out = []
+    for p in platforms:
+        if p.attestations is None or p.platform == ATTESTATION_PLATFORM or not p.digest:
+            out.append(p)
+            continue
+        more = [
+            attestations.read_statement(
+                o.payload,
+                p.digest,
+                also=digest,
+                signed_by=o.key,
+                issuer=o.issuer,
+                subject=o.subject,
+                format=fmt,
+                signature=o.reason,
+            )
+            if isinstance(o, sigverify.Opened)
+            else AttestationFacts("", "other", reason=o, format=fmt)
+            for fmt, o in opened
+        ]
+        more += [
+            AttestationFacts("", "other", reason=why, format=fmt)
+            for fmt, why in found.refused
+            if fmt == "cosign"
+        ]
+        out.append(dataclasses.replace(p, attestations=p.attestations + tuple(more)))
+    return tuple(out)
 
 
 def _expiry(deadline: Deadline) -> Callable[[], bool]:

@@ -9,6 +9,8 @@ The in-process caches answer first, this tier second, the registry last. What it
 <prefix>missing:<kind>:<registry>/<repository>:<ref> a registry's 404, for a short while
 <prefix>tier:<namespace>                            a Docker Hub namespace's tier answer
 <prefix>signatures:<registry>/<repository>@<digest> the signature artifacts found for it
+<prefix>attestations:<registry>/<repository>@<digest> the attestation artifacts (cosign's .att,
+                                                    referrer bundles) found for it
 <prefix>lease:<what is being fetched>                which replica is fetching it now
 ```
 Every value is an envelope: `ipc1 ` (the format version), a JSON header line, then the bytes.
@@ -636,9 +638,12 @@ class SharedCache:
 
     # --- signature artifacts ----------------------------------------------------------------
 
-    def get_signatures(self, registry: str, repository: str, digest: str) -> Signatures | None:
-        """The signature artifacts another replica found for `digest` (maybe none), or None."""
-        key = self._key("signatures", f"{registry}/{repository}@{digest}")
+    def get_signatures(
+        self, registry: str, repository: str, digest: str, fact: str = "signatures"
+    ) -> Signatures | None:
+        """The signature artifacts (`fact` "signatures") or attestation artifacts
+        ("attestations") another replica found for `digest` (maybe none), or None."""
+        key = self._key(fact, f"{registry}/{repository}@{digest}")
         now = self._now()
         found = self._decoded(
             key,
@@ -653,14 +658,16 @@ class SharedCache:
         registry: str,
         repository: str,
         digest: str,
+        fact: str,
         cosign: Sequence[tuple[bytes, Mapping[str, str]]],
         bundles: Sequence[bytes],
         refused: Sequence[tuple[str, str]],
         *,
         ttl: float | None = None,
     ) -> None:
-        """Store what was found for `digest`, kept `ttl` seconds (default: as content is)."""
-        key = self._key("signatures", f"{registry}/{repository}@{digest}")
+        """Store what was found of `fact` for `digest`, kept `ttl` seconds (default: as
+        content is)."""
+        key = self._key(fact, f"{registry}/{repository}@{digest}")
         value = encode_signatures(cosign, bundles, refused, at=self._now())
         self._write(key, value, self._content_ms if ttl is None else int(ttl * 1000))
 

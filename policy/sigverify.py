@@ -24,7 +24,7 @@ import binascii
 import functools
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -48,11 +48,15 @@ __all__ = [
     "SIGNATURE_ANNOTATION",
     "SIMPLE_SIGNING",
     "Key",
+    "Opened",
     "Trust",
     "TrustedRoot",
     "load_keys",
     "load_root",
     "load_roots",
+    "merkle_root",
+    "open_attestation_bundle",
+    "open_cosign_attestation",
     "open_envelope",
     "pae",
     "verify_bundle",
@@ -250,15 +254,136 @@ def verify_cosign(
 
 
 @dataclass(frozen=True)
+class _Proof:
+    """A Rekor inclusion proof: the entry's index in a tree of `size` leaves, the audit path
+    (`hashes`) to that tree's `root`, and the log's signed checkpoint of it (a signed note)."""
+
+    index: int
+    size: int
+    root: bytes
+    hashes: tuple[bytes, ...]
+    checkpoint: str | None
+
+
+@dataclass(frozen=True)
 class _Entry:
     """A Rekor entry as a signature carries it: the canonicalized body (base64, as logged),
-    integrated time, log index, log id, and the log's signed entry timestamp over them."""
+    integrated time, log index, log id, the log's signed entry timestamp over them, and an
+    inclusion proof when the bundle carries one."""
 
     body: str
     integrated_time: int
     log_index: int
     log_id: bytes
     set_signature: bytes
+    proof: _Proof | None = None
+
+
+MAX_PROOF_HASHES = 64  # a path in a tree of up to 2**64 leaves
+MAX_CHECKPOINT_CHARS = 8 * 1024
+MAX_NOTE_SIGNATURES = 16
+
+
+def _proof(value: object) -> _Proof | None:
+    """A bundle entry's `inclusionProof` (None when it has none); refused when malformed."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _Refused("the inclusion proof is not an object")
+    try:
+        index, size = int(value.get("logIndex", "")), int(value.get("treeSize", ""))
+    except (TypeError, ValueError):
+        raise _Refused("the inclusion proof has no log index or tree size") from None
+    hashes = value.get("hashes", [])  # a tree of one leaf has none (and JSON omits them)
+    if not isinstance(hashes, list):
+        raise _Refused("the inclusion proof's hashes are not a list")
+    if len(hashes) > MAX_PROOF_HASHES:
+        raise _Refused(f"the inclusion proof has more than {MAX_PROOF_HASHES} hashes")
+    path = tuple(_b64(h, "an inclusion proof hash") for h in hashes)
+    root = _b64(value.get("rootHash"), "the inclusion proof's root hash")
+    if len(root) != 32 or any(len(h) != 32 for h in path):
+        raise _Refused("the inclusion proof's hashes are not SHA-256 hashes")
+    checkpoint = value.get("checkpoint")
+    note = checkpoint.get("envelope") if isinstance(checkpoint, dict) else None
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_CHECKPOINT_CHARS):
+        raise _Refused("the inclusion proof's checkpoint is not a signed note")
+    return _Proof(index, size, root, path, note)
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(index: int, size: int, leaf: bytes, path: Sequence[bytes]) -> bytes:
+    """The root of a tree of `size` leaves reached from the leaf hash `leaf` at `index` by
+    the audit path `path` (RFC 9162 §2.1.3.2, as RFC 6962 trees are hashed); ValueError when
+    the path cannot be one of such a tree."""
+    if not 0 <= index < size:
+        raise ValueError("the log index is outside its tree")
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            raise ValueError("the audit path is longer than its tree is deep")
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = _node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise ValueError("the audit path is shorter than its tree is deep")
+    return r
+
+
+def _included(entry: _Entry, body: bytes, key: PublicKeyTypes) -> None:
+    """`entry`'s inclusion proof leads from its body's leaf hash to the proof's root, and the
+    checkpoint of that root (tree size and hash) is signed by the log's `key`."""
+    proof = entry.proof
+    if proof is None:
+        return
+    try:
+        root = merkle_root(
+            proof.index, proof.size, hashlib.sha256(b"\x00" + body).digest(), proof.hashes
+        )
+    except ValueError as exc:
+        raise _Refused(f"its inclusion proof is wrong: {exc}") from None
+    if root != proof.root:
+        raise _Refused("its inclusion proof does not lead from the entry to its root hash")
+    if proof.checkpoint is not None:
+        _checkpoint(proof, key)
+
+
+def _checkpoint(proof: _Proof, key: PublicKeyTypes) -> None:
+    """A checkpoint is a signed note: `origin\nsize\nbase64(root)\n[…]` then a blank line
+    and `— <name> base64(key hint(4) ‖ signature)` lines; its size and root must be the
+    proof's, and one signature the log key's over the note's text."""
+    text, blank, signatures = (
+        proof.checkpoint.partition("\n\n") if proof.checkpoint else ("", "", "")
+    )
+    lines = text.split("\n")
+    if not blank or len(lines) < 3:
+        raise _Refused("its inclusion proof's checkpoint is not a signed note")
+    try:
+        size, root = int(lines[1]), base64.b64decode(lines[2], validate=True)
+    except (ValueError, binascii.Error):
+        raise _Refused("its inclusion proof's checkpoint names no tree size and root") from None
+    if (size, root) != (proof.size, proof.root):
+        raise _Refused(
+            f"its inclusion proof's checkpoint is for another tree (size {size}, not "
+            f"{proof.size}, or another root hash)"
+        )
+    signed = (text + "\n").encode()
+    for line in signatures.split("\n")[:MAX_NOTE_SIGNATURES]:
+        if not line.startswith("\u2014 "):
+            continue
+        try:
+            raw = base64.b64decode(line.rpartition(" ")[2], validate=True)
+        except (ValueError, binascii.Error):
+            continue
+        if len(raw) > 4 and _verifies_with(key, signed, raw[4:]):
+            return
+    raise _Refused("its inclusion proof's checkpoint is not signed by the log")
 
 
 def _cosign_entry(text: str | None) -> _Entry | None:
@@ -315,6 +440,7 @@ def _bundle_entry(entries: object) -> _Entry | None:
             index,
             _b64(log_id.get("keyId"), "the log id"),
             _b64(promise.get("signedEntryTimestamp"), "the SET"),
+            _proof(entry.get("inclusionProof")),
         )
     return None
 
@@ -339,7 +465,9 @@ def _verified_body(entry: _Entry | None, trust: Trust) -> Any:
     ).encode()
     if not _verifies_with(key, signed, entry.set_signature):
         raise _Refused("its transparency-log entry's signed timestamp does not verify")
-    return _json(_b64(entry.body, "the log entry body"), "the log entry body", MAX_BUNDLE_BYTES)
+    body = _b64(entry.body, "the log entry body")
+    _included(entry, body, key)
+    return _json(body, "the log entry body", MAX_BUNDLE_BYTES)
 
 
 def _logged(
@@ -393,7 +521,23 @@ def _body_names(document: Any, hashed: str, signature: bytes, signer_der: bytes)
             ):
                 return
         raise _Refused("the log entry is for another signature")
-    raise _Refused("the log entry is neither a hashedrekord nor a dsse entry")
+    if kind == "intoto":  # v0.0.2, as `cosign attest` logs: signatures base64 twice over
+        content = spec.get("content")
+        envelope = content.get("envelope") if isinstance(content, dict) else None
+        listed = envelope.get("signatures") if isinstance(envelope, dict) else None
+        for item in listed[:MAX_DSSE_SIGNATURES] if isinstance(listed, list) else ():
+            if not isinstance(item, dict):
+                continue
+            logged_sig = _b64(item.get("sig"), "the logged signature")
+            if logged_sig != signature:
+                logged_sig = _b64(logged_sig.decode("ascii", "replace"), "the logged signature")
+            if (
+                logged_sig == signature
+                and _pem_der(_b64(item.get("publicKey"), "the logged key")) == signer_der
+            ):
+                return
+        raise _Refused("the log entry is for another signature")
+    raise _Refused("the log entry is neither a hashedrekord, a dsse nor an intoto entry")
 
 
 def _pem_der(pem: bytes) -> bytes:
@@ -678,6 +822,139 @@ def open_envelope(data: bytes, trust: Trust) -> tuple[bytes, str | None] | None:
     except _Refused:
         return None
     return payload, None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An attestation's DSSE envelope, opened: its in-toto statement, and who signed it — a
+    configured key (`key`, its fingerprint), or a keyless identity (`issuer`, `subject`) whose
+    certificate chains to a trusted root, with its SCT and transparency-log entry. `reason`
+    says why a signature there did not verify ("" when one did, or when none was by a
+    configured key)."""
+
+    payload: bytes
+    key: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    reason: str = ""
+
+
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+
+
+def _envelope_parts(envelope: object) -> tuple[bytes, bytes, list[bytes]]:
+    """(payload, its PAE, the signatures) of an in-toto DSSE envelope; refused otherwise."""
+    if not isinstance(envelope, dict):
+        raise _Refused("not a DSSE envelope")
+    payload_type = envelope.get("payloadType")
+    if payload_type != IN_TOTO:
+        shown = payload_type[:80] if isinstance(payload_type, str) else "none"
+        raise _Refused(f"the DSSE payload type {shown!r} is not an in-toto statement")
+    payload = _b64(envelope.get("payload"), "the DSSE payload")
+    if len(payload) > MAX_BUNDLE_BYTES:
+        raise _Refused(f"the DSSE payload is over {MAX_BUNDLE_BYTES} bytes")
+    signatures = [
+        _b64(item.get("sig"), "a DSSE signature")
+        for item in _list(envelope.get("signatures"))[:MAX_DSSE_SIGNATURES]
+        if isinstance(item, dict)
+    ]
+    return payload, pae(IN_TOTO, payload), signatures
+
+
+def _opened(
+    fmt: str,
+    payload: bytes,
+    message: bytes,
+    signatures: list[bytes],
+    leaf: x509.Certificate | None,
+    entry: Callable[[bytes, x509.Certificate], datetime | _Refused | None],
+    trust: Trust,
+) -> Opened:
+    """Who signed `message` (a PAE) among `signatures`: the certificate `leaf` (keyless, its
+    entry's time from `entry`), else a configured key."""
+    if leaf is not None:
+        signature = next(
+            (sig for sig in signatures if _verifies_with(leaf.public_key(), message, sig)), None
+        )
+        if signature is None:
+            return Opened(payload, reason="the signature does not verify with its certificate")
+        facts = _keyless(fmt, leaf, entry(signature, leaf), trust)
+        if not facts.verified:
+            return Opened(payload, reason=f"{facts.signer}: {facts.reason}")
+        return Opened(payload, issuer=facts.issuer, subject=facts.subject)
+    for signature in signatures:
+        key = _signed_by(trust.keys, message, signature)
+        if key is not None:
+            return Opened(payload, key=key.fingerprint)
+    return Opened(payload)
+
+
+def open_cosign_attestation(
+    envelope: bytes, annotations: Mapping[str, str], trust: Trust
+) -> Opened | str:
+    """A layer of cosign's `sha256-<hex>.att` manifest: a DSSE envelope of an in-toto
+    statement, signed by a configured key or keyless (the certificate, chain and Rekor bundle
+    annotations, as for `.sig` layers). A str says why it is not an attestation at all."""
+    try:
+        if len(envelope) > MAX_BUNDLE_BYTES:
+            raise _Refused(f"the envelope is over {MAX_BUNDLE_BYTES} bytes")
+        payload, message, signatures = _envelope_parts(
+            _json(envelope, "the DSSE envelope", MAX_BUNDLE_BYTES)
+        )
+        certificate = annotations.get(CERTIFICATE_ANNOTATION)
+        try:
+            leaf = _certificate_pem(certificate) if certificate else None
+            entry = _cosign_entry(annotations.get(REKOR_ANNOTATION))
+        except _Refused as exc:
+            return Opened(payload, reason=str(exc))
+        return _opened(
+            "cosign",
+            payload,
+            message,
+            signatures,
+            leaf,
+            lambda sig, cert: _when(entry, trust, message, sig, cert),
+            trust,
+        )
+    except _Refused as exc:
+        return str(exc)
+
+
+def open_attestation_bundle(bundle: bytes, trust: Trust) -> Opened | str | None:
+    """A Sigstore bundle among the OCI referrers holding a DSSE envelope of an in-toto
+    statement that is not cosign's signature predicate; None for any other bundle (a
+    signature: `verify_bundle`'s); a str says why it cannot be read."""
+    try:
+        if len(bundle) > MAX_BUNDLE_BYTES:
+            raise _Refused(f"the bundle is over {MAX_BUNDLE_BYTES} bytes")
+        document = _json(bundle, "the bundle", MAX_BUNDLE_BYTES)
+        envelope = document.get("dsseEnvelope") if isinstance(document, dict) else None
+        if not isinstance(envelope, dict) or envelope.get("payloadType") != IN_TOTO:
+            return None
+        payload, message, signatures = _envelope_parts(envelope)
+        predicate = _json(payload, "the in-toto statement", MAX_BUNDLE_BYTES)
+        if isinstance(predicate, dict) and predicate.get("predicateType") == COSIGN_SIGN_PREDICATE:
+            return None
+        material = document.get("verificationMaterial")
+        if not isinstance(material, dict):
+            material = {}
+        try:
+            leaf = _bundle_certificate(material)
+            entry = _bundle_entry(material.get("tlogEntries"))
+        except _Refused as exc:
+            return Opened(payload, reason=str(exc))
+
+        def logged(signature: bytes, cert: x509.Certificate) -> datetime | _Refused | None:
+            if entry is None:
+                return None
+            try:
+                return _logged_bundle(entry, trust, message, message, signature, _der(cert))
+            except _Refused as exc:
+                return exc
+
+        return _opened("bundle", payload, message, signatures, leaf, logged, trust)
+    except _Refused as exc:
+        return str(exc)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

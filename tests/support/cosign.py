@@ -137,6 +137,58 @@ def push_cosign(
     return images.put_manifest(base_url, repo, tag, manifest, images.OCI_MANIFEST)
 
 
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+
+
+def envelope(key: KeyPair | None, body: bytes, *, signature: bytes | None = None) -> bytes:
+    """A DSSE envelope of the in-toto statement `body` as `cosign attest` writes it into a
+    `.att` layer, signed by `key` (or carrying `signature`, made elsewhere)."""
+    if signature is None:
+        assert key is not None
+        signature = key.sign(pae(IN_TOTO, body))
+    return json.dumps(
+        {
+            "payloadType": IN_TOTO,
+            "payload": base64.b64encode(body).decode(),
+            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}],
+        }
+    ).encode()
+
+
+def push_attestations(
+    base_url: str, repo: str, digest: str, layers: list[tuple[bytes, dict[str, str]]]
+) -> str:
+    """Push cosign's `.att` manifest for `digest`: `layers` are (DSSE envelope, annotations;
+    cosign's signature annotation is empty there, the envelope holds the signature)."""
+    config = images.canonical(
+        {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+    )
+    config_digest = images.push_blob(base_url, repo, config)
+    entries = [
+        {
+            "mediaType": DSSE_ENVELOPE,
+            "digest": images.push_blob(base_url, repo, body),
+            "size": len(body),
+            "annotations": {SIGNATURE_ANNOTATION: "", **annotations},
+        }
+        for body, annotations in layers
+    ]
+    manifest = images.canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": images.OCI_MANIFEST,
+            "config": {
+                "mediaType": images.OCI_CONFIG,
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": entries,
+        }
+    )
+    tag = digest.replace(":", "-") + ".att"
+    return images.put_manifest(base_url, repo, tag, manifest, images.OCI_MANIFEST)
+
+
 def sign_cosign(
     base_url: str, repo: str, digest: str, key: KeyPair, *, reference: str | None = None
 ) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +58,7 @@ class Sigstore:
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
     name: str = "test-fulcio"
+    seed_entries: int = 5
 
     def __post_init__(self) -> None:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
@@ -86,6 +88,11 @@ class Sigstore:
             .sign(self.ca_key, hashes.SHA256())
         )
         self.log_index = 1000
+        # The log's Merkle tree (RFC 6962 leaf hashes): a few other entries first, so proofs
+        # are paths through trees of several entries.
+        self.leaves: list[bytes] = [
+            hashlib.sha256(b"\x00" + os.urandom(16)).digest() for _ in range(self.seed_entries)
+        ]
 
     @property
     def ct_log_id(self) -> bytes:
@@ -286,6 +293,113 @@ class Sigstore:
             )
         return annotations
 
+    def attest_cosign_layer(
+        self,
+        statement: bytes,
+        *,
+        logged: bool = True,
+        kind: str = "intoto",
+        **certificate: Any,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A keyless `cosign attest` layer of the `.att` manifest: the DSSE envelope over
+        `statement` and its annotations (certificate, chain, and with `logged` the Rekor bundle
+        of an `intoto` v0.0.2 entry, as cosign logs attestations, or a `dsse` one)."""
+        ephemeral = ec.generate_private_key(ec.SECP256R1())
+        leaf = self.certificate(ephemeral, **certificate)
+        signature = ephemeral.sign(cosign.pae(cosign.IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        annotations = {
+            "dev.sigstore.cosign/certificate": leaf_pem.decode(),
+            "dev.sigstore.cosign/chain": self.ca.public_bytes(serialization.Encoding.PEM).decode(),
+            "predicateType": json.loads(statement).get("predicateType", ""),
+        }
+        if logged:
+            sig64 = base64.b64encode(signature).decode()
+            pem64 = base64.b64encode(leaf_pem).decode()
+            if kind == "intoto":
+                body: dict[str, Any] = {
+                    "apiVersion": "0.0.2",
+                    "kind": "intoto",
+                    "spec": {
+                        "content": {
+                            "envelope": {
+                                "payloadType": cosign.IN_TOTO,
+                                "signatures": [
+                                    {
+                                        "sig": base64.b64encode(sig64.encode()).decode(),
+                                        "publicKey": pem64,
+                                    }
+                                ],
+                            },
+                            "payloadHash": {
+                                "algorithm": "sha256",
+                                "value": hashlib.sha256(statement).hexdigest(),
+                            },
+                        }
+                    },
+                }
+            else:
+                body = {
+                    "apiVersion": "0.0.1",
+                    "kind": "dsse",
+                    "spec": {"signatures": [{"signature": sig64, "verifier": pem64}]},
+                }
+            annotations["dev.sigstore.cosign/bundle"] = json.dumps(self.logged(body))
+        return cosign.envelope(None, statement, signature=signature), annotations
+
+    def logged(
+        self,
+        body: dict[str, Any],
+        *,
+        at: datetime = SIGNED_AT,
+        log_key: ec.EllipticCurvePrivateKey | None = None,
+    ) -> dict[str, Any]:
+        """A log entry of `body` as cosign's bundle annotation holds it (signed entry
+        timestamp by the log key, or `log_key`)."""
+        self.log_index += 1
+        key = log_key or self.log_key
+        payload = {
+            "body": base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode(),
+            "integratedTime": int(at.timestamp()),
+            "logIndex": self.log_index,
+            "logID": hashlib.sha256(_der(key.public_key())).hexdigest(),
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return {
+            "SignedEntryTimestamp": base64.b64encode(
+                key.sign(canonical, ec.ECDSA(hashes.SHA256()))
+            ).decode(),
+            "Payload": payload,
+        }
+
+    # --- inclusion proofs -------------------------------------------------------------------
+
+    def prove(self, body: str) -> dict[str, Any]:
+        """Append the entry whose canonicalized body is `body` (base64) to the log's tree and
+        return its inclusion proof as a bundle carries it: index in the tree, tree size, root
+        hash, the RFC 6962 audit path, and the checkpoint signed by the log key."""
+        self.leaves.append(hashlib.sha256(b"\x00" + base64.b64decode(body)).digest())
+        index, size = len(self.leaves) - 1, len(self.leaves)
+        root = merkle_tree_hash(self.leaves)
+        return {
+            "logIndex": str(index),
+            "rootHash": base64.b64encode(root).decode(),
+            "treeSize": str(size),
+            "hashes": [base64.b64encode(h).decode() for h in audit_path(index, self.leaves)],
+            "checkpoint": {"envelope": self.checkpoint(size, root)},
+        }
+
+    def checkpoint(
+        self, size: int, root: bytes, *, key: ec.EllipticCurvePrivateKey | None = None
+    ) -> str:
+        """A signed note of the tree head, as Rekor writes it: origin, size, root, a blank
+        line, then `— <name> base64(key hint ‖ signature)`."""
+        signer = key or self.log_key
+        text = f"rekor.test - 1234\n{size}\n{base64.b64encode(root).decode()}\n"
+        signature = signer.sign(text.encode(), ec.ECDSA(hashes.SHA256()))
+        hint = hashlib.sha256(_der(signer.public_key())).digest()[:4]
+        return f"{text}\n\u2014 rekor.test {base64.b64encode(hint + signature).decode()}\n"
+
     def message_bundle(self, digest: str, *, logged: bool = True, **certificate: Any) -> bytes:
         """A keyless v0.3 bundle whose messageSignature signs the manifest `digest`, with its
         certificate and a transparency-log entry (inclusion promise)."""
@@ -308,6 +422,7 @@ class Sigstore:
                     "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
                     "integratedTime": str(payload["integratedTime"]),
                     "inclusionPromise": {"signedEntryTimestamp": rekor["SignedEntryTimestamp"]},
+                    "inclusionProof": self.prove(payload["body"]),
                     "canonicalizedBody": payload["body"],
                 }
             )
@@ -380,6 +495,7 @@ class Sigstore:
                     "inclusionPromise": {
                         "signedEntryTimestamp": base64.b64encode(promise).decode()
                     },
+                    "inclusionProof": self.prove(body),
                     "canonicalizedBody": body,
                 }
             )
@@ -401,6 +517,37 @@ class Sigstore:
                 },
             }
         ).encode()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than `n` (RFC 6962 §2.1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def merkle_tree_hash(leaves: list[bytes]) -> bytes:
+    """MTH of RFC 6962 §2.1 over leaf hashes (written from the RFC's recursive definition,
+    independently of the verifier's iterative one)."""
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return _node(merkle_tree_hash(leaves[:k]), merkle_tree_hash(leaves[k:]))
+
+
+def audit_path(m: int, leaves: list[bytes]) -> list[bytes]:
+    """PATH(m, D[n]) of RFC 6962 §2.1.1: the audit path of leaf `m`."""
+    if len(leaves) == 1:
+        return []
+    k = _split(len(leaves))
+    if m < k:
+        return [*audit_path(m, leaves[:k]), merkle_tree_hash(leaves[k:])]
+    return [*audit_path(m - k, leaves[k:]), merkle_tree_hash(leaves[:k])]
 
 
 def _der_length(n: int) -> bytes:

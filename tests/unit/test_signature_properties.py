@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from policy import attestations, signing, sigverify
 from tests.support import cosign
+from tests.support.sigstore import Sigstore
 
 DIGEST = "sha256:" + "1" * 64
 KEY = cosign.keypair()
@@ -106,3 +107,39 @@ def test_trusted_roots_load_or_raise_value_error(document: object) -> None:
     with contextlib.suppress(ValueError):  # any other exception fails the test
         root = sigverify.load_root(json.dumps(document).encode())
         assert root.certificates == () and not root.tlogs
+
+
+_STORE = Sigstore()
+_TRUST = sigverify.Trust((), sigverify.load_roots([_STORE.trusted_root()]))
+_SIGNED = json.loads(_STORE.message_bundle(DIGEST))
+_b64 = st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode())
+proof_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "logIndex": st.one_of(st.integers(-3, 40), st.text(max_size=8)),
+        "treeSize": st.one_of(st.integers(-3, 40), st.text(max_size=8)),
+        "rootHash": _b64 | st.text(max_size=8),
+        "hashes": st.lists(_b64, max_size=8) | json_values,
+        "checkpoint": st.fixed_dictionaries({"envelope": st.text(max_size=200)}) | json_values,
+    },
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(proof_like)
+def test_hostile_inclusion_proofs_are_refused_with_a_reason(proof: dict[str, object]) -> None:
+    """Any index, size, path or checkpoint text: refused with a reason, never an exception
+    (none of these can be the real proof, which the test log alone can make)."""
+    bundle = json.loads(json.dumps(_SIGNED))
+    bundle["verificationMaterial"]["tlogEntries"][0]["inclusionProof"] = proof
+    found = sigverify.verify_bundle(json.dumps(bundle).encode(), DIGEST, _TRUST)
+    assert not found.verified and found.reason
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(bundle_like)
+def test_attestation_envelopes_and_bundles_are_total(document: object) -> None:
+    data = json.dumps(document).encode()
+    assert isinstance(sigverify.open_cosign_attestation(data, {}, _TRUST), str | sigverify.Opened)
+    opened = sigverify.open_attestation_bundle(data, _TRUST)
+    assert opened is None or isinstance(opened, str | sigverify.Opened)
