@@ -18,7 +18,7 @@ from policy.reference import Reference
 from policy.registry.client import RegistryClient
 from policy.resolver import RegistryResolver
 from policy.sharedcache import SharedCache, connect, encode, encode_signatures
-from tests.support import cosign, images
+from tests.support import attest, cosign, images
 from tests.support.proxy import CountingProxy
 from tests.support.redisserver import RunningRedis
 from tests.support.registry import SeededRegistry
@@ -169,3 +169,26 @@ def test_an_injected_signature_verifies_only_if_its_signer_signed_that_digest(
     assert facts.signatures is not None
     assert not any(s.verified for s in facts.signatures)
     assert _signatures(proxy) == 0  # read from Redis, judged, refused: never trusted as found
+
+
+def test_attestations_one_replica_found_are_read_by_the_others(
+    registry: SeededRegistry, proxy: CountingProxy, replicas: list[RegistryResolver]
+) -> None:
+    """cosign's `.att` attestations of a digest: the first replica asks the registry (`.att`,
+    referrers fallback, its envelope), the next ones read the answer from Redis."""
+    digest = _image(registry, "shared/attested")
+    _, statement = attest.provenance_v02(digest)
+    cosign.push_attestations(
+        registry.url, "shared/attested", digest, [(cosign.envelope(KEY, statement), {})]
+    )
+    der = signing.parse_public_key(KEY.public_pem).der
+    needs = Needs(digest=True, manifest=True, attestations=True, select=("*",), keys=(der,))
+    ref = Reference(proxy.host, "shared/attested", None, digest)
+    [first] = replicas[0].resolve([(ref, needs)], deadline=Deadline(10))
+    [platform] = first.platforms
+    assert platform.attestations and platform.attestations[0].predicate_type.startswith("https")
+    asked = _signatures(proxy)
+    assert asked >= 3
+    [second] = replicas[1].resolve([(ref, needs)], deadline=Deadline(10))
+    assert second.platforms == first.platforms
+    assert _signatures(proxy) == asked
