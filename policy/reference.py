@@ -29,8 +29,9 @@ distribution/reference v0.6.0 the domain is not counted.
 **One canonical identity.** Go keeps the host as written; a container runtime does not care:
 `GHCR.IO/x`, `ghcr.io:443/x` and `ghcr.io:0443/x` are all pulled from `ghcr.io`, and
 `registry-1.docker.io/x` from Docker Hub. So the host of every `Reference` is canonical
-(`canonical_host`): lower-cased, the HTTPS port 443 dropped (a port is written as a decimal
-number without leading zeros), an IPv6 literal in its compressed form, and every host that
+(`canonical_host`): lower-cased, the HTTPS port 443 dropped (but from a single label such as
+`myreg:443`, which without its port would name a Docker Hub namespace; a port is written as a
+decimal number without leading zeros), an IPv6 literal in its compressed form, and every host that
 serves Docker Hub's registry API folded to `docker.io` (`DOCKER_HUB_HOSTS` says which and why).
 Rules, exceptions, caches, credentials, mirrors, metrics and the decision log all see only that
 form; the text as written stays with whoever read it (messages, file:line reports, `pin`).
@@ -187,7 +188,9 @@ def canonical_host(domain: str) -> str:
     its port or IPv6 literal is impossible.
 
     `GHCR.IO:443` → `ghcr.io`, `Registry-1.Docker.IO` → `docker.io`, `[0:0::1]:05000` →
-    `[::1]:5000`, `myreg:80` → `myreg:80`. Glob characters (a pattern's host) pass through.
+    `[::1]:5000`, `myreg:80` → `myreg:80`, `myreg:443` → `myreg:443` (without its port a
+    single label would name a Docker Hub namespace, not a registry). Glob characters (a
+    pattern's host) pass through.
     """
     host, port = domain.lower(), None
     colon = host.rfind(":")
@@ -202,7 +205,9 @@ def canonical_host(domain: str) -> str:
         number = int(port)
         if not 0 < number < 65536:
             raise ValueError(f"invalid port {port} (expected 1 to 65535)")
-        port = None if number == int(HTTPS_PORT) else str(number)
+        port = str(number)
+        if number == int(HTTPS_PORT) and ("." in host or ":" in host or host == LOCALHOST):
+            port = None  # (a single label keeps it: `foo:443/x` is a registry, `foo/x` is not)
     if port is None:
         return DEFAULT_REGISTRY if host in DOCKER_HUB_HOSTS else host
     return f"{host}:{port}"

@@ -241,6 +241,10 @@ VALID = [
     ok("192.168.1.1/repo", "192.168.1.1", "repo"),
     ok("192.168.1.1:5000/repo:5050", "192.168.1.1:5000", "repo", "5050"),
     ok("127.0.0.1:5000/library/debian", "127.0.0.1:5000", "library/debian"),
+    # a single label keeps :443: without it `myreg/x` would name Docker Hub's myreg/x
+    ok("myreg:443/x", "myreg:443", "x", canonical="myreg:443/x", familiar="myreg:443/x"),
+    ok("0:443/0", "0:443", "0", canonical="0:443/0", familiar="0:443/0"),
+    ok("localhost:443/x", "localhost", "x", canonical="localhost/x", familiar="localhost/x"),
     ok(
         "example.com:443/x", "example.com", "x", canonical="example.com/x", familiar="example.com/x"
     ),
