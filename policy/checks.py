@@ -417,6 +417,35 @@ def _identity(reader: Reader, node: Node, path: str) -> signing.Identity | None:
 _SIGNATURE_KEYS = ("keys", "keyless", "minimum", "requireTlog", "trustedRoot")
 
 
+def _keys_and_identities(
+    reader: Reader, children: dict[str, Node], path: str
+) -> tuple[list[signing.KeySpec], list[signing.Identity], bool]:
+    """The `keys` and `keyless` entries of a signer list (`require.signatures`, an
+    attestation's `signed`), and whether both read without error (errors reported)."""
+    ok = True
+    keys: list[signing.KeySpec] = []
+    if "keys" in children:
+        listed, keys_path = children["keys"], f"{path}.keys"
+        if not isinstance(listed.value, list) or not listed.value:
+            reader.expected(listed, keys_path, "a non-empty list of PEM public keys or key files")
+            ok = False
+        else:
+            parsed = [_key(reader, c, item) for item, c in reader.items(listed, keys_path)]
+            keys = [k for k in parsed if k is not None]
+            ok = ok and len(keys) == len(parsed)
+    identities: list[signing.Identity] = []
+    if "keyless" in children:
+        listed, keyless_path = children["keyless"], f"{path}.keyless"
+        if not isinstance(listed.value, list) or not listed.value:
+            reader.expected(listed, keyless_path, "a non-empty list of {issuer, subject}")
+            ok = False
+        else:
+            ids = [_identity(reader, c, item) for item, c in reader.items(listed, keyless_path)]
+            identities = [i for i in ids if i is not None]
+            ok = ok and len(identities) == len(ids)
+    return keys, identities, ok
+
+
 def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
     children = reader.mapping(node, path, allowed=_SIGNATURE_KEYS)
     if children is None:
@@ -424,31 +453,7 @@ def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:
     if "keys" not in children and "keyless" not in children:
         reader.error(node, path, "give keys, keyless identities, or both")
         return None
-    ok = True
-    keys: list[signing.KeySpec] = []
-    if "keys" in children:
-        keys_node, keys_path = children["keys"], f"{path}.keys"
-        if not isinstance(keys_node.value, list) or not keys_node.value:
-            reader.expected(
-                keys_node, keys_path, "a non-empty list of PEM public keys or key files"
-            )
-            ok = False
-        else:
-            parsed = [_key(reader, c, item) for item, c in reader.items(keys_node, keys_path)]
-            keys = [k for k in parsed if k is not None]
-            ok = ok and len(keys) == len(parsed)
-    identities: list[signing.Identity] = []
-    if "keyless" in children:
-        keyless_node, keyless_path = children["keyless"], f"{path}.keyless"
-        if not isinstance(keyless_node.value, list) or not keyless_node.value:
-            reader.expected(keyless_node, keyless_path, "a non-empty list of {issuer, subject}")
-            ok = False
-        else:
-            parsed_ids = [
-                _identity(reader, c, item) for item, c in reader.items(keyless_node, keyless_path)
-            ]
-            identities = [i for i in parsed_ids if i is not None]
-            ok = ok and len(identities) == len(parsed_ids)
+    keys, identities, ok = _keys_and_identities(reader, children, path)
     minimum = 1
     if "minimum" in children:
         minimum = reader.positive_int(children["minimum"], f"{path}.minimum") or 0
@@ -621,27 +626,7 @@ def _parse_signers(reader: Reader, node: Node, path: str) -> _Signers | None:
     if "keys" not in children and "keyless" not in children:
         reader.error(node, path, "give keys, keyless identities, or both")
         return None
-    ok = True
-    keys: list[signing.KeySpec] = []
-    if "keys" in children:
-        listed, keys_path = children["keys"], f"{path}.keys"
-        if not isinstance(listed.value, list) or not listed.value:
-            reader.expected(listed, keys_path, "a non-empty list of PEM public keys or key files")
-            ok = False
-        else:
-            parsed = [_key(reader, c, item) for item, c in reader.items(listed, keys_path)]
-            keys = [k for k in parsed if k is not None]
-            ok = ok and len(keys) == len(parsed)
-    identities: list[signing.Identity] = []
-    if "keyless" in children:
-        listed, keyless_path = children["keyless"], f"{path}.keyless"
-        if not isinstance(listed.value, list) or not listed.value:
-            reader.expected(listed, keyless_path, "a non-empty list of {issuer, subject}")
-            ok = False
-        else:
-            ids = [_identity(reader, c, item) for item, c in reader.items(listed, keyless_path)]
-            identities = [i for i in ids if i is not None]
-            ok = ok and len(identities) == len(ids)
+    keys, identities, ok = _keys_and_identities(reader, children, path)
     root: bytes | None = None
     if "trustedRoot" in children:
         root = _trusted_root(reader, children["trustedRoot"], f"{path}.trustedRoot")
