@@ -898,7 +898,7 @@ def test_the_docker_build_context_builds_the_wheel(tmp_path: Path) -> None:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "image-policy = policy.cli:main" in archive.read(entry_points).decode()
-    for module in ("policy/web.py", "policy/server.py", "policy/certs.py", "policy/py.typed"):
+    for module in ("policy/web/app.py", "policy/server.py", "policy/certs.py", "policy/py.typed"):
         assert module in names
 
 
