@@ -44,6 +44,7 @@ from policy.errors import EgressRefused, NoSource, RateLimited, RegistryError, R
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
+from policy.registry import transport
 from policy.registry.client import describe_failure
 from policy.registry.session import egress_policy, new_session
 from policy.registry.transport import EgressDenied, Transport
@@ -383,6 +384,7 @@ class HubTiers:
         if timeout <= 0:
             raise _Unanswered(_Failure(RegistryUnavailable, f"{what}: no time left"))
         self._count("requests")
+        transport.forget_exchange()
         try:
             with self._session.get(
                 url,
@@ -409,6 +411,10 @@ class HubTiers:
                         raise _Unanswered(
                             _Failure(RegistryUnavailable, f"{what}: answer not read in time")
                         )
+                if transport.cut_short():  # "ended" by the cut at its deadline: no answer
+                    raise _Unanswered(
+                        _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
+                    )
         except EgressDenied as exc:
             raise _Unanswered(
                 _Failure(EgressRefused, f"{what}: refused by egress policy: {exc.reason}")
@@ -418,6 +424,10 @@ class HubTiers:
                 _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
             ) from None
         except requests.RequestException as exc:
+            if transport.cut_short():
+                raise _Unanswered(
+                    _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
+                ) from None
             # Worded like the registry client's errors: who could not be reached, and why.
             host = urllib.parse.urlsplit(url).hostname or url
             raise _Unanswered(

@@ -36,6 +36,7 @@ import requests
 from policy import jsonbound, reference
 from policy.cache import Coalescer
 from policy.errors import EgressRefused, RateLimited, RegistryAuthError, RegistryUnavailable
+from policy.registry import transport
 from policy.registry.credentials import Credential, CredentialStore
 from policy.registry.transport import EgressDenied
 
@@ -907,6 +908,7 @@ class Authenticator:
     ) -> TokenResponse:
         realm_host = urlsplit(request.url).hostname or "?"
         secrets = _secrets_of(credential)
+        transport.forget_exchange()
         try:
             response = self._session.request(
                 request.method,
@@ -994,11 +996,19 @@ def _read_capped(response: requests.Response, registry: str, realm_host: str) ->
                 )
             chunks.append(chunk)
     except requests.RequestException as exc:
+        if transport.cut_short():
+            raise RegistryUnavailable(
+                f"token realm {realm_host} for {registry} timed out", registry=registry
+            ) from None
         raise RegistryUnavailable(
             f"token realm {realm_host} for {registry}: reading the response failed "
             f"({type(exc).__name__})",
             registry=registry,
         ) from None
+    if transport.cut_short():  # a body "ended" by the cut at its deadline is no answer
+        raise RegistryUnavailable(
+            f"token realm {realm_host} for {registry} timed out", registry=registry
+        )
     return b"".join(chunks)
 
 

@@ -386,6 +386,32 @@ def test_token_realms_and_the_hub_api_are_cut_at_the_deadline() -> None:
             assert time.monotonic() - started < 1.5 + GRACE
 
 
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n"
+
+
+def test_a_token_or_hub_answer_cut_at_the_deadline_is_a_timeout_not_an_answer() -> None:
+    """A token realm and the Docker Hub API sending their headers at once, then a JSON body
+    without a length a byte at a time: what the cut at the deadline leaves is no answer (not a
+    malformed token, not an unparseable tier), the request timed out."""
+    transport = Transport(EgressPolicy(mode="cli"))
+    token = b'{"token": "' + b"t" * 400 + b'", "expires_in": 300}'
+    hub = b'{"count": 1, "results": [{"repo_name": "acme/app", "is_official": false}]}'
+    with (
+        Trickle(interval=0.05, at_once=JSON_HEAD, trickled=token) as realm,
+        Challenger(f"{realm.url}/token") as registry,
+        Trickle(interval=0.05, at_once=JSON_HEAD, trickled=hub * 20) as api,
+        new_session(transport) as session,
+    ):
+        auth = Authenticator(session, CredentialStore(env={}))
+        client = RegistryClient(session, authenticator=auth, request_timeout=30.0)
+        with pytest.raises(RegistryUnavailable, match=r"token realm .* timed out"):
+            client.get_manifest(f"127.0.0.1:{registry.port}", "x/y", "1", deadline=Deadline(1.0))
+        # (the request's own timeout, not the review's deadline, ends this one)
+        hub_tiers = HubTiers(session, api=api.url, request_timeout=1.0)
+        with pytest.raises(RegistryUnavailable, match=r"no answer within 1\.0s"):
+            hub_tiers.tier(reference.parse("acme/app:1"), deadline=Deadline(5.0))
+
+
 def test_forty_trickling_images_leave_no_thread_blocked() -> None:
     """One review of 40 images whose registry trickles headers: answered by its deadline, and
     a grace later no resolver thread is still reading."""
