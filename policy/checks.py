@@ -11,12 +11,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from policy import attestations, jsonbound, patterns, signing, units
 from policy.facts import TIERS, AttestationFacts, ImageFacts, PlatformFacts, SignatureFacts
 from policy.reference import Reference
 from policy.yamlsrc import Node, Reader
+
+T = TypeVar("T")
 
 # What a check reads. `reference`: the reference as written (no lookup); `tier`: the Docker Hub
 # trusted-content tier; `platforms`: the list of platforms the image offers; `manifest`: each
@@ -422,28 +424,34 @@ def _keys_and_identities(
 ) -> tuple[list[signing.KeySpec], list[signing.Identity], bool]:
     """The `keys` and `keyless` entries of a signer list (`require.signatures`, an
     attestation's `signed`), and whether both read without error (errors reported)."""
-    ok = True
-    keys: list[signing.KeySpec] = []
-    if "keys" in children:
-        listed, keys_path = children["keys"], f"{path}.keys"
-        if not isinstance(listed.value, list) or not listed.value:
-            reader.expected(listed, keys_path, "a non-empty list of PEM public keys or key files")
-            ok = False
-        else:
-            parsed = [_key(reader, c, item) for item, c in reader.items(listed, keys_path)]
-            keys = [k for k in parsed if k is not None]
-            ok = ok and len(keys) == len(parsed)
-    identities: list[signing.Identity] = []
-    if "keyless" in children:
-        listed, keyless_path = children["keyless"], f"{path}.keyless"
-        if not isinstance(listed.value, list) or not listed.value:
-            reader.expected(listed, keyless_path, "a non-empty list of {issuer, subject}")
-            ok = False
-        else:
-            ids = [_identity(reader, c, item) for item, c in reader.items(listed, keyless_path)]
-            identities = [i for i in ids if i is not None]
-            ok = ok and len(identities) == len(ids)
-    return keys, identities, ok
+    keys, keys_ok = _entries(
+        reader, children, "keys", path, _key, "a non-empty list of PEM public keys or key files"
+    )
+    identities, ids_ok = _entries(
+        reader, children, "keyless", path, _identity, "a non-empty list of {issuer, subject}"
+    )
+    return keys, identities, keys_ok and ids_ok
+
+
+def _entries(
+    reader: Reader,
+    children: dict[str, Node],
+    name: str,
+    path: str,
+    read: Callable[[Reader, Node, str], T | None],
+    expected: str,
+) -> tuple[list[T], bool]:
+    """The items of the optional non-empty list `name`, each read by `read`, and whether all
+    read without error (errors reported)."""
+    if name not in children:
+        return [], True
+    listed, listed_path = children[name], f"{path}.{name}"
+    if not isinstance(listed.value, list) or not listed.value:
+        reader.expected(listed, listed_path, expected)
+        return [], False
+    parsed = [read(reader, c, item) for item, c in reader.items(listed, listed_path)]
+    found = [p for p in parsed if p is not None]
+    return found, len(found) == len(parsed)
 
 
 def _parse_signatures(reader: Reader, node: Node, path: str) -> object | None:

@@ -973,13 +973,8 @@ class RegistryResolver:
             if stored is None:
                 return None
             body, media_type = stored
-            try:
-                document = media.parse_manifest(
-                    body, media_type, max_index_entries=self.client.limits.index_entries
-                )
-            except RegistryError:
-                return None
-            if self._disk is not None:
+            document = self._parsed(body, media_type)
+            if document is not None and self._disk is not None:
                 self._disk.put_manifest(digest, body, media_type)
             return document
 
@@ -990,16 +985,17 @@ class RegistryResolver:
     def _stored_manifest(self, digest: str) -> media.Index | media.ImageManifest | None:
         """A manifest from the disk cache (verified by digest on read)."""
         stored = self._disk.get_manifest(digest) if self._disk is not None else None
-        if stored is None:
-            return None
-        body, media_type = stored
+        return None if stored is None else self._parsed(*stored)
+
+    def _parsed(self, body: bytes, media_type: str) -> media.Index | media.ImageManifest | None:
+        """A stored manifest (its bytes already verified by digest) parsed; None when it does
+        not parse (then it is fetched again)."""
         try:
-            document = media.parse_manifest(
+            return media.parse_manifest(
                 body, media_type, max_index_entries=self.client.limits.index_entries
             )
         except RegistryError:
             return None
-        return document
 
     def _step(self, fact: str, key: Hashable, fn: Callable[[Deadline], T], deadline: Deadline) -> T:
         if self.shared is not None:
