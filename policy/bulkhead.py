@@ -177,8 +177,8 @@ class Breakers:
 
     def timeout(self, key: str) -> None:
         """The registry did not answer in time: one more consecutive timeout, and the key is
-        suspect until it answers; at `break_after` (or when probing) it is not probed for
-        `break_for` seconds."""
+        FAILING (only probed, one job at a time) until it answers; from `break_after` on, each
+        timeout stops even the probes for `break_for` seconds."""
         with self._lock:
             breaker = self._breakers.get(key)
             if breaker is None:
@@ -189,12 +189,6 @@ class Breakers:
             if breaker.failures >= self._break_after:
                 breaker.open_until = self._clock() + self._break_for
             breaker.probe = None
-
-    def failing(self, key: str) -> bool:
-        """Whether `key`'s last answers were timeouts (cleared by any answer)."""
-        with self._lock:
-            breaker = self._breakers.get(key)
-            return breaker is not None and breaker.failures > 0
 
     def rank(self, key: str) -> int:
         """`PROVEN` (it answered, and has not timed out since), `FAILING` (its last request
