@@ -184,11 +184,7 @@ def _judge_max_layers(setting: object, s: Subject) -> list[str]:
 
 
 def _parse_size(reader: Reader, node: Node, path: str) -> object | None:
-    try:
-        return units.parse_size(node.value)
-    except ValueError as exc:
-        reader.error(node, path, f"{exc}, got {node.type_name()}")
-        return None
+    return reader.parsed(node, path, units.parse_size)
 
 
 def _judge_max_size(setting: object, s: Subject) -> list[str]:
@@ -223,11 +219,7 @@ def _judge_non_root(setting: object, s: Subject) -> list[str]:
 
 
 def _parse_duration(reader: Reader, node: Node, path: str) -> object | None:
-    try:
-        return units.parse_duration(node.value)
-    except ValueError as exc:
-        reader.error(node, path, f"{exc}, got {node.type_name()}")
-        return None
+    return reader.parsed(node, path, units.parse_duration)
 
 
 def _judge_max_age(setting: object, s: Subject) -> list[str]:

@@ -415,6 +415,15 @@ class Reader:
         found = self.string_list(node, path, check=check)
         return tuple(found) if found else None  # type: ignore[arg-type]
 
+    def parsed(self, node: Node, path: str, parse: Callable[[object], T]) -> T | None:
+        """The value read by `parse` (`units.parse_duration`, …), whose ValueError becomes a
+        located error "<why>, got <what was found>"; None then."""
+        try:
+            return parse(node.value)
+        except ValueError as exc:
+            self.error(node, path, f"{exc}, got {self.found(node)}")
+            return None
+
 
 def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key

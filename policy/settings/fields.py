@@ -24,11 +24,7 @@ def url(reader: Reader, node: Node, path: str) -> str | None:
 
 def duration(reader: Reader, node: Node, path: str) -> float | None:
     """Seconds, from `5s`, `250ms`, `24h` or a number."""
-    try:
-        return units.parse_duration(node.value)
-    except ValueError as exc:
-        reader.error(node, path, f"{exc}, got {reader.found(node)}")
-        return None
+    return reader.parsed(node, path, units.parse_duration)
 
 
 def size(reader: Reader, node: Node, path: str, example: str) -> int | None:
@@ -53,6 +49,19 @@ def existing_file(reader: Reader, node: Node, path: str, base: Path) -> str | No
         reader.error(node, path, message)
         return None
     return str(base / name)
+
+
+def password_file(reader: Reader, node: Node, path: str, base: Path) -> str | None:
+    """The password in the file `node` names (relative to `base`), stripped; an unreadable
+    file is an error that names neither the file nor its contents."""
+    name = reader.string(node, path)
+    if name is None:
+        return None
+    try:
+        return (base / name).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reader.error(node, path, f"cannot read password file: {why_unreadable(exc)}")
+        return None
 
 
 def why_unreadable(exc: OSError | UnicodeDecodeError) -> str:

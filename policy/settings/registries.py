@@ -70,16 +70,8 @@ def _auth(reader: Reader, node: Node, path: str, base: Path) -> RegistryAuth | N
     if "password" in children:
         password = reader.string(children["password"], join(path, "password"))
     elif "passwordFile" in children:
-        file_path = reader.string(children["passwordFile"], join(path, "passwordFile"))
-        if file_path is not None:
-            try:
-                password = (base / file_path).read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                reader.error(
-                    children["passwordFile"],
-                    join(path, "passwordFile"),
-                    f"cannot read password file: {fields.why_unreadable(exc)}",
-                )
+        file_path = join(path, "passwordFile")
+        password = fields.password_file(reader, children["passwordFile"], file_path, base)
     else:
         reader.error(node, path, "missing password or passwordFile")
     if username is None or password is None:

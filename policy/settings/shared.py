@@ -38,16 +38,8 @@ def _shared_password(
         reader.error(node, path, "give passwordFile or passwordEnv, not both")
         return None
     if "passwordFile" in children:
-        child = children["passwordFile"]
-        file_path = reader.string(child, join(path, "passwordFile"))
-        if file_path is None:
-            return None
-        try:
-            return (base / file_path).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            message = f"cannot read password file: {fields.why_unreadable(exc)}"
-            reader.error(child, join(path, "passwordFile"), message)
-            return None
+        file_path = join(path, "passwordFile")
+        return fields.password_file(reader, children["passwordFile"], file_path, base)
     if "passwordEnv" in children:
         child = children["passwordEnv"]
         name = reader.string(child, join(path, "passwordEnv"))
