@@ -45,6 +45,9 @@ class Subject:
 
 @dataclass(frozen=True)
 class CheckSpec:
+    """One check a rule can `require`: `parse` reads its setting (errors to the `Reader`),
+    `judge` gives its findings for a `Subject` (none: met)."""
+
     name: str
     fact: Fact
     parse: Callable[[Reader, Node, str], object | None]

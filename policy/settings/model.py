@@ -16,6 +16,8 @@ DEFAULT_OWN_NAMESPACE = "image-policy"
 
 @dataclass(frozen=True)
 class RegistryAuth:
+    """`registries.<host>.auth`: a username and password (never shown by `repr`)."""
+
     username: str
     password: str
 
@@ -25,6 +27,8 @@ class RegistryAuth:
 
 @dataclass(frozen=True)
 class RegistrySettings:
+    """`registries.<host>`: its mirrors, CA file, `insecure`, trusted token realms, auth."""
+
     mirrors: tuple[str, ...] = ()
     ca: str | None = None
     insecure: bool = False
@@ -53,6 +57,8 @@ class SharedCacheSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings file, read; what it leaves out has the defaults below."""
+
     registries: Mapping[str, RegistrySettings] = field(default_factory=lambda: MappingProxyType({}))
     docker_config: str | None = None
     pull_secrets: tuple[str, ...] = ()

@@ -40,6 +40,8 @@ class Refused(ValueError):
 
 
 def b64(text: object, what: str) -> bytes:
+    """Base64 (standard or URL-safe alphabet) of at most a bundle's size; refused, naming
+    `what`, otherwise."""
     if not isinstance(text, str) or len(text) > 4 * MAX_BUNDLE_BYTES // 3 + 4:
         raise Refused(f"{what} is not a base64 string")
     for alphabet in (None, b"-_"):  # DSSE and bundles may use the URL-safe alphabet
@@ -51,6 +53,7 @@ def b64(text: object, what: str) -> bytes:
 
 
 def read_json(data: bytes, what: str, limit: int) -> Any:
+    """JSON of at most `limit` bytes and `DEPTH` levels; refused, naming `what`, otherwise."""
     try:
         return jsonbound.loads(data, max_bytes=limit, max_depth=DEPTH)
     except jsonbound.JSONRefused as exc:
@@ -58,12 +61,16 @@ def read_json(data: bytes, what: str, limit: int) -> Any:
 
 
 def listed(value: object) -> list[Any]:
+    """The first 64 items of a JSON list (nothing when `value` is not a list)."""
     return value[:64] if isinstance(value, list) else []
 
 
 def verifies_with(
     public: PublicKeyTypes, message: bytes, signature: bytes, *, prehashed: bool = False
 ) -> bool:
+    """Whether `signature` over `message` (or, `prehashed`, over the message whose SHA-256
+    digest `message` is) verifies with `public`: ECDSA (P-384 tries SHA-384, then SHA-256),
+    Ed25519 (never prehashed), RSA PKCS#1 v1.5 with SHA-256."""
     try:
         if isinstance(public, ec.EllipticCurvePublicKey):
             if prehashed:

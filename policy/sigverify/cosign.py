@@ -41,6 +41,7 @@ def payload_digest(payload: bytes) -> str:
 
 
 def require_named(digest: str, claimed: str) -> None:
+    """Refused unless the payload's `claimed` digest is the `digest` judged."""
     if claimed != digest:
         raise Refused(
             f"the payload names {signing.short(claimed)}, not this image {signing.short(digest)}"
@@ -48,6 +49,7 @@ def require_named(digest: str, claimed: str) -> None:
 
 
 def keyed(fmt: str, mismatch: Refused | None, key: Key, tlog: bool) -> SignatureFacts:
+    """The facts of a signature `key` verified: valid, or (`mismatch`) over another image."""
     signer = f"key {signing.short(key.fingerprint)}"
     if mismatch is not None:
         # Signed by a trusted key, but over another image: say both, so the finding tells the

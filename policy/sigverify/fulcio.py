@@ -21,10 +21,12 @@ from policy.sigverify.trust import Trust
 
 
 def der_of(certificate: x509.Certificate) -> bytes:
+    """The certificate's DER, as a log entry names its signer."""
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
 def certificate_pem(text: str) -> x509.Certificate:
+    """The certificate of cosign's PEM annotation; refused when too long or not one."""
     if len(text) > MAX_CERTIFICATE_CHARS:
         raise Refused("the certificate is too long")
     try:

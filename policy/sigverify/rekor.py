@@ -157,6 +157,7 @@ def logged(
 def logged_or_none(
     entry: Entry, trust: Trust, message: bytes, signature: bytes, key: Key
 ) -> datetime | None:
+    """`logged` for a configured key's signature, None when its entry does not prove it."""
     try:
         return logged(entry, trust, message, signature, key.der)
     except Refused:

@@ -52,6 +52,7 @@ def _verifies(key: Key, message: bytes, signature: bytes, *, prehashed: bool = F
 def signed_by(
     keys: Sequence[Key], message: bytes, signature: bytes, *, prehashed: bool = False
 ) -> Key | None:
+    """The first of `keys` whose signature over `message` `signature` is (None: none)."""
     return next((k for k in keys if _verifies(k, message, signature, prehashed=prehashed)), None)
 
 
