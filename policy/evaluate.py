@@ -5,6 +5,11 @@ Two steps, so the resolver fetches only what is needed:
   manifests, configs, for which platforms), and nothing at all for an image a `registries` check
   already denies — such a registry is never contacted;
 - `evaluate(ruleset, images, context)` judges each image with what was resolved.
+
+It stays one file (about 500 lines): both steps read the rules through the same few helpers
+(`applicable`, the platform selection, the registry refusal, `judged_as`), and the guarantee
+that an image is judged on exactly the facts it was said to need holds only while they sit
+side by side. The checks themselves live in `policy.checks`.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -289,49 +289,11 @@ def parse_text(text: str, filename: str, reader: Reader) -> _Parts:
 
 
 def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.RuleSet | None:
-    defaults: dict[str, tuple[object, Location]] = {}
-    seen_ids: dict[str, Location | None] = {}
-    merged_rules: list[rules.Rule] = []
-    exceptions: list[rules.PolicyException] = []
-    name = None
-    for _, parts in all_parts:
-        name = name or parts.name
-        for key, (value, loc) in parts.defaults.items():
-            if key in defaults and defaults[key][0] != value:
-                first = defaults[key][1]
-                reader.errors.append(
-                    RuleError(
-                        f"conflicts with the value set at {first}",
-                        location=loc,
-                        path=f"defaults.{key}",
-                    )
-                )
-            defaults.setdefault(key, (value, loc))
-        for rule_id, rule_path, location, rule in parts.ids:
-            if rule_id in seen_ids:
-                reader.errors.append(
-                    RuleError(
-                        f"duplicate rule id {rule_id!r} (first defined at {seen_ids[rule_id]})",
-                        location=location,
-                        path=f"{rule_path}.id",
-                    )
-                )
-                continue
-            seen_ids[rule_id] = location
-            if rule is not None:
-                merged_rules.append(rule)
-        exceptions.extend(parts.exceptions)
-    for _, parts in all_parts:
-        for rule_id, ref_path, loc in parts.exception_refs:
-            if rule_id != "*" and rule_id not in seen_ids and seen_ids:
-                reader.errors.append(
-                    RuleError(
-                        f"exception names unknown rule {rule_id!r}"
-                        + _did_you_mean(rule_id, seen_ids),
-                        location=loc,
-                        path=ref_path,
-                    )
-                )
+    """The rule set of several files' parts: defaults agreed, rule ids unique, exceptions
+    naming known rules, at least one rule; None when any error was reported to `reader`."""
+    defaults = _merged_defaults(all_parts, reader)
+    seen_ids, merged_rules = _unique_rules(all_parts, reader)
+    _check_exception_refs(all_parts, seen_ids, reader)
     if not merged_rules and not reader.errors:
         first_file = all_parts[0][0] if all_parts else "<rules>"
         reader.errors.append(
@@ -352,12 +314,74 @@ def _merge(all_parts: Sequence[tuple[str, _Parts]], reader: Reader) -> rules.Rul
     for key, (value, _) in defaults.items():
         kwargs[mapping[key]] = value
     return rules.RuleSet(
-        name=name or "rules",
+        name=next((parts.name for _, parts in all_parts if parts.name), None) or "rules",
         defaults=rules.Defaults(**kwargs),
         rules=tuple(merged_rules),
-        exceptions=tuple(exceptions),
+        exceptions=tuple(e for _, parts in all_parts for e in parts.exceptions),
         sources=tuple(f for f, _ in all_parts),
     )
+
+
+def _merged_defaults(
+    all_parts: Sequence[tuple[str, _Parts]], reader: Reader
+) -> dict[str, tuple[object, Location]]:
+    """Each file's `defaults`, the first setting of a key kept; a file setting it to another
+    value is an error."""
+    defaults: dict[str, tuple[object, Location]] = {}
+    for _, parts in all_parts:
+        for key, (value, loc) in parts.defaults.items():
+            if key in defaults and defaults[key][0] != value:
+                first = defaults[key][1]
+                reader.errors.append(
+                    RuleError(
+                        f"conflicts with the value set at {first}",
+                        location=loc,
+                        path=f"defaults.{key}",
+                    )
+                )
+            defaults.setdefault(key, (value, loc))
+    return defaults
+
+
+def _unique_rules(
+    all_parts: Sequence[tuple[str, _Parts]], reader: Reader
+) -> tuple[dict[str, Location | None], list[rules.Rule]]:
+    """Every rule id (where first defined) and the rules that parsed, in file order; a
+    duplicate id is an error and its rule is left out."""
+    seen_ids: dict[str, Location | None] = {}
+    merged_rules: list[rules.Rule] = []
+    for _, parts in all_parts:
+        for rule_id, rule_path, location, rule in parts.ids:
+            if rule_id in seen_ids:
+                reader.errors.append(
+                    RuleError(
+                        f"duplicate rule id {rule_id!r} (first defined at {seen_ids[rule_id]})",
+                        location=location,
+                        path=f"{rule_path}.id",
+                    )
+                )
+                continue
+            seen_ids[rule_id] = location
+            if rule is not None:
+                merged_rules.append(rule)
+    return seen_ids, merged_rules
+
+
+def _check_exception_refs(
+    all_parts: Sequence[tuple[str, _Parts]], seen_ids: Mapping[str, object], reader: Reader
+) -> None:
+    """An exception naming a rule id no file defines is an error (with a did-you-mean)."""
+    for _, parts in all_parts:
+        for rule_id, ref_path, loc in parts.exception_refs:
+            if rule_id != "*" and rule_id not in seen_ids and seen_ids:
+                reader.errors.append(
+                    RuleError(
+                        f"exception names unknown rule {rule_id!r}"
+                        + _did_you_mean(rule_id, seen_ids),
+                        location=loc,
+                        path=ref_path,
+                    )
+                )
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:

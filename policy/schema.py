@@ -12,50 +12,6 @@ _STRINGS: dict[str, Any] = {"type": "array", "items": {"type": "string"}, "minIt
 
 def rules_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) describing `apiVersion: image-policy/v1`, `kind: RuleSet`."""
-    require = {
-        "type": "object",
-        "minProperties": 1,
-        "additionalProperties": False,
-        "properties": {
-            name: {**spec.schema, "description": spec.doc} for name, spec in checks.CHECKS.items()
-        },
-    }
-    match = {
-        "type": "object",
-        "required": ["images"],
-        "additionalProperties": False,
-        "properties": {
-            "images": {**_STRINGS, "description": "normalized-name globs, optional :tag-glob"},
-            "excludeImages": _STRINGS,
-            "namespaces": _STRINGS,
-        },
-    }
-    rule = {
-        "type": "object",
-        "required": ["id", "match", "require"],
-        "additionalProperties": False,
-        "properties": {
-            "id": {"type": "string", "pattern": loader.RULE_ID.pattern},
-            "description": {"type": "string"},
-            "match": match,
-            "require": require,
-            "action": {"enum": list(rules.ACTIONS)},
-            "message": {"type": "string"},
-            "platforms": _STRINGS,
-        },
-    }
-    exception = {
-        "type": "object",
-        "required": ["rules", "images", "reason"],
-        "additionalProperties": False,
-        "properties": {
-            "rules": _STRINGS,
-            "images": _STRINGS,
-            "namespaces": _STRINGS,
-            "reason": {"type": "string", "minLength": 1},
-            "expires": {"type": "string", "format": "date"},
-        },
-    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://image-policy.dev/schema/ruleset-v1.json",
@@ -85,7 +41,59 @@ def rules_schema() -> dict[str, Any]:
                     "unmatched": {"enum": list(rules.UNMATCHED)},
                 },
             },
-            "rules": {"type": "array", "minItems": 1, "items": rule},
-            "exceptions": {"type": "array", "items": exception},
+            "rules": {"type": "array", "minItems": 1, "items": _rule()},
+            "exceptions": {"type": "array", "items": _exception()},
+        },
+    }
+
+
+def _rule() -> dict[str, Any]:
+    """One entry of `rules`: its `match`, and its `require` built from `checks.CHECKS`."""
+    require = {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {
+            name: {**spec.schema, "description": spec.doc} for name, spec in checks.CHECKS.items()
+        },
+    }
+    match = {
+        "type": "object",
+        "required": ["images"],
+        "additionalProperties": False,
+        "properties": {
+            "images": {**_STRINGS, "description": "normalized-name globs, optional :tag-glob"},
+            "excludeImages": _STRINGS,
+            "namespaces": _STRINGS,
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["id", "match", "require"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": loader.RULE_ID.pattern},
+            "description": {"type": "string"},
+            "match": match,
+            "require": require,
+            "action": {"enum": list(rules.ACTIONS)},
+            "message": {"type": "string"},
+            "platforms": _STRINGS,
+        },
+    }
+
+
+def _exception() -> dict[str, Any]:
+    """One entry of `exceptions`."""
+    return {
+        "type": "object",
+        "required": ["rules", "images", "reason"],
+        "additionalProperties": False,
+        "properties": {
+            "rules": _STRINGS,
+            "images": _STRINGS,
+            "namespaces": _STRINGS,
+            "reason": {"type": "string", "minLength": 1},
+            "expires": {"type": "string", "format": "date"},
         },
     }

@@ -113,46 +113,10 @@ def _convert(
     path: str,
     constructor: yaml.constructor.SafeConstructor,
 ) -> Node:
+    """The located `Node` tree of a composed YAML node; errors are appended to `errors`."""
     loc = _location(filename, node.start_mark)
     if isinstance(node, yaml.MappingNode):
-        out: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            key_loc = _location(filename, key_node.start_mark)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                errors.append(
-                    ConfigError("YAML merge keys (<<) are not supported", location=key_loc)
-                )
-                continue
-            try:
-                key_value = (
-                    constructor.construct_object(key_node, deep=True)
-                    if isinstance(key_node, yaml.ScalarNode)
-                    else None
-                )
-            except (yaml.YAMLError, ValueError, OverflowError):
-                # A key PyYAML cannot construct (`=:`, `2027-02-30:`) is no plain scalar here.
-                key_value = None
-            if not isinstance(key_value, str | int | float | bool) or key_value is None:
-                errors.append(
-                    ConfigError("mapping keys must be plain scalars", location=key_loc, path=path)
-                )
-                continue
-            key = key_value if isinstance(key_value, str) else str(key_node.value)
-            child_path = f"{path}.{key}" if path else key
-            if key in out:
-                first = out[key].key_location
-                line = first.line if first else "?"
-                errors.append(
-                    ConfigError(
-                        f"duplicate key {key!r} (first defined at line {line})",
-                        location=key_loc,
-                        path=child_path,
-                    )
-                )
-                continue
-            child = _convert(value_node, filename, errors, child_path, constructor)
-            child.key_location = key_loc
-            out[key] = child
+        out = _convert_mapping(node, filename, errors, path, constructor)
         return Node(out, loc, tag=node.tag)
     if isinstance(node, yaml.SequenceNode):
         items = [
@@ -171,6 +135,68 @@ def _convert(
             errors.append(ConfigError(_unreadable(node, exc), location=loc, path=path))
             value = None
     return Node(value, loc, tag=node.tag)
+
+
+def _convert_mapping(
+    node: yaml.MappingNode,
+    filename: str,
+    errors: list[ConfigError],
+    path: str,
+    constructor: yaml.constructor.SafeConstructor,
+) -> dict[str, Node]:
+    """A mapping's entries by key; merge keys, keys that are not plain scalars and duplicate
+    keys are errors, their entries left out."""
+    out: dict[str, Node] = {}
+    for key_node, value_node in node.value:
+        key_loc = _location(filename, key_node.start_mark)
+        key = _mapping_key(key_node, key_loc, errors, path, constructor)
+        if key is None:
+            continue
+        child_path = f"{path}.{key}" if path else key
+        if key in out:
+            first = out[key].key_location
+            line = first.line if first else "?"
+            errors.append(
+                ConfigError(
+                    f"duplicate key {key!r} (first defined at line {line})",
+                    location=key_loc,
+                    path=child_path,
+                )
+            )
+            continue
+        child = _convert(value_node, filename, errors, child_path, constructor)
+        child.key_location = key_loc
+        out[key] = child
+    return out
+
+
+def _mapping_key(
+    key_node: yaml.Node,
+    key_loc: Location,
+    errors: list[ConfigError],
+    path: str,
+    constructor: yaml.constructor.SafeConstructor,
+) -> str | None:
+    """A mapping key as text (a number or boolean key as written); None, with the error
+    appended, for a merge key or a key that is not a plain scalar."""
+    if key_node.tag == "tag:yaml.org,2002:merge":
+        errors.append(ConfigError("YAML merge keys (<<) are not supported", location=key_loc))
+        return None
+    try:
+        key_value = (
+            constructor.construct_object(key_node, deep=True)
+            if isinstance(key_node, yaml.ScalarNode)
+            else None
+        )
+    except (yaml.YAMLError, ValueError, OverflowError):
+        # A key PyYAML cannot construct (`=:`, `2027-02-30:`) is no plain scalar here.
+        key_value = None
+    if not isinstance(key_value, str | int | float | bool) or key_value is None:
+        errors.append(
+            ConfigError("mapping keys must be plain scalars", location=key_loc, path=path)
+        )
+        return None
+    return key_value if isinstance(key_value, str) else str(key_node.value)
 
 
 def _unreadable(node: yaml.Node, exc: Exception) -> str:
@@ -388,6 +414,15 @@ class Reader:
 
         found = self.string_list(node, path, check=check)
         return tuple(found) if found else None  # type: ignore[arg-type]
+
+    def parsed(self, node: Node, path: str, parse: Callable[[object], T]) -> T | None:
+        """The value read by `parse` (`units.parse_duration`, …), whose ValueError becomes a
+        located error "<why>, got <what was found>"; None then."""
+        try:
+            return parse(node.value)
+        except ValueError as exc:
+            self.error(node, path, f"{exc}, got {self.found(node)}")
+            return None
 
 
 def join(path: str, key: str) -> str:
