@@ -19,7 +19,6 @@ from policy import jsonbound
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
-CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 REKOR_ANNOTATION = "dev.sigstore.cosign/bundle"
 BUNDLE_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 IN_TOTO = "application/vnd.in-toto+json"
