@@ -1,5 +1,5 @@
 """`image-policy check`: judge every image in manifests, compose files, Dockerfiles and
-`--image` references, and write a report (text, json, sarif or junit)."""
+`--image` references, and write a report (text, json, sarif, junit or github)."""
 
 from __future__ import annotations
 
