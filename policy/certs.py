@@ -113,11 +113,34 @@ def issue(
     start = now - CLOCK_SKEW
     end = now + timedelta(days=days)
 
+    ca_key, ca_cert = _ca(names[2], start, end)
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    for extra in extra_names:
+        name = _general_name(extra)
+        if name not in alt_names:
+            alt_names.append(name)
+    cert = _serving(key, names[2], alt_names, ca_key, ca_cert, start, end)
+    return Bundle(
+        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _ca(
+    service_name: str, start: datetime, end: datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new CA key and its self-signed certificate, which signs only the serving one."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "image-policy"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"image-policy CA for {names[2]}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"image-policy CA for {service_name}"),
         ]
     )
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
@@ -134,17 +157,24 @@ def issue(
         .add_extension(ca_ski, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return ca_key, ca_cert
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
-    for extra in extra_names:
-        name = _general_name(extra)
-        if name not in alt_names:
-            alt_names.append(name)
-    cert = (
+
+def _serving(
+    key: ec.EllipticCurvePrivateKey,
+    service_name: str,
+    alt_names: list[x509.GeneralName],
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    start: datetime,
+    end: datetime,
+) -> x509.Certificate:
+    """The serving certificate of `key` for `alt_names`, signed by the CA (server auth only)."""
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[2])]))
-        .issuer_name(ca_name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service_name)]))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
@@ -159,15 +189,6 @@ def issue(
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
-    )
-    return Bundle(
-        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
     )
 
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from policy import attestations, reference, signing, units
 from policy.errors import InputError, InvalidReference, Location, RuleError
@@ -84,6 +84,10 @@ _SIGNATURE_KEYS = ("format", "key", "verified", "reason", "signer")
 _FINGERPRINT = re.compile(r"sha256:[0-9a-f]{64}")
 _PLATFORM_KEYS = ("digest", "layers", "size", "user", "created", "labels", "attestations")
 _CONFIG_KEYS = ("user", "created", "labels")
+_T = TypeVar("_T")
+# Reads one located YAML node at a path; None when it is not valid (the problem goes to the
+# reader).
+_Read: TypeAlias = Callable[[Reader, Node, str], _T | None]
 
 
 class FactsFileError(InputError):
@@ -158,58 +162,71 @@ def _attestation(reader: Reader, node: Node, path: str) -> AttestationFacts | No
     )
 
 
+def _field(
+    reader: Reader, children: Mapping[str, Node], key: str, path: str, read: _Read[_T]
+) -> _T | None:
+    """Field `key` of `children` as `read` reads it; None when absent (or not valid: then the
+    problem went to `reader`)."""
+    return read(reader, children[key], join(path, key)) if key in children else None
+
+
+def _list_of(read: _Read[_T], what: str) -> _Read[tuple[_T, ...]]:
+    """A reader of a list whose entries `read` reads, keeping the valid ones (`[]` records
+    none); anything but a list is an error saying `what` was expected."""
+
+    def read_list(reader: Reader, node: Node, path: str) -> tuple[_T, ...] | None:
+        if not isinstance(node.value, list):
+            reader.expected(node, path, what)
+            return None
+        entries = [
+            read(reader, child, item) for item, child in reader.items(node, path, nonempty=False)
+        ]
+        return tuple(entry for entry in entries if entry is not None)
+
+    return read_list
+
+
+def _size(reader: Reader, node: Node, path: str) -> int | None:
+    """A size in bytes, or with a unit (`70MiB`)."""
+    try:
+        size = units.parse_size(node.value)
+    except ValueError as exc:
+        reader.error(node, path, f"{exc}, got {node.type_name()}")
+        return None
+    return size
+
+
+def _user(reader: Reader, node: Node, path: str) -> str | None:
+    """The config's user: a name or uid; empty (root) when null."""
+    raw = node.value
+    if raw is None or isinstance(raw, str | int):
+        return "" if raw is None else str(raw)
+    reader.expected(node, path, "a user name or uid")
+    return None
+
+
+def _labels(reader: Reader, node: Node, path: str) -> dict[str, str] | None:
+    """The config's labels: a mapping of names to strings."""
+    plain = node.plain()
+    if isinstance(plain, dict) and all(isinstance(v, str) for v in plain.values()):
+        return {str(k): str(v) for k, v in plain.items()}
+    reader.expected(node, path, "a mapping of label names to strings")
+    return None
+
+
+_ATTESTATIONS = _list_of(_attestation, "a list of statements ([] for none)")
+
+
 def _platform(reader: Reader, name: str, children: dict[str, Node], path: str) -> PlatformFacts:
     """One manifest's facts: an index entry `name`, or ("") the inline single-platform facts."""
-    digest = (
-        _digest(reader, children["digest"], join(path, "digest")) if "digest" in children else None
-    )
-    layers = (
-        reader.positive_int(children["layers"], join(path, "layers"))
-        if "layers" in children
-        else None
-    )
-    size = None
-    if "size" in children:
-        try:
-            size = units.parse_size(children["size"].value)
-        except ValueError as exc:
-            found = children["size"].type_name()
-            reader.error(children["size"], join(path, "size"), f"{exc}, got {found}")
-    user = None
-    if "user" in children:
-        raw = children["user"].value
-        if raw is None or isinstance(raw, str | int):
-            user = "" if raw is None else str(raw)
-        else:
-            reader.expected(children["user"], join(path, "user"), "a user name or uid")
-    created = (
-        _created(reader, children["created"], join(path, "created"))
-        if "created" in children
-        else None
-    )
-    labels: dict[str, str] | None = None
-    if "labels" in children:
-        plain = children["labels"].plain()
-        if isinstance(plain, dict) and all(isinstance(v, str) for v in plain.values()):
-            labels = {str(k): str(v) for k, v in plain.items()}
-        else:
-            reader.expected(
-                children["labels"], join(path, "labels"), "a mapping of label names to strings"
-            )
+    digest = _field(reader, children, "digest", path, _digest)
+    layers = _field(reader, children, "layers", path, Reader.positive_int)
+    size = _field(reader, children, "size", path, _size)
+    user = _field(reader, children, "user", path, _user)
+    created = _field(reader, children, "created", path, _created)
+    labels = _field(reader, children, "labels", path, _labels)
     config_known = any(k in children for k in _CONFIG_KEYS)
-    recorded: tuple[AttestationFacts, ...] | None = None
-    if "attestations" in children:
-        listed = children["attestations"]
-        if isinstance(listed.value, list):
-            read = [
-                _attestation(reader, child, item)
-                for item, child in reader.items(listed, join(path, "attestations"), nonempty=False)
-            ]
-            recorded = tuple(a for a in read if a is not None)
-        else:
-            reader.expected(
-                listed, join(path, "attestations"), "a list of statements ([] for none)"
-            )
+    recorded = _field(reader, children, "attestations", path, _ATTESTATIONS)
     platform = name
     if not name:
         platform = "linux/amd64"
@@ -262,12 +279,13 @@ def _signature(reader: Reader, node: Node, path: str) -> SignatureFacts | None:
     )
 
 
+_SIGNATURES = _list_of(_signature, "a list of signatures ([] for none)")
+
+
 def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
     """One image's facts from its located YAML node; problems go to `reader`."""
     children = reader.mapping(node, path, allowed=_IMAGE_KEYS) or {}
-    digest = (
-        _digest(reader, children["digest"], join(path, "digest")) if "digest" in children else None
-    )
+    digest = _field(reader, children, "digest", path, _digest)
     tier = None
     if "tier" in children:
         tier = reader.choice(children["tier"], join(path, "tier"), TIERS)
@@ -292,17 +310,7 @@ def image_facts(reader: Reader, node: Node, path: str) -> ImageFacts:
     elif any(k in children for k in ("layers", "size", "attestations", *_CONFIG_KEYS)):
         platforms = (_platform(reader, "", children, path),)
         index = False
-    signatures: tuple[SignatureFacts, ...] | None = None
-    if "signatures" in children:
-        listed = children["signatures"]
-        if isinstance(listed.value, list):
-            found = [
-                _signature(reader, child, item)
-                for item, child in reader.items(listed, join(path, "signatures"), nonempty=False)
-            ]
-            signatures = tuple(f for f in found if f is not None)
-        else:
-            reader.expected(listed, join(path, "signatures"), "a list of signatures ([] for none)")
+    signatures = _field(reader, children, "signatures", path, _SIGNATURES)
     return ImageFacts(
         digest=digest,
         index=index,

@@ -147,52 +147,53 @@ def pin_file(
     lines = _Lines(text)
     edits: dict[tuple[int, int], Edit] = {}
     skipped: list[Skipped] = []
-
-    def skip(item: FoundImage, why: SkipReason, reason: str) -> None:
-        skipped.append(Skipped(item, why, reason))
-
     for item in found:
-        if item.line < 1:
-            skip(item, "not-in-file", "not written in a file")
-            continue
-        if item.template is not None:
-            skip(
-                item,
-                "variables",
-                f"built from variables ({item.template}); pin the value the variables get",
-            )
-            continue
-        try:
-            parsed = reference.parse(item.image)
-        except InvalidReference as exc:
-            skip(item, "invalid", f"invalid image reference: {exc.problem}")
-            continue
-        if parsed.digest is not None:
-            skip(item, "pinned", "already pinned to a digest")
-            continue
-        digest = digests.get(item.image)
-        if digest is None:
-            skip(item, "no-digest", "no digest was resolved for it")
-            continue
-        try:
-            edit = Edit(item.line, item.column, item.image, pinned_reference(item.image, digest))
-        except InvalidReference as exc:
-            skip(item, "invalid", f"cannot pin to {digest!r}: {exc.problem}")
-            continue
-        try:
-            span = lines.span(edit, path)
-            _check_new(edit, span[2], path)
-        except InputError:
-            skip(
-                item,
-                "not-plain",
-                "not written as one plain or quoted token here (a block scalar, escapes or "
-                "a line continuation); pin it by hand",
-            )
-            continue
-        edits.setdefault(span[:2], edit)
+        pinned = _pin_one(item, digests, lines, path)
+        if isinstance(pinned, Skipped):
+            skipped.append(pinned)
+        else:
+            span, edit = pinned
+            edits.setdefault(span, edit)
     applied = tuple(edits.values())
     return PinResult(apply_edits(text, applied, filename=path), applied, tuple(skipped))
+
+
+def _pin_one(
+    item: FoundImage, digests: Mapping[str, str], lines: _Lines, path: str
+) -> tuple[tuple[int, int], Edit] | Skipped:
+    """The edit pinning `item` and the span of text it replaces, or why it is skipped."""
+    if item.line < 1:
+        return Skipped(item, "not-in-file", "not written in a file")
+    if item.template is not None:
+        return Skipped(
+            item,
+            "variables",
+            f"built from variables ({item.template}); pin the value the variables get",
+        )
+    try:
+        parsed = reference.parse(item.image)
+    except InvalidReference as exc:
+        return Skipped(item, "invalid", f"invalid image reference: {exc.problem}")
+    if parsed.digest is not None:
+        return Skipped(item, "pinned", "already pinned to a digest")
+    digest = digests.get(item.image)
+    if digest is None:
+        return Skipped(item, "no-digest", "no digest was resolved for it")
+    try:
+        edit = Edit(item.line, item.column, item.image, pinned_reference(item.image, digest))
+    except InvalidReference as exc:
+        return Skipped(item, "invalid", f"cannot pin to {digest!r}: {exc.problem}")
+    try:
+        span = lines.span(edit, path)
+        _check_new(edit, span[2], path)
+    except InputError:
+        return Skipped(
+            item,
+            "not-plain",
+            "not written as one plain or quoted token here (a block scalar, escapes or "
+            "a line continuation); pin it by hand",
+        )
+    return span[:2], edit
 
 
 class _Lines:

@@ -197,18 +197,10 @@ def _expected(reader: Reader, node: Node, path: str) -> tuple[ExpectedViolation,
     return tuple(out)
 
 
-def _case(
-    reader: Reader,
-    node: Node,
-    path: str,
-    *,
-    now: datetime,
-    resolver: factsfile.FactsResolver,
-    names: dict[str, Location],
-) -> Case | None:
-    fields = reader.mapping(node, path, allowed=_CASE_KEYS, required=("name", "image", "expect"))
-    if fields is None:
-        return None
+def _name(
+    reader: Reader, fields: dict[str, Node], path: str, names: dict[str, Location]
+) -> str | None:
+    """The case's name, which no earlier case in the file may have (`names`: where each was)."""
     name = reader.string(fields["name"], join(path, "name")) if "name" in fields else None
     if name is not None and name in names:
         first = names[name]
@@ -219,6 +211,13 @@ def _case(
         )
     elif name is not None:
         names[name] = fields["name"].location
+    return name
+
+
+def _image(
+    reader: Reader, fields: dict[str, Node], path: str
+) -> tuple[str | None, reference.Reference | None]:
+    """The case's image as written, and as parsed (None when it is not a valid reference)."""
     ref = None
     image_text = reader.string(fields["image"], join(path, "image")) if "image" in fields else None
     if image_text is not None:
@@ -226,6 +225,24 @@ def _case(
             ref = reference.parse(image_text)
         except InvalidReference as exc:
             reader.error(fields["image"], join(path, "image"), exc.problem)
+    return image_text, ref
+
+
+def _case(
+    reader: Reader,
+    node: Node,
+    path: str,
+    *,
+    now: datetime,
+    resolver: factsfile.FactsResolver,
+    names: dict[str, Location],
+) -> Case | None:
+    """One case; None when it is not valid (its problems went to `reader`)."""
+    fields = reader.mapping(node, path, allowed=_CASE_KEYS, required=("name", "image", "expect"))
+    if fields is None:
+        return None
+    name = _name(reader, fields, path, names)
+    image_text, ref = _image(reader, fields, path)
     namespace = (
         reader.string(fields["namespace"], join(path, "namespace"))
         if "namespace" in fields

@@ -67,46 +67,54 @@ def scan(text: str, filename: str, *, env: Mapping[str, str]) -> list[FoundImage
             problems.append(f"{_where(filename, services_node)}: services: expected a mapping")
             continue
         for name, (_, service) in _pairs(services_node).items():
-            path = f"services.{name}"
-            if _is_null(service):
-                continue
-            if not isinstance(service, MappingNode):
-                problems.append(f"{_where(filename, service)}: {path}: expected a mapping")
-                continue
-            image = _pairs(service).get("image")
-            if image is None:
-                continue
-            node = image[1]
-            if _is_null(node) or node.tag == _RESET:
-                continue
-            where = _where(filename, node)
-            if not isinstance(node, ScalarNode) or node.tag != _STR or node.value == "":
-                problems.append(f"{where}: {path}.image: expected an image reference (a string)")
-                continue
-            written: str = node.value
-            interpolation = _Interpolation(env)
-            value = interpolation.expand(written)
-            problems.extend(f"{where}: {path}.image: {p}" for p in interpolation.problems)
-            if interpolation.problems:
-                continue
-            found.append(
-                FoundImage(
-                    image=value,
-                    file=filename,
-                    line=where.line,
-                    column=where.column,
-                    kind="compose",
-                    name=name,
-                    namespace=None,
-                    container="",
-                    field="image",
-                    template=written if "$" in written else None,
-                )
-            )
+            image = _service_image(filename, name, service, env, problems)
+            if image is not None:
+                found.append(image)
     if problems:
         raise InputError("\n".join(problems))
     found.sort(key=lambda f: (f.line, f.column))
     return found
+
+
+def _service_image(
+    filename: str, name: str, service: Node, env: Mapping[str, str], problems: list[str]
+) -> FoundImage | None:
+    """The image of service `name`, interpolated; None when it has none (or a problem, which
+    goes to `problems`)."""
+    path = f"services.{name}"
+    if _is_null(service):
+        return None
+    if not isinstance(service, MappingNode):
+        problems.append(f"{_where(filename, service)}: {path}: expected a mapping")
+        return None
+    image = _pairs(service).get("image")
+    if image is None:
+        return None
+    node = image[1]
+    if _is_null(node) or node.tag == _RESET:
+        return None
+    where = _where(filename, node)
+    if not isinstance(node, ScalarNode) or node.tag != _STR or node.value == "":
+        problems.append(f"{where}: {path}.image: expected an image reference (a string)")
+        return None
+    written: str = node.value
+    interpolation = _Interpolation(env)
+    value = interpolation.expand(written)
+    problems.extend(f"{where}: {path}.image: {p}" for p in interpolation.problems)
+    if interpolation.problems:
+        return None
+    return FoundImage(
+        image=value,
+        file=filename,
+        line=where.line,
+        column=where.column,
+        kind="compose",
+        name=name,
+        namespace=None,
+        container="",
+        field="image",
+        template=written if "$" in written else None,
+    )
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:

@@ -25,7 +25,7 @@ and so does this scanner. Where BuildKit would substitute an empty string for a 
 without a value, this scanner reports the variable instead of guessing: an image must be known
 to be judged.
 
-A substituted value may be at most `MAX_EXPANSION` characters long: ARGs that double each
+A substituted value may be at most `dockerargs.MAX_EXPANSION` characters long: ARGs that double each
 other (`ARG A1=${A0}${A0}`, `ARG A2=${A1}${A1}`, …) would otherwise grow exponentially. The
 first instruction over it stops the scan with `file:line:col: ARG A17: …`.
 """
@@ -34,32 +34,21 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from policy.errors import InputError
 from policy.scanners import FoundImage
+from policy.scanners.dockerargs import Expansion, Lookup, TooLong, scoped
 
-PLATFORM_ARGS = frozenset(
-    prefix + suffix
-    for prefix in ("BUILD", "TARGET")
-    for suffix in ("PLATFORM", "OS", "ARCH", "VARIANT")
-)
 _NO_ARGS: Mapping[str, str] = types.MappingProxyType({})
-
-MAX_EXPANSION = 65_536
-"""Characters a word may hold once its variables are substituted (an image reference is a few
-hundred at most; a legitimate ARG a few thousand)."""
 
 _DIRECTIVE = re.compile(r"#[ \t]*([A-Za-z][A-Za-z0-9_-]*)[ \t]*=[ \t]*(\S*)[ \t]*")
 _COMMENT = re.compile(r"[ \t]*#")
 _KEYWORD = re.compile(r"(\S+)[ \t]*")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A heredoc opener: a word `<<EOF`, `<<-EOF`, `<<"EOF"` (quoted `<<` is not one).
 _HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z0-9_.-]+)\2")
 _HEREDOC_INSTRUCTIONS = frozenset({"run", "copy", "add"})
-# Longest operators first, so that `:-` is not read as `:` then `-`.
-_OPERATORS = (":-", ":+", ":?", "-", "+", "?")
 
 
 @dataclass(frozen=True)
@@ -110,10 +99,6 @@ class _Instruction:
         return words
 
 
-# A variable's value, or (None, why it has none).
-_Lookup = Callable[[str], tuple[str | None, str]]
-
-
 def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) -> list[FoundImage]:
     """Every image the Dockerfile `text` pulls, in file order, kind "Dockerfile".
 
@@ -131,68 +116,86 @@ def scan(text: str, filename: str, *, build_args: Mapping[str, str] = _NO_ARGS) 
     stage_args: dict[str, str | None] | None = None
     earlier_stages: set[str] = set()
     stage = ""
-
-    def where(word: _Word) -> str:
-        return f"{filename}:{word.line}:{word.column}"
-
-    global_lookup = _scoped(global_args, build_args, "before the first FROM")
+    global_lookup = scoped(global_args, build_args, "before the first FROM")
 
     for ins in instructions:
         if ins.keyword == "arg":
             scope, lookup, inherited = global_args, global_lookup, None
             if stage_args is not None:
                 scope, inherited = stage_args, global_args
-                lookup = _scoped(stage_args, build_args, "in this stage")
+                lookup = scoped(stage_args, build_args, "in this stage")
             try:
                 _declare(ins, scope, lookup, build_args, escape, inherited=inherited)
-            except _TooLong as exc:
+            except TooLong as exc:
                 raise InputError(f"{filename}:{ins.line}:{ins.column}: ARG {exc}") from None
             continue
         if ins.keyword == "from":
-            flags = [w for w in ins.words() if w.text.startswith("--")]
-            args = [w for w in ins.words() if not w.text.startswith("--")]
-            if len(args) not in (1, 3) or (len(args) == 3 and args[1].text.lower() != "as"):
-                got = " ".join(w.text for w in args) or "nothing"
-                problems.append(
-                    f"{filename}:{ins.line}:{ins.column}: FROM: expected "
-                    f"`FROM [--platform=P] image [AS name]`, got {got!r}"
-                )
-                stage_args = {}
-                continue
-            stage = args[2].text.lower() if len(args) == 3 else ""
+            opened = _from(ins, filename, escape, global_lookup, earlier_stages, found, problems)
+            stage = stage if opened is None else opened
             stage_args = {}
-            platform = next(
-                (f.text.partition("=")[2] for f in flags if f.text.startswith("--platform=")),
-                None,
-            )
-            expansion = _Expansion(escape, global_lookup)
-            try:
-                value = expansion.word(args[0].text)
-            except _TooLong as exc:
-                raise InputError(f"{where(args[0])}: FROM: {exc}") from None
-            if expansion.problems:
-                problems.extend(f"{where(args[0])}: FROM: {p}" for p in expansion.problems)
-            elif value.lower() != "scratch" and value.lower() not in earlier_stages:
-                found.append(_found(args[0], value, filename, stage, "from", expansion, platform))
-            if stage:
-                earlier_stages.add(stage)
             continue
         if stage_args is None:
             continue
-        stage_lookup = _scoped(stage_args, build_args, "in this stage")
+        stage_lookup = scoped(stage_args, build_args, "in this stage")
         for word, what, field_name in _from_flags(ins):
-            expansion = _Expansion(escape, stage_lookup)
+            expansion = Expansion(escape, stage_lookup)
             try:
                 value = expansion.word(word.text)
-            except _TooLong as exc:
-                raise InputError(f"{where(word)}: {what}: {exc}") from None
+            except TooLong as exc:
+                raise InputError(f"{_where(filename, word)}: {what}: {exc}") from None
             if expansion.problems:
-                problems.extend(f"{where(word)}: {what}: {p}" for p in expansion.problems)
+                problems.extend(
+                    f"{_where(filename, word)}: {what}: {p}" for p in expansion.problems
+                )
             elif value and not value.isdigit() and value.lower() not in stage_names:
                 found.append(_found(word, value, filename, stage, field_name, expansion, None))
     if problems:
         raise InputError("\n".join(problems))
     return found
+
+
+def _where(filename: str, word: _Word) -> str:
+    """`file:line:col` of `word`, which a message about it starts with."""
+    return f"{filename}:{word.line}:{word.column}"
+
+
+def _from(
+    ins: _Instruction,
+    filename: str,
+    escape: str,
+    lookup: Lookup,
+    earlier_stages: set[str],
+    found: list[FoundImage],
+    problems: list[str],
+) -> str | None:
+    """Read one FROM: its image goes to `found` (unless `scratch` or an earlier stage), its
+    problems to `problems`. The name of the stage it opens ("" unnamed); None if malformed."""
+    flags = [w for w in ins.words() if w.text.startswith("--")]
+    args = [w for w in ins.words() if not w.text.startswith("--")]
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1].text.lower() != "as"):
+        got = " ".join(w.text for w in args) or "nothing"
+        problems.append(
+            f"{filename}:{ins.line}:{ins.column}: FROM: expected "
+            f"`FROM [--platform=P] image [AS name]`, got {got!r}"
+        )
+        return None
+    stage = args[2].text.lower() if len(args) == 3 else ""
+    platform = next(
+        (f.text.partition("=")[2] for f in flags if f.text.startswith("--platform=")),
+        None,
+    )
+    expansion = Expansion(escape, lookup)
+    try:
+        value = expansion.word(args[0].text)
+    except TooLong as exc:
+        raise InputError(f"{_where(filename, args[0])}: FROM: {exc}") from None
+    if expansion.problems:
+        problems.extend(f"{_where(filename, args[0])}: FROM: {p}" for p in expansion.problems)
+    elif value.lower() != "scratch" and value.lower() not in earlier_stages:
+        found.append(_found(args[0], value, filename, stage, "from", expansion, platform))
+    if stage:
+        earlier_stages.add(stage)
+    return stage
 
 
 def escape_of(lines: Sequence[str]) -> str:
@@ -295,37 +298,10 @@ def _from_flags(ins: _Instruction) -> Iterator[tuple[_Word, str, str]]:
                 offset += len(part) + 1
 
 
-def _scoped(scope: Mapping[str, str | None], build_args: Mapping[str, str], where: str) -> _Lookup:
-    """The lookup of variables declared in `scope` (`where` names it in messages)."""
-
-    def lookup(name: str) -> tuple[str | None, str]:
-        return _lookup(name, scope, build_args, where)
-
-    return lookup
-
-
-def _lookup(
-    name: str, scope: Mapping[str, str | None], build_args: Mapping[str, str], where: str
-) -> tuple[str | None, str]:
-    if name in scope:
-        value = scope[name]
-        if value is None:
-            return None, (
-                f"ARG {name} has no value (give it a default, ARG {name}=…, "
-                f"or pass the build arg {name})"
-            )
-        return value, ""
-    if name in PLATFORM_ARGS:
-        if name in build_args:
-            return build_args[name], ""
-        return None, f"${{{name}}} is set by the builder (pass the build arg {name})"
-    return None, f"variable ${{{name}}} is not declared by an ARG {where}"
-
-
 def _declare(
     ins: _Instruction,
     scope: dict[str, str | None],
-    lookup: _Lookup,
+    lookup: Lookup,
     build_args: Mapping[str, str],
     escape: str,
     *,
@@ -341,11 +317,11 @@ def _declare(
         if name in build_args:
             scope[name] = build_args[name]
         elif equals:
-            expansion = _Expansion(escape, lookup)
+            expansion = Expansion(escape, lookup)
             try:
                 value = expansion.word(default)
-            except _TooLong as exc:
-                raise _TooLong(f"{name}: {exc} (ARGs that double each other?)") from None
+            except TooLong as exc:
+                raise TooLong(f"{name}: {exc} (ARGs that double each other?)") from None
             scope[name] = None if expansion.problems else value
         elif inherited is not None and name in inherited:
             scope[name] = inherited[name]
@@ -382,149 +358,13 @@ def _shell_words(text: str, escape: str) -> list[str]:
     return words
 
 
-class _TooLong(Exception):
-    """A word whose substituted variables make it longer than MAX_EXPANSION."""
-
-
-class _Expansion:
-    """BuildKit's word expansion: quotes removed, escapes honoured, variables substituted.
-
-    Collects every problem (a variable without a value, a malformed `${…}`) instead of
-    stopping; `substituted` says whether any variable was read. A default or replacement
-    word is only evaluated when it is used.
-    """
-
-    def __init__(self, escape: str, lookup: _Lookup) -> None:
-        self.escape = escape
-        self.lookup = lookup
-        self.problems: list[str] = []
-        self.substituted = False
-        self._text = ""
-        self._i = 0
-        self._added = 0
-
-    def word(self, text: str) -> str:
-        """`text` expanded; _TooLong when its variables' values add up past MAX_EXPANSION."""
-        self._text, self._i, self._added = text, 0, 0
-        return self._until_brace(inside=False)
-
-    def _substitute(self, value: str) -> str:
-        """A variable's value, counted: substitutions stop the word once over the limit."""
-        self._added += len(value)
-        if self._added > MAX_EXPANSION:
-            raise _TooLong(
-                f"value longer than {MAX_EXPANSION} characters once its variables are substituted"
-            )
-        return value
-
-    def _until_brace(self, *, inside: bool) -> str:
-        out: list[str] = []
-        text = self._text
-        while self._i < len(text):
-            ch = text[self._i]
-            if inside and ch == "}":
-                return "".join(out)
-            if ch == self.escape:
-                out.append(text[self._i + 1 : self._i + 2] or ch)
-                self._i += 2
-            elif ch == "'":
-                end = text.find("'", self._i + 1)
-                if end < 0:
-                    self.problems.append(f"unterminated quote in {text!r}")
-                    end = len(text)
-                out.append(text[self._i + 1 : end])
-                self._i = end + 1
-            elif ch == '"':
-                self._i += 1
-                out.append(self._double_quoted())
-            elif ch == "$":
-                out.append(self._dollar())
-            else:
-                out.append(ch)
-                self._i += 1
-        if inside:
-            self.problems.append(f"unterminated variable in {text!r} (a `${{` without `}}`)")
-        return "".join(out)
-
-    def _double_quoted(self) -> str:
-        out: list[str] = []
-        text = self._text
-        while self._i < len(text):
-            ch = text[self._i]
-            if ch == '"':
-                self._i += 1
-                return "".join(out)
-            if ch == self.escape and text[self._i + 1 : self._i + 2] in ('"', "$", self.escape):
-                out.append(text[self._i + 1])
-                self._i += 2
-            elif ch == "$":
-                out.append(self._dollar())
-            else:
-                out.append(ch)
-                self._i += 1
-        self.problems.append(f"unterminated quote in {text!r}")
-        return "".join(out)
-
-    def _dollar(self) -> str:
-        text = self._text
-        self._i += 1  # the `$`
-        if text[self._i : self._i + 1] != "{":
-            name = _NAME.match(text, self._i)
-            if name is None:
-                return "$"
-            self._i = name.end()
-            return self._value(name[0])
-        self._i += 1  # the `{`
-        name = _NAME.match(text, self._i)
-        rest = text[name.end() :] if name else ""
-        operator = next((op for op in _OPERATORS if rest.startswith(op)), None)
-        if name is None or (operator is None and not rest.startswith("}")):
-            self.problems.append(
-                f"unsupported variable syntax at {text[self._i - 2 :]!r} (use $VAR, ${{VAR}}, "
-                "or the :-, -, :+, +, :? and ? operators)"
-            )
-            self._i = len(text)
-            return ""
-        self._i = name.end()
-        if operator is None:
-            self._i += 1  # the `}`
-            return self._value(name[0])
-        self._i += len(operator)
-        self.substituted = True
-        value, why = self.lookup(name[0])
-        present = bool(value) if operator.startswith(":") else value is not None
-        used = (operator in (":+", "+")) == present or operator in (":?", "?")
-        mark = len(self.problems)
-        word = self._until_brace(inside=True)
-        self._i += 1  # the `}`
-        if not used:
-            del self.problems[mark:]
-        if operator in (":-", "-"):
-            return self._substitute(value) if present and value is not None else word
-        if operator in (":+", "+"):
-            return word if present else ""
-        if present and value is not None:
-            del self.problems[mark:]
-            return self._substitute(value)
-        self.problems.append(f"variable ${{{name[0]}}} is required: {word or why}")
-        return ""
-
-    def _value(self, name: str) -> str:
-        self.substituted = True
-        value, why = self.lookup(name)
-        if value is None:
-            self.problems.append(why)
-            return ""
-        return self._substitute(value)
-
-
 def _found(
     at: _Word,
     value: str,
     filename: str,
     stage: str,
     field_name: str,
-    expansion: _Expansion,
+    expansion: Expansion,
     platform: str | None,
 ) -> FoundImage:
     return FoundImage(

@@ -71,11 +71,7 @@ def scan(
         for prefix, obj, kind in _objects(value, (), None, set(), problems, document):
             extraction = workloads.extract(obj, kind=kind, table=table)
             if explain is not None:
-                group = workloads.group_of(obj)
-                shown = f"{kind} ({group})" if group else kind
-                line = f"{filename}: {shown}: {_how(kind, obj, extraction)}"
-                if line not in explain:
-                    explain.append(line)
+                _explain(explain, filename, kind, obj, extraction)
             for problem in extraction.problems:
                 path = (*prefix, *problem.path)
                 problems.append(f"{document.locate(path)}: {Problem(path, problem.message)}")
@@ -99,6 +95,21 @@ def scan(
         raise InputError("\n".join(problems))
     found.sort(key=lambda image: (image.line, image.column))
     return found
+
+
+def _explain(
+    explain: list[str],
+    filename: str,
+    kind: str,
+    obj: Mapping[str, object],
+    extraction: workloads.Extraction,
+) -> None:
+    """Say once per file how the images of `kind` (and its API group) were found."""
+    group = workloads.group_of(obj)
+    shown = f"{kind} ({group})" if group else kind
+    line = f"{filename}: {shown}: {_how(kind, obj, extraction)}"
+    if line not in explain:
+        explain.append(line)
 
 
 def looks_like_kubernetes(text: str) -> bool:
