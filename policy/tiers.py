@@ -44,10 +44,10 @@ from policy.errors import EgressRefused, NoSource, RateLimited, RegistryError, R
 from policy.facts import TIERS, offline_tier
 from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
-from policy.registry import transport
-from policy.registry.client import describe_failure
+from policy.registry import exchange
+from policy.registry.exchange import Cap, describe_failure
 from policy.registry.session import egress_policy, new_session
-from policy.registry.transport import EgressDenied, Transport
+from policy.registry.transport import Transport
 from policy.settings import Settings
 from policy.sharedcache import SharedCache
 
@@ -384,67 +384,57 @@ class HubTiers:
         if timeout <= 0:
             raise _Unanswered(_Failure(RegistryUnavailable, f"{what}: no time left"))
         self._count("requests")
-        transport.forget_exchange()
         try:
-            with self._session.get(
+            reply = exchange.exchange(
+                self._session,
+                "GET",
                 url,
-                params=params,
                 timeout=timeout,
-                auth=_NoAuth(),
-                allow_redirects=False,
-                stream=True,
+                read=lambda status: Cap(BODY_MAX, "decoded") if status == 200 else None,
+                deadline=deadline,
                 headers={"Accept": "application/json"},
-            ) as response:
-                status = response.status_code
-                if status not in ok:
-                    raise _Unanswered(_status_failure(what, response))
-                if status != 200:
-                    return _Fetched(status, None)
-                body = bytearray()
-                for chunk in response.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > BODY_MAX:
-                        raise _Unanswered(
-                            _Failure(RegistryError, f"{what}: answer larger than {BODY_MAX} bytes")
-                        )
-                    if deadline.expired:
-                        raise _Unanswered(
-                            _Failure(RegistryUnavailable, f"{what}: answer not read in time")
-                        )
-                if transport.cut_short():  # "ended" by the cut at its deadline: no answer
-                    raise _Unanswered(
-                        _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-                    )
-        except EgressDenied as exc:
-            raise _Unanswered(
-                _Failure(EgressRefused, f"{what}: refused by egress policy: {exc.reason}")
-            ) from None
-        except requests.Timeout:
-            raise _Unanswered(
-                _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-            ) from None
-        except requests.RequestException as exc:
-            if transport.cut_short():
-                raise _Unanswered(
-                    _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-                ) from None
-            # Worded like the registry client's errors: who could not be reached, and why.
-            host = urllib.parse.urlsplit(url).hostname or url
-            raise _Unanswered(
-                _Failure(
-                    RegistryUnavailable, f"{what}: cannot reach {host}: {describe_failure(exc)}"
-                )
-            ) from None
+                params=params,
+                auth=_NoAuth(),
+            )
+        except exchange.ExchangeFailed as failure:
+            raise _Unanswered(_transport_failure(what, url, timeout, failure)) from None
+        if reply.status not in ok:
+            raise _Unanswered(_status_failure(what, reply))
+        if reply.status != 200:
+            return _Fetched(reply.status, None)
         try:
-            return _Fetched(status, jsonbound.loads(bytes(body), max_bytes=BODY_MAX))
+            return _Fetched(reply.status, jsonbound.loads(reply.body, max_bytes=BODY_MAX))
         except jsonbound.JSONRefused as exc:
             raise _Unanswered(_Failure(RegistryError, f"{what}: {exc}")) from None
 
 
-def _status_failure(what: str, response: requests.Response) -> _Failure:
-    status = response.status_code
+def _transport_failure(
+    what: str, url: str, timeout: float, failure: exchange.ExchangeFailed
+) -> _Failure:
+    """Why Docker Hub gave no answer, said from the transport's failure."""
+    late = _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
+    if isinstance(failure, exchange.NoTimeLeft):
+        return _Failure(RegistryUnavailable, f"{what}: no time left")
+    if isinstance(failure, exchange.Refused):
+        return _Failure(EgressRefused, f"{what}: refused by egress policy: {failure.reason}")
+    if isinstance(failure, exchange.TooLarge):
+        return _Failure(RegistryError, f"{what}: answer larger than {BODY_MAX} bytes")
+    if isinstance(failure, exchange.OutOfTime):
+        return _Failure(RegistryUnavailable, f"{what}: answer not read in time")
+    cause = (
+        failure.cause if isinstance(failure, exchange.Unreachable | exchange.ReadFailed) else None
+    )
+    if cause is None or failure.cut or isinstance(cause, requests.Timeout):
+        return late
+    # Worded like the registry client's errors: who could not be reached, and why.
+    host = urllib.parse.urlsplit(url).hostname or url
+    return _Failure(RegistryUnavailable, f"{what}: cannot reach {host}: {describe_failure(cause)}")
+
+
+def _status_failure(what: str, reply: exchange.Reply) -> _Failure:
+    status = reply.status
     if status == 429:
-        after = response.headers.get("Retry-After")
+        after = reply.headers.get("Retry-After")
         hint = f", retry after {after}s" if after and after.isdigit() else ""
         return _Failure(RateLimited, f"{what}: rate limited (HTTP 429{hint})", status)
     if status >= 500:

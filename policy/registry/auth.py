@@ -35,10 +35,15 @@ import requests
 
 from policy import jsonbound, reference
 from policy.cache import Coalescer
-from policy.errors import EgressRefused, RateLimited, RegistryAuthError, RegistryUnavailable
-from policy.registry import transport
+from policy.errors import (
+    EgressRefused,
+    RateLimited,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnavailable,
+)
+from policy.registry import exchange
 from policy.registry.credentials import Credential, CredentialStore
-from policy.registry.transport import EgressDenied
 
 __all__ = [
     "CLIENT_ID",
@@ -906,110 +911,109 @@ class Authenticator:
         *,
         timeout: float,
     ) -> TokenResponse:
+        """Send the token request (no redirect followed, the answer capped at MAX_TOKEN_BODY)
+        and read its token; the registry error the realm's failure or refusal means."""
         realm_host = urlsplit(request.url).hostname or "?"
-        secrets = _secrets_of(credential)
-        transport.forget_exchange()
         try:
-            response = self._session.request(
+            reply = exchange.exchange(
+                self._session,
                 request.method,
                 request.url,
+                timeout=timeout,
+                read=lambda status: TOKEN_CAP,
+                headers={"Accept": "application/json"},
                 params=list(request.params) or None,
                 data=list(request.form) or None,
                 auth=request.basic,
-                headers={"Accept": "application/json"},
-                timeout=timeout,
-                allow_redirects=False,
-                stream=True,
             )
-        except EgressDenied as exc:
-            raise EgressRefused(
-                f"token realm {realm_host} for {registry} refused by egress policy: {exc.reason}",
-                registry=registry,
-            ) from None
-        except requests.Timeout:
-            raise RegistryUnavailable(
-                f"token realm {realm_host} for {registry} timed out", registry=registry
-            ) from None
-        except requests.RequestException as exc:
-            raise RegistryUnavailable(
-                f"token realm {realm_host} for {registry} unreachable ({type(exc).__name__})",
-                registry=registry,
-            ) from None
-        with response:
-            body = _read_capped(response, registry, realm_host)
-            status = response.status_code
-        if status == 200:
+        except exchange.ExchangeFailed as failure:
+            raise _realm_failure(failure, registry, realm_host) from None
+        if reply.status == 200:
             try:
-                return parse_token_response(body)
+                return parse_token_response(reply.body)
             except RegistryAuthError as exc:
                 raise RegistryAuthError(
                     f"token realm {realm_host} for {registry}: {exc}", registry=registry
                 ) from None
-        detail = _server_detail(body, secrets)
-        if status in (401, 403):
-            if credential is None or (request.basic is None and request.method == "GET"):
-                raise RegistryAuthError(
-                    f"registry {registry} requires authentication; no credentials for "
-                    f"{registry} (token realm {realm_host} answered HTTP {status}{detail})",
-                    registry=registry,
-                )
-            who = f"user {credential.username!r}" if credential.username else "identity token"
-            raise RegistryAuthError(
-                f"token realm {realm_host} rejected the credentials for {who} on {registry} "
-                f"(HTTP {status}{detail})",
-                registry=registry,
-            )
-        if status == 429:
-            raise RateLimited(
-                f"token realm {realm_host} for {registry} is rate limiting (HTTP 429)",
-                registry=registry,
-            )
-        if status >= 500:
-            raise RegistryUnavailable(
-                f"token realm {realm_host} for {registry} failed (HTTP {status})",
-                registry=registry,
-                status=status,
-            )
-        if 300 <= status < 400:
-            raise RegistryAuthError(
-                f"token realm {realm_host} for {registry} answered a redirect (HTTP {status}); "
-                "redirects from a token realm are not followed",
-                registry=registry,
-            )
-        raise RegistryAuthError(
-            f"token realm {realm_host} for {registry} answered HTTP {status}{detail}",
-            registry=registry,
-        )
+        anonymous = request.basic is None and request.method == "GET"
+        raise _realm_refusal(reply, registry, realm_host, credential, anonymous=anonymous)
 
 
-def _read_capped(response: requests.Response, registry: str, realm_host: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_content(65536):
-            size += len(chunk)
-            if size > MAX_TOKEN_BODY:
-                raise RegistryAuthError(
-                    f"token realm {realm_host} for {registry} sent a response over "
-                    f"{MAX_TOKEN_BODY} bytes",
-                    registry=registry,
-                )
-            chunks.append(chunk)
-    except requests.RequestException as exc:
-        if transport.cut_short():
-            raise RegistryUnavailable(
-                f"token realm {realm_host} for {registry} timed out", registry=registry
-            ) from None
-        raise RegistryUnavailable(
-            f"token realm {realm_host} for {registry}: reading the response failed "
-            f"({type(exc).__name__})",
-            registry=registry,
-        ) from None
-    if transport.cut_short():  # a body "ended" by the cut at its deadline is no answer
-        raise RegistryUnavailable(
-            f"token realm {realm_host} for {registry} timed out", registry=registry
+TOKEN_CAP = exchange.Cap(MAX_TOKEN_BODY, "decoded")
+"""A token realm's answer, whatever its status: decoded, at most MAX_TOKEN_BODY bytes."""
+
+
+def _realm_failure(
+    failure: exchange.ExchangeFailed, registry: str, realm_host: str
+) -> RegistryError:
+    """A token realm's transport failure, worded as the registry error it means."""
+    where = f"token realm {realm_host} for {registry}"
+    if isinstance(failure, exchange.Refused):
+        return EgressRefused(
+            f"{where} refused by egress policy: {failure.reason}", registry=registry
         )
-    return b"".join(chunks)
+    if isinstance(failure, exchange.TooLarge):
+        return RegistryAuthError(
+            f"{where} sent a response over {MAX_TOKEN_BODY} bytes", registry=registry
+        )
+    if isinstance(failure, exchange.Unreachable) and not failure.timed_out:
+        return RegistryUnavailable(
+            f"{where} unreachable ({type(failure.cause).__name__})", registry=registry
+        )
+    if isinstance(failure, exchange.ReadFailed) and not failure.cut and failure.cause:
+        return RegistryUnavailable(
+            f"{where}: reading the response failed ({type(failure.cause).__name__})",
+            registry=registry,
+        )
+    return RegistryUnavailable(f"{where} timed out", registry=registry)
+
+
+def _realm_refusal(
+    reply: exchange.Reply,
+    registry: str,
+    realm_host: str,
+    credential: Credential | None,
+    *,
+    anonymous: bool,
+) -> RegistryError:
+    """What a token realm's answer other than 200 means (`anonymous`: the request carried no
+    credential)."""
+    status = reply.status
+    detail = _server_detail(reply.body, _secrets_of(credential))
+    if status in (401, 403):
+        if credential is None or anonymous:
+            return RegistryAuthError(
+                f"registry {registry} requires authentication; no credentials for "
+                f"{registry} (token realm {realm_host} answered HTTP {status}{detail})",
+                registry=registry,
+            )
+        who = f"user {credential.username!r}" if credential.username else "identity token"
+        return RegistryAuthError(
+            f"token realm {realm_host} rejected the credentials for {who} on {registry} "
+            f"(HTTP {status}{detail})",
+            registry=registry,
+        )
+    if status == 429:
+        return RateLimited(
+            f"token realm {realm_host} for {registry} is rate limiting (HTTP 429)",
+            registry=registry,
+        )
+    if status >= 500:
+        return RegistryUnavailable(
+            f"token realm {realm_host} for {registry} failed (HTTP {status})",
+            registry=registry,
+            status=status,
+        )
+    if 300 <= status < 400:
+        return RegistryAuthError(
+            f"token realm {realm_host} for {registry} answered a redirect (HTTP {status}); "
+            "redirects from a token realm are not followed",
+            registry=registry,
+        )
+    return RegistryAuthError(
+        f"token realm {realm_host} for {registry} answered HTTP {status}{detail}",
+        registry=registry,
+    )
 
 
 def _choose(challenges: Sequence[Challenge], registry: str) -> Challenge:
