@@ -300,16 +300,33 @@ class Authenticator:
                 f"{reason}; {who} may lack access",
                 registry=registry,
             )
+        request = build_token_request(
+            mode.realm, mode.service, scope.split() or fallback_scopes, credential
+        )
         replaces_rejected = sent is not None and sent.kind == "bearer"
+        return self._fetch_shared(
+            key, request, credential, sent, replaces_rejected=replaces_rejected, timeout=timeout
+        )
+
+    def _fetch_shared(
+        self,
+        key: _TokenKey,
+        request: TokenRequest,
+        credential: Credential | None,
+        sent: _Issued | None,
+        *,
+        replaces_rejected: bool,
+        timeout: float,
+    ) -> _Issued:
+        """The token for `key`, fetched with `request` unless a valid one other than `sent`
+        was stored meanwhile; concurrent fetches of one key share one request."""
+        registry = key[0]
 
         def fetch() -> _Issued:
             with self._lock:
                 latest = self._tokens.get(key)
             if latest is not None and latest is not sent and latest.expires_at > self._clock():
                 return latest  # stored by a fetch that finished just before this one started
-            request = build_token_request(
-                mode.realm, mode.service, scope.split() or fallback_scopes, credential
-            )
             started = self._clock()
             answer = self._fetch(request, registry, credential, timeout=timeout)
             lifetime = max(answer.expires_in - EXPIRY_MARGIN, 0.0)
@@ -323,7 +340,7 @@ class Authenticator:
         try:
             return self._fetches.do(key, fetch, timeout=timeout)
         except TimeoutError:
-            realm_host = urlsplit(mode.realm).hostname or "?"
+            realm_host = urlsplit(request.url).hostname or "?"
             raise RegistryUnavailable(
                 f"token realm {realm_host} for {registry} timed out "
                 "(waiting for a token another request is fetching)",

@@ -188,21 +188,25 @@ def realm_refusal(
             f"refusing token realm {shown}: plain http is only used for a loopback registry "
             "on the same host (or an explicitly trusted http:// prefix)"
         )
-    if same_host or trusted_entry is not None:
+    if same_host or trusted_entry is not None or _related(host, reg_host, realm_ip, reg_ip):
         return None
+    return (
+        f"refusing token realm {shown}: not on the registry's domain "
+        f"(configure registries.{name}.tokenRealms to trust it)"
+    )
+
+
+def _related(host: str, reg_host: str, realm_ip: _IP | None, reg_ip: _IP | None) -> bool:
+    """Whether a realm on another host belongs with the registry: `auth.docker.io` for Docker
+    Hub's hosts, or a host name on the registry's registrable domain."""
     if reg_host in reference.DOCKER_HUB_HOSTS and host == DOCKER_HUB_REALM_HOST:
-        return None
-    if (
+        return True
+    return (
         realm_ip is None
         and reg_ip is None
         and "." in host
         and "." in reg_host
         and registrable_domain(host) == registrable_domain(reg_host)
-    ):
-        return None
-    return (
-        f"refusing token realm {shown}: not on the registry's domain "
-        f"(configure registries.{name}.tokenRealms to trust it)"
     )
 
 
