@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import requests
 
@@ -29,7 +30,7 @@ from policy.errors import (
 from policy.registry import media
 from policy.registry.endpoints import RegistryConfig, is_loopback
 from policy.registry.exchange import content_length
-from policy.registry.fetch import AuthProvider, Fetcher, RequestEvent, redirect_target
+from policy.registry.fetch import Answer, AuthProvider, Fetcher, RequestEvent, redirect_target
 from policy.registry.messages import display, located
 from policy.registry.ratelimits import RateLimit, parse_rate_limit, parse_retry_after
 
@@ -208,26 +209,13 @@ class RegistryClient:
         self, registry: str, repository: str, digest: str, *, deadline: Deadline, max_bytes: int
     ) -> bytes:
         """GET a blob (following redirects), at most `max_bytes`, verified against `digest`."""
-        ref = f"{registry}/{repository}@{digest}"
-        try:
-            media.parse_digest(digest)
-        except RegistryError as exc:
-            raise located(exc, registry, ref) from None
-        path = f"/v2/{self._repository(registry, repository)}/blobs/{digest}"
-        answer = self._fetcher.fetch(
-            registry,
-            repository,
-            digest,
-            "GET",
-            path,
-            deadline=deadline,
-            max_bytes=max_bytes,
-            kind="blob",
+        answer = self._get_by_digest(
+            registry, repository, digest, "blobs", deadline=deadline, max_bytes=max_bytes
         )
         try:
             media.verify_digest(answer.body, digest)
         except RegistryError as exc:
-            raise located(exc, registry, ref) from None
+            raise located(exc, registry, f"{registry}/{repository}@{digest}") from None
         return answer.body
 
     def get_referrers(
@@ -237,21 +225,10 @@ class RegistryClient:
         None when the registry does not offer the API (a 404 or another 4xx but 401/403/429,
         as the distribution spec says), so the caller falls back to the referrers tag."""
         ref = f"{registry}/{repository}@{digest}"
+        max_bytes = self._limits.manifest_bytes
         try:
-            media.parse_digest(digest)
-        except RegistryError as exc:
-            raise located(exc, registry, ref) from None
-        path = f"/v2/{self._repository(registry, repository)}/referrers/{digest}"
-        try:
-            answer = self._fetcher.fetch(
-                registry,
-                repository,
-                digest,
-                "GET",
-                path,
-                deadline=deadline,
-                max_bytes=self._limits.manifest_bytes,
-                kind="referrers",
+            answer = self._get_by_digest(
+                registry, repository, digest, "referrers", deadline=deadline, max_bytes=max_bytes
             )
         except ManifestNotFound:
             return None
@@ -315,6 +292,34 @@ class RegistryClient:
     _redirect_target = staticmethod(redirect_target)
 
     # --- paths ---------------------------------------------------------------------------
+
+    def _get_by_digest(
+        self,
+        registry: str,
+        repository: str,
+        digest: str,
+        endpoint: Literal["blobs", "referrers"],
+        *,
+        deadline: Deadline,
+        max_bytes: int,
+    ) -> Answer:
+        """GET `/v2/<repository>/<endpoint>/<digest>` (the digest checked first)."""
+        try:
+            media.parse_digest(digest)
+        except RegistryError as exc:
+            raise located(exc, registry, f"{registry}/{repository}@{digest}") from None
+        path = f"/v2/{self._repository(registry, repository)}/{endpoint}/{digest}"
+        kind = "blob" if endpoint == "blobs" else endpoint
+        return self._fetcher.fetch(
+            registry,
+            repository,
+            digest,
+            "GET",
+            path,
+            deadline=deadline,
+            max_bytes=max_bytes,
+            kind=kind,
+        )
 
     def _repository(self, registry: str, repository: str) -> str:
         if not _REPOSITORY.fullmatch(repository) or len(repository) > 255:
