@@ -28,9 +28,9 @@ from policy.errors import (
     UnsupportedManifest,
 )
 from policy.registry import media
-from policy.registry.endpoints import RegistryConfig, is_loopback
+from policy.registry.endpoints import RegistryConfig, is_loopback, redirect_target
 from policy.registry.exchange import content_length
-from policy.registry.fetch import Answer, AuthProvider, Fetcher, RequestEvent, redirect_target
+from policy.registry.fetch import Answer, AuthProvider, Fetcher, RequestEvent
 from policy.registry.messages import display, located
 from policy.registry.ratelimits import RateLimit, parse_rate_limit, parse_retry_after
 
@@ -288,7 +288,7 @@ class RegistryClient:
         """Also call `listener` with each request's event (after `on_request`)."""
         self._fetcher.listen(listener)
 
-    # Where a redirect leads, or why it is refused (the rule is `fetch.redirect_target`).
+    # Where a redirect leads, or why it is refused (the rule is `endpoints.redirect_target`).
     _redirect_target = staticmethod(redirect_target)
 
     # --- paths ---------------------------------------------------------------------------

@@ -1,14 +1,15 @@
-"""Where a logical registry is reached: its configuration (mirrors, CA, plain http) and the
-endpoints tried in order, each mirror then the upstream (pure, table-tested)."""
+"""Where a logical registry is reached: its configuration (mirrors, CA, plain http), the
+endpoints tried in order (each mirror, then the upstream) and where its redirects may lead
+(pure, table-tested)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from policy.errors import InvalidReference
+from policy.errors import InvalidReference, RegistryError
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_UPSTREAM = "https://registry-1.docker.io"
@@ -81,3 +82,32 @@ def is_loopback(netloc: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def redirect_target(
+    current: str, location: str, config: RegistryConfig, registry: str, ref: str
+) -> str:
+    """The absolute URL a redirect from `current` leads to; RegistryError when it is not
+    http(s), carries user information, or goes to plain http from https or to a plain http
+    host the registry's configuration does not allow."""
+    url = urljoin(current, location)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        raise RegistryError(
+            f"{ref}: refusing redirect to a non-http(s) location",
+            registry=registry,
+            reference=ref,
+        )
+    if parts.scheme == "http" and urlsplit(current).scheme == "https":
+        raise RegistryError(
+            f"{ref}: refusing redirect from https to plain http host {parts.hostname}",
+            registry=registry,
+            reference=ref,
+        )
+    if parts.scheme == "http" and not (config.insecure or is_loopback(parts.netloc)):
+        raise RegistryError(
+            f"{ref}: refusing redirect to plain http host {parts.hostname}",
+            registry=registry,
+            reference=ref,
+        )
+    return url

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 
@@ -34,7 +34,7 @@ from policy.errors import (
     RegistryUnavailable,
 )
 from policy.registry import exchange, media
-from policy.registry.endpoints import Endpoint, RegistryConfig, endpoints, is_loopback
+from policy.registry.endpoints import Endpoint, RegistryConfig, endpoints, redirect_target
 from policy.registry.exchange import Cap
 from policy.registry.messages import (
     ERROR_BODY_BYTES,
@@ -472,32 +472,3 @@ def refusal(
         reference=ref,
         status=status,
     )
-
-
-def redirect_target(
-    current: str, location: str, config: RegistryConfig, registry: str, ref: str
-) -> str:
-    """The absolute URL a redirect from `current` leads to; RegistryError when it is not
-    http(s), carries user information, or goes to plain http from https or to a plain http
-    host the registry's configuration does not allow."""
-    url = urljoin(current, location)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
-        raise RegistryError(
-            f"{ref}: refusing redirect to a non-http(s) location",
-            registry=registry,
-            reference=ref,
-        )
-    if parts.scheme == "http" and urlsplit(current).scheme == "https":
-        raise RegistryError(
-            f"{ref}: refusing redirect from https to plain http host {parts.hostname}",
-            registry=registry,
-            reference=ref,
-        )
-    if parts.scheme == "http" and not (config.insecure or is_loopback(parts.netloc)):
-        raise RegistryError(
-            f"{ref}: refusing redirect to plain http host {parts.hostname}",
-            registry=registry,
-            reference=ref,
-        )
-    return url
