@@ -63,10 +63,11 @@ class Reply:
 
 
 class ExchangeFailed(Exception):
-    """No usable answer. `status` is the status line that came (None: none), `cut` whether
-    the transport had cut the exchange at its deadline by then."""
+    """No usable answer. `status` and `headers` are what came before the failure (None:
+    nothing), `cut` whether the transport had cut the exchange at its deadline by then."""
 
     status: int | None = None
+    headers: CaseInsensitiveDict[str] | None = None
     cut: bool = False
 
 
@@ -165,15 +166,16 @@ def exchange(
         failure = Unreachable(exc)
         failure.cut = transport.cut_short()
         raise failure from None
-    status = response.status_code
+    status, headers_in = response.status_code, CaseInsensitiveDict(response.headers)
     try:
         with response:
             cap = read(status)
             body = b"" if cap is None else _read(response, cap, deadline)
     except ExchangeFailed as failure:
-        failure.status, failure.cut = status, transport.cut_short()
+        failure.status, failure.headers = status, headers_in
+        failure.cut = transport.cut_short()
         raise
-    return Reply(status, CaseInsensitiveDict(response.headers), body, transport.cut_short())
+    return Reply(status, headers_in, body, transport.cut_short())
 
 
 def _read(response: requests.Response, cap: Cap, deadline: Deadline | None) -> bytes:

@@ -336,7 +336,6 @@ class Fetcher:
                 headers["Authorization"] = authorization
             verify = endpoint.verify if target.netloc == origin.netloc else True
             reply = self._exchange(ask, url, headers, verify, read, deadline)
-            self._note_rate_limit(ask.registry, reply.headers)
             if reply.status in _REDIRECTS:
                 location = reply.headers.get("Location")
                 if not location:
@@ -365,7 +364,8 @@ class Fetcher:
         deadline: Deadline,
     ) -> exchange.Reply:
         """One request through the transport layer, reported to the listeners (status None
-        when no answer came); its failures worded as registry errors about `ask.ref`."""
+        when no answer came), the rate limit its headers report noted (even when its body
+        then failed); its failures worded as registry errors about `ask.ref`."""
         parts = urlsplit(url)
         started = self.clock()
 
@@ -389,9 +389,12 @@ class Fetcher:
                 verify=verify,
             )
         except exchange.ExchangeFailed as failure:
+            if failure.headers is not None:
+                self._note_rate_limit(ask.registry, failure.headers)
             if not isinstance(failure, exchange.NoTimeLeft | exchange.Refused):
                 report(None if failure.cut else failure.status)
             raise transport_error(failure, parts.netloc, ask.registry, ask.ref) from None
+        self._note_rate_limit(ask.registry, reply.headers)
         # An exchange the transport cut at its deadline was not answered, whatever status
         # line came first.
         report(None if reply.cut else reply.status)
