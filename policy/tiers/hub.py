@@ -1,17 +1,10 @@
-"""Docker's trusted-content tier of an image, from one place (shell layer).
+"""The Docker Hub lookup of a namespace's trusted-content tier (shell layer).
 
-An image's tier is, in this order of precedence:
-
-1. the operator's **catalog** (settings `tiers:`): the first entry whose image glob matches, in
-   file order, wins; it overrides everything below and gives private registries a tier;
-2. the **offline rule**: Docker Hub's `library/` namespace is `official`, and an image on any
-   other registry is `none`;
-3. a **Docker Hub lookup**, for the other Docker Hub namespaces only. Verified Publisher and
-   Sponsored OSS are granted per namespace (organization), so the answer is cached per
-   namespace. The search API `GET {api}/api/search/v4?query={repository}&type=image` is asked
-   first, its result whose id/name is exactly the repository read for its `badge`; the
-   organization endpoint `GET {api}/v2/orgs/{namespace}/` is the second source, asked when the
-   search has no exact result or fails.
+Verified Publisher and Sponsored OSS are granted per namespace (organization), so the answer
+is cached per namespace. The search API `GET {api}/api/search/v4?query={repository}&type=image`
+is asked first, its result whose id/name is exactly the repository read for its `badge`; the
+organization endpoint `GET {api}/v2/orgs/{namespace}/` is the second source, asked when the
+search has no exact result or fails.
 
 Badges map to tiers as `official` → `official`, `verified_publisher` → `verified_publisher`,
 `open_source` → `sponsored_oss`, `none` or null → `none`. When Docker Hub cannot answer, the
@@ -19,8 +12,8 @@ tier is unknown: `HubTiers.tier` raises a `RegistryError` saying so and why (for
 operator; with the HTTP status, when Docker Hub answered one, from which `policy.failures`
 classifies it for the pod author), and the rule set's `onResolveError` decides. Failures are
 remembered for a short while (`negative_ttl`) so an outage is not hammered. Requests to the Hub
-API never carry credentials, never follow redirects, and are bounded by the decision's
-deadline, a per-request timeout and a size cap.
+API go through the transport layer's one `exchange`: they never carry credentials, never follow
+redirects, and are bounded by the decision's deadline, a per-request timeout and a size cap.
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -39,20 +32,12 @@ from policy import jsonbound
 from policy.cache import Coalescer, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
-from policy.egress import Mode
 from policy.errors import EgressRefused, NoSource, RateLimited, RegistryError, RegistryUnavailable
-from policy.facts import TIERS, offline_tier
-from policy.patterns import ImagePattern
 from policy.reference import DEFAULT_REGISTRY, OFFICIAL_NAMESPACE, Reference
-from policy.registry import transport
-from policy.registry.client import describe_failure
-from policy.registry.session import egress_policy, new_session
-from policy.registry.transport import EgressDenied, Transport
-from policy.settings import Settings
+from policy.registry import exchange
+from policy.registry.exchange import Cap, describe_failure
 from policy.sharedcache import SharedCache
 
-SOURCE_CATALOG: Final = "catalog"
-SOURCE_OFFLINE: Final = "offline rule"
 SOURCE_SEARCH: Final = "Docker Hub search"
 SOURCE_ORG: Final = "Docker Hub org"
 
@@ -70,8 +55,6 @@ _BADGES: Final[Mapping[str | None, str]] = {
     "none": "none",
     None: "none",
 }
-
-Catalog = Sequence[tuple[str, ImagePattern]]
 
 
 class BadAnswer(ValueError):
@@ -113,26 +96,6 @@ def exact_result(document: object, repository: str) -> Mapping[str, object] | No
             raise BadAnswer("search result that is not an object")
         if result.get("id") in names or result.get("name") in names:
             return result
-    return None
-
-
-def catalog_tier(catalog: Catalog, ref: Reference) -> str | None:
-    """The tier of the first catalog entry (in file order) whose pattern matches `ref`."""
-    for tier, pattern in catalog:
-        if pattern.matches(ref):
-            return tier
-    return None
-
-
-def known_tier(catalog: Catalog, ref: Reference) -> tuple[str, str] | None:
-    """`(tier, source)` from the catalog or the offline rule, without any I/O; None when only
-    Docker Hub can tell."""
-    tier = catalog_tier(catalog, ref)
-    if tier is not None:
-        return tier, SOURCE_CATALOG
-    tier = offline_tier(ref.registry, ref.repository)
-    if tier is not None:
-        return tier, SOURCE_OFFLINE
     return None
 
 
@@ -384,67 +347,57 @@ class HubTiers:
         if timeout <= 0:
             raise _Unanswered(_Failure(RegistryUnavailable, f"{what}: no time left"))
         self._count("requests")
-        transport.forget_exchange()
         try:
-            with self._session.get(
+            reply = exchange.exchange(
+                self._session,
+                "GET",
                 url,
-                params=params,
                 timeout=timeout,
-                auth=_NoAuth(),
-                allow_redirects=False,
-                stream=True,
+                read=lambda status: Cap(BODY_MAX, "decoded") if status == 200 else None,
+                deadline=deadline,
                 headers={"Accept": "application/json"},
-            ) as response:
-                status = response.status_code
-                if status not in ok:
-                    raise _Unanswered(_status_failure(what, response))
-                if status != 200:
-                    return _Fetched(status, None)
-                body = bytearray()
-                for chunk in response.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > BODY_MAX:
-                        raise _Unanswered(
-                            _Failure(RegistryError, f"{what}: answer larger than {BODY_MAX} bytes")
-                        )
-                    if deadline.expired:
-                        raise _Unanswered(
-                            _Failure(RegistryUnavailable, f"{what}: answer not read in time")
-                        )
-                if transport.cut_short():  # "ended" by the cut at its deadline: no answer
-                    raise _Unanswered(
-                        _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-                    )
-        except EgressDenied as exc:
-            raise _Unanswered(
-                _Failure(EgressRefused, f"{what}: refused by egress policy: {exc.reason}")
-            ) from None
-        except requests.Timeout:
-            raise _Unanswered(
-                _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-            ) from None
-        except requests.RequestException as exc:
-            if transport.cut_short():
-                raise _Unanswered(
-                    _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
-                ) from None
-            # Worded like the registry client's errors: who could not be reached, and why.
-            host = urllib.parse.urlsplit(url).hostname or url
-            raise _Unanswered(
-                _Failure(
-                    RegistryUnavailable, f"{what}: cannot reach {host}: {describe_failure(exc)}"
-                )
-            ) from None
+                params=params,
+                auth=_NoAuth(),
+            )
+        except exchange.ExchangeFailed as failure:
+            raise _Unanswered(_transport_failure(what, url, timeout, failure)) from None
+        if reply.status not in ok:
+            raise _Unanswered(_status_failure(what, reply))
+        if reply.status != 200:
+            return _Fetched(reply.status, None)
         try:
-            return _Fetched(status, jsonbound.loads(bytes(body), max_bytes=BODY_MAX))
+            return _Fetched(reply.status, jsonbound.loads(reply.body, max_bytes=BODY_MAX))
         except jsonbound.JSONRefused as exc:
             raise _Unanswered(_Failure(RegistryError, f"{what}: {exc}")) from None
 
 
-def _status_failure(what: str, response: requests.Response) -> _Failure:
-    status = response.status_code
+def _transport_failure(
+    what: str, url: str, timeout: float, failure: exchange.ExchangeFailed
+) -> _Failure:
+    """Why Docker Hub gave no answer, said from the transport's failure."""
+    late = _Failure(RegistryUnavailable, f"{what}: no answer within {timeout:.1f}s")
+    if isinstance(failure, exchange.NoTimeLeft):
+        return _Failure(RegistryUnavailable, f"{what}: no time left")
+    if isinstance(failure, exchange.Refused):
+        return _Failure(EgressRefused, f"{what}: refused by egress policy: {failure.reason}")
+    if isinstance(failure, exchange.TooLarge):
+        return _Failure(RegistryError, f"{what}: answer larger than {BODY_MAX} bytes")
+    if isinstance(failure, exchange.OutOfTime):
+        return _Failure(RegistryUnavailable, f"{what}: answer not read in time")
+    cause = (
+        failure.cause if isinstance(failure, exchange.Unreachable | exchange.ReadFailed) else None
+    )
+    if cause is None or failure.cut or isinstance(cause, requests.Timeout):
+        return late
+    # Worded like the registry client's errors: who could not be reached, and why.
+    host = urllib.parse.urlsplit(url).hostname or url
+    return _Failure(RegistryUnavailable, f"{what}: cannot reach {host}: {describe_failure(cause)}")
+
+
+def _status_failure(what: str, reply: exchange.Reply) -> _Failure:
+    status = reply.status
     if status == 429:
-        after = response.headers.get("Retry-After")
+        after = reply.headers.get("Retry-After")
         hint = f", retry after {after}s" if after and after.isdigit() else ""
         return _Failure(RateLimited, f"{what}: rate limited (HTTP 429{hint})", status)
     if status >= 500:
@@ -472,67 +425,3 @@ def _error(ref: Reference, namespace: str, failure: _Failure) -> RegistryError:
         reference=str(ref),
         status=failure.status,
     )
-
-
-# --- the one place ----------------------------------------------------------------------------
-
-
-class Tiers:
-    """The tier of any image: catalog → offline rule → Docker Hub (see the module docstring).
-
-    `hub` None means no lookup is possible (air-gapped without a proxy): images that only
-    Docker Hub could place get an error, and `onResolveError` decides.
-    """
-
-    def __init__(self, catalog: Catalog = (), hub: HubTiers | None = None) -> None:
-        for tier, _ in catalog:
-            if tier not in TIERS:
-                raise ValueError(f"unknown tier {tier!r} in the catalog")
-        self.catalog = tuple(catalog)
-        self.hub = hub
-
-    def known(self, ref: Reference) -> tuple[str, str] | None:
-        """`(tier, source)` without I/O (catalog, offline rule), or None."""
-        return known_tier(self.catalog, ref)
-
-    def tier(self, ref: Reference, *, deadline: Deadline) -> tuple[str, str]:
-        """`(tier, source)`; RegistryError when the tier is unknown."""
-        known = self.known(ref)
-        if known is not None:
-            return known
-        if self.hub is None:
-            raise NoSource(
-                f"trusted-content tier of {ref} is unknown: no Docker Hub tier lookup is "
-                "configured (add it to the `tiers` catalog)",
-                registry=HUB,
-                reference=str(ref),
-            )
-        return self.hub.tier(ref, deadline=deadline)
-
-
-def from_settings(
-    settings: Settings,
-    *,
-    session: requests.Session | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    disk: DiskCache | None = None,
-    mode: Mode = "webhook",
-    shared: SharedCache | None = None,
-) -> Tiers:
-    """The tier source a settings file describes: its catalog, then Docker Hub at
-    `dockerHub.api` with answers cached for `dockerHub.tierTTL` (a new `RegistrySession`, with
-    the settings' egress policy in `mode`, if none)."""
-    if session is None:
-        session = new_session(Transport(egress_policy(settings, mode)))
-    hub = HubTiers(
-        session,
-        api=settings.docker_hub_api,
-        ttl=settings.tier_ttl,
-        request_timeout=settings.request_timeout,
-        max_bytes=max(16, settings.cache_max_bytes // 32),
-        max_in_flight=settings.hub_in_flight,
-        clock=clock,
-        disk=disk,
-        shared=shared,
-    )
-    return Tiers(settings.tier_catalog, hub)
