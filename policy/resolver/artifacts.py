@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from policy import attestations, sigverify
-from policy.bulkhead import Lanes, ShortCircuited
+from policy.breakers import ShortCircuited
+from policy.bulkhead import Lanes
 from policy.cache import Clock, SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.errors import ManifestNotFound

@@ -19,7 +19,8 @@ from functools import partial
 from typing import NamedTuple, Protocol, cast
 
 from policy import tiers as tiers_mod
-from policy.bulkhead import Breakers, Lanes, ShortCircuited
+from policy.breakers import Breakers, ShortCircuited
+from policy.bulkhead import Lanes
 from policy.cache import TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache

@@ -12,7 +12,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 
 from policy import attestations, sigverify
-from policy.bulkhead import Lanes, ShortCircuited
+from policy.breakers import ShortCircuited
+from policy.bulkhead import Lanes
 from policy.cache import SizedLRU, entry_size
 from policy.deadline import Deadline
 from policy.errors import RegistryError, RegistryUnavailable

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from policy import failures
-from policy.bulkhead import Breakers
+from policy.breakers import Breakers
 from policy.cache import Coalescer
 from policy.deadline import Deadline
 from policy.errors import RegistryError, RegistryUnavailable
