@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from policy import failures
 from policy.breakers import Breakers
-from policy.cache import Coalescer
+from policy.coalescer import Coalescer
 from policy.deadline import Deadline
 from policy.errors import RegistryError, RegistryUnavailable
 from policy.facts import NO_REASONS
