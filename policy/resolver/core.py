@@ -1,11 +1,11 @@
 """`RegistryResolver`: the facts each image needs, resolved in parallel under one deadline.
 
 It coordinates its collaborators and owns what they share: the two thread pools (images; index
-children) behind their bulkhead lanes and the breakers (`policy.bulkhead`), the tier source, and
-the whole answers per (reference, needs). A lookup runs its steps in order — the tier, the
-digest and documents (`tags`, `documents`, `platforms`), the attestations, the tag beside a
-digest, the signatures (`artifacts`) — and an image not resolved in time gets an error naming
-the registry, for `onResolveError` to decide.
+children) behind their bulkhead lanes (`policy.bulkhead`), the breakers (`policy.breakers`),
+the tier source, and the whole answers per (reference, needs). A lookup runs its steps in
+order — the tier, the digest and documents (`tags`, `documents`, `platforms`), the
+attestations, the tag beside a digest, the signatures (`artifacts`) — and an image not resolved
+in time gets an error naming the registry, for `onResolveError` to decide.
 """
 
 from __future__ import annotations
