@@ -31,8 +31,17 @@ from policy.registry import media
 from policy.registry.client import RateLimit, RegistryClient, RequestEvent
 from policy.resolver.artifacts import UNSIGNED_TTL, ArtifactLookup, judged, with_attached
 from policy.resolver.documents import NEGATIVE_TTL, Documents
-from policy.resolver.platforms import Errors, Platforms
-from policy.resolver.steps import FACT_ORDER, Failed, Steps, expiry, facts_after, late, reasons
+from policy.resolver.platforms import Platforms
+from policy.resolver.steps import (
+    FACT_ORDER,
+    Errors,
+    Failed,
+    Steps,
+    expiry,
+    facts_after,
+    late,
+    reasons,
+)
 from policy.resolver.tags import Tags
 from policy.sharedcache import SharedCache
 from policy.signing import RootFile

@@ -21,12 +21,10 @@ from policy.facts import ATTESTATION_PLATFORM, AttestationFacts, Needs, Platform
 from policy.reference import Reference
 from policy.registry import media
 from policy.resolver.documents import Document, Documents
-from policy.resolver.steps import Failed, Steps, expiry, late
+from policy.resolver.steps import Errors, Failed, Steps, expiry, late
 
 MAX_ATTESTATIONS = 16
 """In-toto statements read per platform image."""
-
-Errors = dict[str, RegistryError]
 
 
 class Platforms:

@@ -43,6 +43,10 @@ COUNTS = (
 """The hit and miss counts `ResolverStats` reports."""
 
 
+Errors = dict[str, RegistryError]
+"""The errors met while resolving one image, by the fact each left unknown."""
+
+
 class Failed(Exception):
     """One fact could not be fetched; carries which fact and why."""
 
