@@ -43,44 +43,81 @@ then takes its own.
 
 The Redis address is operator-configured (settings), so it is not subject to the egress
 policy, which governs where pod-named registries may make the webhook connect.
+
+Here: `SharedCache` (keys, reads and writes, leases) and `from_settings`. Redis is reached
+through `policy.sharedlink` (calls behind the breaker, counters, `connect`); the entries'
+format is `policy.sharedformat` (pure). Their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import logging
-import math
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from policy import jsonbound
 from policy.deadline import Deadline
-from policy.errors import IntegrityError
 from policy.registry import media
 from policy.settings import SharedCacheSettings
+from policy.sharedformat import (
+    CLOCK_SKEW,
+    MAGIC,
+    MAX_HEADER,
+    MAX_MESSAGE,
+    Invalid,
+    Missing,
+    Signatures,
+    Tag,
+    decode,
+    decode_content,
+    decode_missing,
+    decode_signatures,
+    decode_tag,
+    decode_tier,
+    encode,
+    encode_signatures,
+)
+from policy.sharedlink import (
+    FAILED,
+    LATENCY_BUCKETS,
+    REFUSED,
+    Link,
+    SharedStats,
+    _Breaker,  # the unit tests step it directly
+    connect,
+)
+
+__all__ = [
+    "CLOCK_SKEW",
+    "LATENCY_BUCKETS",
+    "MAGIC",
+    "MAX_HEADER",
+    "MAX_MESSAGE",
+    "Invalid",
+    "Missing",
+    "SharedCache",
+    "SharedStats",
+    "Signatures",
+    "Tag",
+    "_Breaker",
+    "connect",
+    "decode",
+    "decode_content",
+    "decode_missing",
+    "decode_signatures",
+    "decode_tag",
+    "decode_tier",
+    "encode",
+    "encode_signatures",
+    "from_settings",
+]
 
 T = TypeVar("T")
-
-log = logging.getLogger("policy.sharedcache")
-
-MAGIC = b"ipc1 "
-"""The envelope's format version: an entry of another format is a miss."""
-MAX_HEADER = 4096
-MAX_MESSAGE = 512
-CLOCK_SKEW = 60.0
-"""Seconds a tag answer's `at` may lie in the future (replicas' clocks differ a little)."""
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -88,255 +125,8 @@ return 0
 """
 
 
-class Tag(NamedTuple):
-    """A tag's answer: what it named, and how many seconds ago a registry said so."""
-
-    digest: str
-    media_type: str
-    size: int | None
-    age: float
-
-
-class Missing(NamedTuple):
-    """A registry's 404 for a tag or digest, as another replica met it."""
-
-    message: str
-
-
-class Invalid(ValueError):
-    """An entry that is not one this version wrote: a miss, and dropped."""
-
-
-# --- envelopes (pure) ---------------------------------------------------------------------
-
-
-def encode(kind: str, header: dict[str, object], payload: bytes = b"") -> bytes:
-    """The stored form of an entry: format, kind and header, then the payload bytes."""
-    line = json.dumps({"k": kind, **header}, separators=(",", ":")).encode()
-    return MAGIC + line + b"\n" + payload
-
-
-def decode(value: object, kind: str, *, max_bytes: int) -> tuple[dict[str, Any], bytes]:
-    """`(header, payload)` of an entry of `kind`; `Invalid` for anything else (another type,
-    another format or kind, truncated, over `max_bytes`, a header that is no JSON object)."""
-    if not isinstance(value, bytes):
-        raise Invalid("not a string value")
-    if len(value) > max_bytes:
-        raise Invalid("over the entry size cap")
-    if not value.startswith(MAGIC):
-        raise Invalid("not this format")
-    end = value.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER + 1)
-    if end < 0:
-        raise Invalid("no header line")
-    try:
-        header = json.loads(value[len(MAGIC) : end])
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("header is not JSON") from None
-    if not isinstance(header, dict) or header.get("k") != kind:
-        raise Invalid("not an entry of this kind")
-    return header, value[end + 1 :]
-
-
-def decode_content(value: object, digest: str, kind: str, *, max_bytes: int) -> tuple[str, bytes]:
-    """`(media type, body)` of a content entry whose body hashes to `digest`; `Invalid` else."""
-    header, body = decode(value, kind, max_bytes=max_bytes)
-    media_type = header.get("t", "")
-    if not isinstance(media_type, str):
-        raise Invalid("media type is not a string")
-    try:
-        media.verify_digest(body, digest)
-    except IntegrityError:
-        raise Invalid("body does not match its digest") from None
-    return media_type, body
-
-
-def decode_tag(value: object, *, now: float, max_bytes: int) -> Tag:
-    """A tag answer; its age from its `at` (wall clock); `Invalid` for anything malformed."""
-    header, _ = decode(value, "tag", max_bytes=max_bytes)
-    digest, media_type, size, at = (header.get(k) for k in ("digest", "mediaType", "size", "at"))
-    if not isinstance(digest, str) or not media.is_digest(digest):
-        raise Invalid("no digest")
-    if not isinstance(media_type, str) or len(media_type) > 255:
-        raise Invalid("no media type")
-    if size is not None and (type(size) is not int or size < 0):
-        raise Invalid("bad size")
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        raise Invalid("bad time")
-    age = now - float(at)
-    if not -CLOCK_SKEW < age < float("inf"):  # NaN fails too
-        raise Invalid("bad time")
-    return Tag(digest, media_type, size, max(0.0, age))
-
-
-def decode_missing(value: object, *, max_bytes: int) -> Missing:
-    header, _ = decode(value, "missing", max_bytes=max_bytes)
-    message = header.get("message")
-    if not isinstance(message, str):
-        raise Invalid("no message")
-    return Missing(message[:MAX_MESSAGE])
-
-
-def decode_tier(value: object, *, max_bytes: int) -> tuple[str, str]:
-    header, _ = decode(value, "tier", max_bytes=max_bytes)
-    tier, source = header.get("tier"), header.get("source")
-    if not isinstance(tier, str) or not isinstance(source, str):
-        raise Invalid("no tier")
-    return tier[:64], source[:MAX_MESSAGE]
-
-
-class Signatures(NamedTuple):
-    """The signature artifacts found for a digest (as the resolver keeps them), and how many
-    seconds ago they were found."""
-
-    cosign: tuple[tuple[bytes, dict[str, str]], ...]
-    bundles: tuple[bytes, ...]
-    refused: tuple[tuple[str, str], ...]
-    age: float
-
-
-def encode_signatures(
-    cosign: Sequence[tuple[bytes, Mapping[str, str]]],
-    bundles: Sequence[bytes],
-    refused: Sequence[tuple[str, str]],
-    *,
-    at: float,
-) -> bytes:
-    """The stored form of a digest's signature artifacts (bytes as base64 in a JSON body)."""
-    body = {
-        "cosign": [
-            {"payload": base64.b64encode(payload).decode(), "annotations": dict(annotations)}
-            for payload, annotations in cosign
-        ],
-        "bundles": [base64.b64encode(bundle).decode() for bundle in bundles],
-        "refused": [[form, why] for form, why in refused],
-    }
-    return encode("signatures", {"at": at}, json.dumps(body, separators=(",", ":")).encode())
-
-
-def decode_signatures(value: object, *, now: float, max_bytes: int) -> Signatures:
-    header, payload = decode(value, "signatures", max_bytes=max_bytes)
-    at = header.get("at")
-    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
-        raise Invalid("no time it was found")
-    if at > now + CLOCK_SKEW:
-        raise Invalid("found in the future")
-    try:
-        body = jsonbound.loads(payload, max_bytes=max_bytes, max_depth=8)
-    except jsonbound.JSONRefused:
-        raise Invalid("body is not bounded JSON") from None
-    if not isinstance(body, dict):
-        raise Invalid("body is not an object")
-    cosign, bundles, refused = body.get("cosign"), body.get("bundles"), body.get("refused")
-    if not (isinstance(cosign, list) and isinstance(bundles, list) and isinstance(refused, list)):
-        raise Invalid("not the three lists")
-    layers: list[tuple[bytes, dict[str, str]]] = []
-    for layer in cosign:
-        annotations = layer.get("annotations") if isinstance(layer, dict) else None
-        if not isinstance(annotations, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-        ):
-            raise Invalid("a cosign layer without string annotations")
-        layers.append((_unbase64(layer.get("payload")), annotations))
-    pairs: list[tuple[str, str]] = []
-    for item in refused:
-        if not (
-            isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)
-        ):
-            raise Invalid("a refusal that is not two strings")
-        pairs.append((item[0][:MAX_MESSAGE], item[1][:MAX_MESSAGE]))
-    return Signatures(
-        tuple(layers), tuple(_unbase64(b) for b in bundles), tuple(pairs), max(0.0, now - at)
-    )
-
-
-def _unbase64(text: object) -> bytes:
-    if not isinstance(text, str):
-        raise Invalid("not base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise Invalid("not base64") from None
-
-
-# --- the breaker ----------------------------------------------------------------------------
-
-
-class _Breaker:
-    """Consecutive failures open it for `break_for` seconds; then one call probes."""
-
-    def __init__(self, break_after: int, break_for: float, clock: Callable[[], float]) -> None:
-        self._break_after = break_after
-        self._break_for = break_for
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._open_until = 0.0
-        self._probing = False
-
-    def admit(self) -> bool:
-        """Whether a call may go to Redis now (when the window has passed: one probe)."""
-        with self._lock:
-            if self._failures < self._break_after:
-                return True
-            if self._clock() < self._open_until or self._probing:
-                return False
-            self._probing = True
-            return True
-
-    def success(self) -> None:
-        with self._lock:
-            self._failures = 0
-            self._probing = False
-
-    def failure(self) -> None:
-        with self._lock:
-            self._failures += 1
-            self._probing = False
-            if self._failures >= self._break_after:
-                self._open_until = self._clock() + self._break_for
-
-    @property
-    def open(self) -> bool:
-        with self._lock:
-            return self._failures >= self._break_after and self._clock() < self._open_until
-
-    @property
-    def failing(self) -> bool:
-        with self._lock:
-            return self._failures > 0
-
-
-# --- the tier ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SharedStats:
-    """Counters since start: `hits`/`misses` of lookups, `errors` (Redis unreachable, slow or
-    refusing; each also a miss), `invalid` entries dropped (unreadable or, for content, not
-    matching their digest), `skipped` calls not made while the breaker was open, `leases`
-    taken, `waits` for another replica's lease and `shared` answers got by waiting, and the
-    latency histogram of the calls made (`buckets`: cumulative counts for
-    `LATENCY_BUCKETS`)."""
-
-    hits: int
-    misses: int
-    errors: int
-    invalid: int
-    skipped: int
-    leases: int
-    waits: int
-    shared: int
-    calls: int
-    seconds: float
-    buckets: tuple[int, ...]
-
-
-_FAILED: Any = object()
-_REFUSED: Any = object()
-
-
 class SharedCache:
-    """The Redis tier, with the breaker, the leases and the counters (module docstring).
+    """The Redis tier: its keys, reads and writes, and the leases (module docstring).
 
     Thread-safe: one instance (one connection pool) serves every thread of a worker.
     """
@@ -359,145 +149,30 @@ class SharedCache:
         self.prefix = prefix
         self._lease_ms = max(1, int(lease * 1000))
         self._content_ms = max(1, int(content_ttl * 1000))
-        self._max_bytes = max_entry_bytes
-        self._read_bytes = max_entry_bytes + len(MAGIC) + MAX_HEADER + 1
-        self._breaker = _Breaker(break_after, break_for, clock)
+        self._link = Link(
+            client,
+            max_entry_bytes=max_entry_bytes,
+            break_after=break_after,
+            break_for=break_for,
+            clock=clock,
+        )
         self._poll = poll
-        self._clock = clock
         self._now = wall_clock
         self._local = threading.local()
         self._release = client.register_script(_RELEASE)
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(
-            ("hits", "misses", "errors", "invalid", "skipped", "leases", "waits", "shared"), 0
-        )
-        self._up = True  # as last logged: a line per change, not per failure
-        self._calls = 0
-        self._seconds = 0.0
-        self._buckets = [0] * len(LATENCY_BUCKETS)
 
     # --- state and counters ---------------------------------------------------------------
 
     def state(self) -> str:
         """`ok`, `down` (the last call failed) or `breaker-open` (Redis skipped for now)."""
-        if self._breaker.open:
-            return "breaker-open"
-        return "down" if self._breaker.failing else "ok"
+        return self._link.state()
 
     def stats(self) -> SharedStats:
-        with self._lock:
-            running, buckets = 0, []
-            for n in self._buckets:
-                running += n
-                buckets.append(running)
-            return SharedStats(
-                **self._counts, calls=self._calls, seconds=self._seconds, buckets=tuple(buckets)
-            )
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] += n
+        return self._link.stats()
 
     def close(self) -> None:
         """Close the pool's connections."""
         self.client.close()
-
-    # --- calls ----------------------------------------------------------------------------
-
-    def _call(self, fn: Callable[[redis.Redis], T]) -> T:
-        """`fn(client)`, timed and told to the breaker; `_FAILED` when Redis failed or the
-        breaker is open. A key of the wrong type (`WRONGTYPE`) is an answer about that entry,
-        not a failure: `_REFUSED`, for the caller to drop the entry. Any other refusal (no
-        password, a wrong one, no ACL permission, a read-only replica) is a failure."""
-        if not self._breaker.admit():
-            self._count("skipped")
-            return _FAILED  # type: ignore[no-any-return]
-        started = self._clock()
-        try:
-            result = fn(self.client)
-        except redis.ResponseError as exc:
-            if not _wrong_type(exc):
-                return self._failed(started, exc)  # type: ignore[no-any-return]
-            self._timed(started)
-            self._breaker.success()
-            return _REFUSED  # type: ignore[no-any-return]
-        except (redis.RedisError, OSError) as exc:
-            return self._failed(started, exc)  # type: ignore[no-any-return]
-        self._timed(started)
-        self._breaker.success()
-        self._changed(up=True)
-        return result
-
-    def _failed(self, started: float, exc: BaseException) -> Any:
-        self._timed(started)
-        self._breaker.failure()
-        self._count("errors")
-        self._changed(up=False, error=exc)
-        return _FAILED
-
-    def _changed(self, *, up: bool, error: BaseException | None = None) -> None:
-        """Log when Redis goes down or comes back: the error's class, never its text (which
-        could one day quote what was sent)."""
-        with self._lock:
-            if self._up == up:
-                return
-            self._up = up
-        fields: dict[str, object] = {"event": "shared_cache", "state": "ok" if up else "down"}
-        if error is not None:
-            fields["error"] = type(error).__name__
-        (log.info if up else log.warning)(json.dumps(fields))
-
-    def _timed(self, started: float) -> None:
-        elapsed = max(0.0, self._clock() - started)
-        with self._lock:
-            self._calls += 1
-            self._seconds += elapsed
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if elapsed <= bound:
-                    self._buckets[i] += 1
-                    break
-
-    def _read(self, keys: list[str]) -> list[object] | None:
-        """Up to the size cap of each key's value (None: Redis failed); each item is the bytes
-        (b"" when absent) or the ResponseError Redis answered for that key."""
-
-        def run(client: redis.Redis) -> list[object]:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.getrange(key, 0, self._read_bytes)
-            found = list(pipe.execute(raise_on_error=False))
-            for item in found:
-                if isinstance(item, redis.ResponseError) and not _wrong_type(item):
-                    raise item  # no password, no permission: Redis failing, not an entry
-            return found
-
-        found = self._call(run)
-        if found is _REFUSED:
-            return [found] * len(keys)
-        return None if found is _FAILED else found
-
-    def _drop(self, key: str) -> None:
-        """Delete an entry found unreadable or poisoned, so the next reader fetches anew."""
-        self._count("invalid")
-        self._call(lambda c: c.delete(key))
-
-    def _write(self, key: str, value: bytes, ttl_ms: int) -> None:
-        if len(value) > self._max_bytes or ttl_ms < 1:
-            return
-        self._call(lambda c: c.set(key, value, px=ttl_ms))
-
-    def _decoded(self, key: str, value: object, decoder: Callable[[object], T]) -> T | None:
-        """`decoder(value)`; None for an absent key; a dropped miss for an invalid entry."""
-        if value == b"":
-            return None
-        try:
-            return decoder(value)
-        except Invalid:
-            self._drop(key)
-            return None
-
-    def _hit(self, found: object) -> None:
-        self._count("hits" if found is not None else "misses")
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -513,22 +188,22 @@ class SharedCache:
         replica met for it, or None (one round trip for both)."""
         name = f"{registry}/{repository}@{digest}"
         keys = [self._key("manifest", name), self._key("missing", f"digest:{name}")]
-        values = self._read(keys)
+        values = self._link.read(keys)
         if values is None:
-            self._hit(None)
+            self._link.hit(None)
             return None
-        found = self._decoded(
+        found = self._link.decoded(
             keys[0],
             values[0],
-            lambda v: decode_content(v, digest, "manifest", max_bytes=self._read_bytes),
+            lambda v: decode_content(v, digest, "manifest", max_bytes=self._link.read_bytes),
         )
         if found is not None:
-            self._hit(found)
+            self._link.hit(found)
             return found[1], found[0]
-        missing = self._decoded(
-            keys[1], values[1], lambda v: decode_missing(v, max_bytes=self._read_bytes)
+        missing = self._link.decoded(
+            keys[1], values[1], lambda v: decode_missing(v, max_bytes=self._link.read_bytes)
         )
-        self._hit(missing)
+        self._link.hit(missing)
         return missing
 
     def put_manifest(
@@ -536,26 +211,26 @@ class SharedCache:
     ) -> None:
         """Store a manifest body already verified against `digest`."""
         key = self._key("manifest", f"{registry}/{repository}@{digest}")
-        self._write(key, encode("manifest", {"t": media_type}, body), self._content_ms)
+        self._link.write(key, encode("manifest", {"t": media_type}, body), self._content_ms)
 
     def get_blob(self, registry: str, repository: str, digest: str) -> bytes | None:
         """A config blob whose body matches `digest`, or None."""
         key = self._key("blob", f"{registry}/{repository}@{digest}")
-        found = self._decoded(
+        found = self._link.decoded(
             key,
             self._read_one(key),
-            lambda v: decode_content(v, digest, "blob", max_bytes=self._read_bytes),
+            lambda v: decode_content(v, digest, "blob", max_bytes=self._link.read_bytes),
         )
-        self._hit(found)
+        self._link.hit(found)
         return None if found is None else found[1]
 
     def put_blob(self, registry: str, repository: str, digest: str, body: bytes) -> None:
         """Store a blob already verified against `digest`."""
         key = self._key("blob", f"{registry}/{repository}@{digest}")
-        self._write(key, encode("blob", {}, body), self._content_ms)
+        self._link.write(key, encode("blob", {}, body), self._content_ms)
 
     def _read_one(self, key: str) -> object:
-        values = self._read([key])
+        values = self._link.read([key])
         return b"" if values is None else values[0]
 
     # --- answers with an age ----------------------------------------------------------------
@@ -586,7 +261,7 @@ class SharedCache:
             "at": self._now() - age,
         }
         key = self._key("tag", f"{registry}/{repository}:{tag}")
-        self._write(key, encode("tag", header), int(ttl * 1000))
+        self._link.write(key, encode("tag", header), int(ttl * 1000))
 
     def put_missing(
         self, registry: str, repository: str, reference: str, message: str, *, ttl: float
@@ -597,40 +272,40 @@ class SharedCache:
         else:
             name = f"tag:{registry}/{repository}:{reference}"
         value = encode("missing", {"message": message[:MAX_MESSAGE]})
-        self._write(self._key("missing", name), value, int(ttl * 1000))
+        self._link.write(self._key("missing", name), value, int(ttl * 1000))
 
     def _answer(self, keys: list[str]) -> Tag | Missing | None:
-        values = self._read(keys)
+        values = self._link.read(keys)
         if values is None:
-            self._hit(None)
+            self._link.hit(None)
             return None
         found: Tag | Missing | None = None
         now = self._now()
         for key, value in zip(keys, values, strict=True):
             decoded: Tag | Missing | None
             if key.startswith(self._key("tag", "")):
-                decoded = self._decoded(
-                    key, value, lambda v: decode_tag(v, now=now, max_bytes=self._read_bytes)
+                decoded = self._link.decoded(
+                    key, value, lambda v: decode_tag(v, now=now, max_bytes=self._link.read_bytes)
                 )
             else:
-                decoded = self._decoded(
-                    key, value, lambda v: decode_missing(v, max_bytes=self._read_bytes)
+                decoded = self._link.decoded(
+                    key, value, lambda v: decode_missing(v, max_bytes=self._link.read_bytes)
                 )
             found = found or decoded
-        self._hit(found)
+        self._link.hit(found)
         return found
 
     def get_tier(self, namespace: str) -> tuple[str, str] | None:
         """`(tier, source)` of a Docker Hub namespace another replica learned, or None."""
         key = self._key("tier", namespace)
-        value = self._decoded(
-            key, self._read_one(key), lambda v: decode_tier(v, max_bytes=self._read_bytes)
+        value = self._link.decoded(
+            key, self._read_one(key), lambda v: decode_tier(v, max_bytes=self._link.read_bytes)
         )
-        self._hit(value)
+        self._link.hit(value)
         return value
 
     def put_tier(self, namespace: str, tier: str, source: str, *, ttl: float) -> None:
-        self._write(
+        self._link.write(
             self._key("tier", namespace),
             encode("tier", {"tier": tier, "source": source}),
             int(ttl * 1000),
@@ -645,12 +320,12 @@ class SharedCache:
         ("attestations") another replica found for `digest` (maybe none), or None."""
         key = self._key(fact, f"{registry}/{repository}@{digest}")
         now = self._now()
-        found = self._decoded(
+        found = self._link.decoded(
             key,
             self._read_one(key),
-            lambda v: decode_signatures(v, now=now, max_bytes=self._read_bytes),
+            lambda v: decode_signatures(v, now=now, max_bytes=self._link.read_bytes),
         )
-        self._hit(found)
+        self._link.hit(found)
         return found
 
     def put_signatures(
@@ -669,7 +344,7 @@ class SharedCache:
         content is)."""
         key = self._key(fact, f"{registry}/{repository}@{digest}")
         value = encode_signatures(cosign, bundles, refused, at=self._now())
-        self._write(key, value, self._content_ms if ttl is None else int(ttl * 1000))
+        self._link.write(key, value, self._content_ms if ttl is None else int(ttl * 1000))
 
     # --- leases -----------------------------------------------------------------------------
 
@@ -696,7 +371,7 @@ class SharedCache:
         def release(client: redis.Redis) -> object:
             return self._release(keys=[key], args=[token], client=client)
 
-        self._call(release)
+        self._link.call(release)
 
     def turn(
         self, name: str, look: Callable[[], T | None], deadline: Deadline, *, first: bool = False
@@ -718,23 +393,23 @@ class SharedCache:
         waited = False
         while True:
             token = secrets.token_hex(8)
-            got = self._call(partial(_take, key=key, token=token, px=self._lease_ms))
-            if got is _FAILED or got is _REFUSED:
+            got = self._link.call(partial(_take, key=key, token=token, px=self._lease_ms))
+            if got is FAILED or got is REFUSED:
                 return None
             if got:
                 held: list[tuple[str, str]] | None = getattr(self._local, "held", None)
                 if held is not None:
                     held.append((key, token))
-                self._count("leases")
+                self._link.count("leases")
                 return None
             if not waited:
-                self._count("waits")
+                self._link.count("waits")
                 waited = True
             if not self._wait_released(key, deadline):
                 return None
             found = look()
             if found is not None:
-                self._count("shared")
+                self._link.count("shared")
                 return found
 
     def _wait_released(self, key: str, deadline: Deadline) -> bool:
@@ -742,8 +417,8 @@ class SharedCache:
         Redis failed."""
         pause, longest = self._poll
         while True:
-            present = self._call(lambda c: c.exists(key))
-            if present is _FAILED or present is _REFUSED:
+            present = self._link.call(lambda c: c.exists(key))
+            if present is FAILED or present is REFUSED:
                 return False
             if not present:
                 return True
@@ -754,42 +429,9 @@ class SharedCache:
             pause = min(pause * 2, longest)
 
 
-def _wrong_type(error: redis.ResponseError) -> bool:
-    return str(error).startswith("WRONGTYPE")
-
-
 def _take(client: redis.Redis, *, key: str, token: str, px: int) -> object:
     """`SET key token NX PX px`: whether the lease was free (and is now `token`'s)."""
     return client.set(key, token, nx=True, px=px)
-
-
-def connect(
-    url: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    ca: str | None = None,
-    connect_timeout: float = 0.05,
-    command_timeout: float = 0.025,
-    max_connections: int = 64,
-) -> redis.Redis:
-    """A client with its own pool: bounded timeouts, no retries (a failure is a miss, and the
-    breaker decides when to try again). Connects lazily; a bad address fails at first use."""
-    options: dict[str, Any] = {
-        "socket_timeout": command_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
-        "max_connections": max_connections,
-        "health_check_interval": 0,
-    }
-    if username is not None:
-        options["username"] = username
-    if password is not None:
-        options["password"] = password
-    if ca is not None and url.startswith("rediss://"):
-        options["ssl_ca_certs"] = ca
-    return redis.Redis.from_url(url, **options)
 
 
 def from_settings(settings: SharedCacheSettings) -> SharedCache:
