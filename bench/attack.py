@@ -35,9 +35,9 @@ import requests
 
 from bench import common
 from bench.soak import HEY, parse_hey
-from bench.webhook import RULES, SETTINGS, deployment_review, webhook_stack
+from bench.stack import RULES, SETTINGS, webhook_stack
 from tests.support.procs import network_waiters
-from tests.support.reviews import pod_review
+from tests.support.reviews import deployment_review, pod_review
 from tests.support.trickle import Trickle
 
 # The benchmark 1 rules without their registry allow-list: a registry that list refuses is

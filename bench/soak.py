@@ -22,15 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import common
-from bench.webhook import (
-    Stack,
-    admission_review,
-    counters,
-    deployment,
-    pod_spec,
-    webhook_stack,
-)
+from bench.stack import Stack, counters, webhook_stack
 from tests.support import images
+from tests.support.reviews import admission_review, deployment, pod_spec
 
 DURATION = 60.0
 RATE = 100.0
