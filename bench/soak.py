@@ -79,7 +79,20 @@ def mix(stack: Stack, fat: str) -> list[Kind]:
             admission_review(scaled, kind="Deployment", group="apps", operation="UPDATE", old=old),
             True,
         ),
-        Kind("ImageReview", "/imagereview", image_review(web, sidecar), True),
+        Kind(
+            "ImageReview",
+            "/imagereview",
+            {
+                "apiVersion": "imagepolicy.k8s.io/v1alpha1",
+                "kind": "ImageReview",
+                "spec": {
+                    "containers": [{"image": web}, {"image": sidecar}],
+                    "namespace": "shop",
+                    "annotations": {},
+                },
+            },
+            True,
+        ),
         Kind(
             f"Pod denied ({FAT_LAYERS} layers)",
             "/validate",
@@ -98,19 +111,6 @@ def cronjob(image: str) -> dict[str, Any]:
         "spec": {
             "schedule": "0 3 * * *",
             "jobTemplate": {"spec": {"template": {"spec": pod_spec(image)}}},
-        },
-    }
-
-
-def image_review(*images: str) -> dict[str, Any]:
-    """An imagepolicy.k8s.io/v1alpha1 ImageReview of `images` in namespace shop."""
-    return {
-        "apiVersion": "imagepolicy.k8s.io/v1alpha1",
-        "kind": "ImageReview",
-        "spec": {
-            "containers": [{"image": image} for image in images],
-            "namespace": "shop",
-            "annotations": {},
         },
     }
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,8 +26,7 @@ import requests
 
 from bench import common
 from policy import certs
-from tests.support import images
-from tests.support.procs import child_pids
+from tests.support import images, procs
 from tests.support.registry import RunningRegistry, free_port, start_registry
 
 GUNICORN_CONF = common.ROOT / "deploy" / "gunicorn.conf.py"
@@ -89,20 +86,14 @@ class Gunicorn:
         return s
 
     def workers(self) -> list[int]:
-        return child_pids(self.process.pid)
+        return procs.child_pids(self.process.pid)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL after 15 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        procs.stop(self.process, grace=15)
 
 
 def start_gunicorn(
@@ -143,28 +134,14 @@ def start_gunicorn(
         )
     server = Gunicorn(name, f"https://127.0.0.1:{port}", process, log_path, ca)
     try:
-        wait_ready(server, ready_seconds)
+        with server.session() as s:
+            procs.wait_ready(
+                process, s, f"{server.url}/readyz", name=name, log=server.log, seconds=ready_seconds
+            )
     except BaseException:
         server.stop()
         raise
     return server
-
-
-def wait_ready(server: Gunicorn, seconds: float = 20.0) -> None:
-    """Poll `/readyz` until it answers 200; RuntimeError with the log after `seconds`."""
-    end = time.monotonic() + seconds
-    with server.session() as s:
-        while time.monotonic() < end:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited early:\n{server.log()}")
-            try:
-                with s.get(f"{server.url}/readyz", timeout=1) as reply:
-                    if reply.status_code == 200:
-                        return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"{server.name} not ready within {seconds} s:\n{server.log()}")
 
 
 def counters(server: Gunicorn, name: str) -> dict[tuple[tuple[str, str], ...], float]:

@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from policy.errors import RegistryAuthError
-from tests.support import binaries, images
+from tests.support import binaries, images, procs
 
 BINARY = "/usr/bin/docker-registry"
 MISSING = (
@@ -56,13 +56,7 @@ class RunningRegistry:
 
     def stop(self) -> None:
         """Terminate the process and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        procs.stop(self.process)
 
 
 def start_registry(
