@@ -35,7 +35,7 @@ import requests
 
 from bench import common
 from bench.soak import HEY, parse_hey
-from bench.stack import RULES, SETTINGS, Gunicorn, webhook_stack
+from bench.stack import RULES, SETTINGS, Gunicorn, session, webhook_stack
 from tests.support.procs import network_waiters
 from tests.support.reviews import deployment_review, pod_review
 from tests.support.trickle import Trickle
@@ -107,9 +107,7 @@ class Checker:
         self._thread.start()
 
     def _run(self) -> None:
-        with requests.Session() as s:
-            s.trust_env = False
-            s.verify = str(self.ca)
+        with session(self.ca) as s:
             while not self._stop.is_set():
                 started = time.monotonic()
                 self.asked += 1
@@ -143,9 +141,7 @@ class Attack:
             thread.start()
 
     def _run(self) -> None:
-        with requests.Session() as s:
-            s.trust_env = False
-            s.verify = str(self.ca)
+        with session(self.ca) as s:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:

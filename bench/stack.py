@@ -69,6 +69,14 @@ SETTINGS = (
 # --- gunicorn --------------------------------------------------------------------------------
 
 
+def session(ca: Path) -> requests.Session:
+    """A session trusting `ca` (the stack's servers), ignoring proxies from the environment."""
+    s = requests.Session()
+    s.trust_env = False
+    s.verify = str(ca)
+    return s
+
+
 @dataclass
 class Gunicorn:
     """A gunicorn arbiter started with the shipped config file."""
@@ -80,10 +88,7 @@ class Gunicorn:
     ca: Path
 
     def session(self) -> requests.Session:
-        s = requests.Session()
-        s.trust_env = False
-        s.verify = str(self.ca)
-        return s
+        return session(self.ca)
 
     def workers(self) -> list[int]:
         return procs.child_pids(self.process.pid)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,18 @@ def start_registry(
         running.stop()
         raise
     return running
+
+
+def seed_storage(root: Path, seed: Callable[[str], object]) -> Path:
+    """Run an open registry on `root`/seed, `seed(url)` it, stop it, and copy its storage to
+    `root`/served; return that directory, for a registry (with auth, say) to serve."""
+    seeding = start_registry(root / "seed")
+    try:
+        seed(seeding.url)
+    finally:
+        seeding.stop()
+    shutil.copytree(root / "seed" / "storage", root / "served" / "storage")
+    return root / "served"
 
 
 def _wait_healthy(running: RunningRegistry, *, verify: bool | str, seconds: float = 10.0) -> None:
