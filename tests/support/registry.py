@@ -81,27 +81,9 @@ def start_registry(
     port = free_port()
     storage = tmp_path / "storage"
     storage.mkdir(parents=True, exist_ok=True)
-    http: dict[str, Any] = {
-        "addr": f"127.0.0.1:{port}",
-        "secret": "image-policy-tests",
-        "headers": {"X-Content-Type-Options": ["nosniff"]},
-    }
-    if tls is not None:
-        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
-    config: dict[str, Any] = {
-        "version": 0.1,
-        "log": {"level": log_level, "accesslog": {"disabled": True}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(storage)},
-            "delete": {"enabled": True},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-        },
-        "http": http,
-    }
-    if auth is not None:
-        config["auth"] = auth
-    if proxy_remoteurl is not None:
-        config["proxy"] = {"remoteurl": proxy_remoteurl}
+    config = _config(
+        storage, port, auth=auth, tls=tls, proxy_remoteurl=proxy_remoteurl, log_level=log_level
+    )
     config_path = tmp_path / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "registry.log"
@@ -126,6 +108,40 @@ def start_registry(
         running.stop()
         raise
     return running
+
+
+def _config(
+    storage: Path,
+    port: int,
+    *,
+    auth: dict[str, Any] | None,
+    tls: tuple[Path, Path] | None,
+    proxy_remoteurl: str | None,
+    log_level: str,
+) -> dict[str, Any]:
+    """The registry's config.yml (see `start_registry`)."""
+    http: dict[str, Any] = {
+        "addr": f"127.0.0.1:{port}",
+        "secret": "image-policy-tests",
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
+    if tls is not None:
+        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": log_level, "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": http,
+    }
+    if auth is not None:
+        config["auth"] = auth
+    if proxy_remoteurl is not None:
+        config["proxy"] = {"remoteurl": proxy_remoteurl}
+    return config
 
 
 def seed_storage(root: Path, seed: Callable[[str], object]) -> Path:
