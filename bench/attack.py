@@ -35,7 +35,8 @@ import requests
 
 from bench import common
 from bench.soak import HEY, parse_hey
-from bench.stack import RULES, SETTINGS, Gunicorn, session, webhook_stack
+from bench.stack import Gunicorn, session, webhook_stack
+from bench.webhook import RULES, SETTINGS
 from tests.support.procs import network_waiters
 from tests.support.reviews import deployment_review, pod_review
 from tests.support.trickle import Trickle

@@ -39,6 +39,7 @@ from typing import Any
 
 from bench import common
 from bench import stack as bench_stack
+from bench import webhook as webhook_bench
 from bench.env import Unavailable
 from bench.soak import HEY
 from tests.support.reviews import deployment_review
@@ -99,8 +100,8 @@ def worker(config: str) -> None:
         bench_stack.seed(registry.url)
         refs = [f"{registry.host}/{repository}:1.0" for repository, _ in bench_stack.IMAGES]
         body = json.dumps(deployment_review(refs)).encode()
-        (directory / "rules.yaml").write_text(bench_stack.RULES.format(host=registry.host))
-        (directory / "settings.yaml").write_text(bench_stack.SETTINGS)
+        (directory / "rules.yaml").write_text(webhook_bench.RULES.format(host=registry.host))
+        (directory / "settings.yaml").write_text(webhook_bench.SETTINGS)
         # decision lines go where gunicorn's would: the app's own stderr handler
         sys.stderr = (directory / "stderr.log").open("w")
         if config == "webhook-nolog":
@@ -153,7 +154,12 @@ def _worker_totals(directory: Path, reviews: int) -> dict[str, int]:
     out = directory / f"worker-{reviews}.%p.callgrind"
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
     workers: dict[str, list[int]] = {}
-    with bench_stack.webhook_stack(wrapper=wrapper, ready_seconds=600) as stack:
+    with bench_stack.webhook_stack(
+        rules=webhook_bench.RULES,
+        settings=webhook_bench.SETTINGS,
+        wrapper=wrapper,
+        ready_seconds=600,
+    ) as stack:
         assert stack.trivial is not None
         body = stack.directory / "review.json"
         body.write_text(json.dumps(deployment_review(stack.refs)))

@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import common
 from bench.stack import Stack, counters, webhook_stack
+from bench.webhook import RULES, SETTINGS
 from tests.support import images
 from tests.support.reviews import admission_review, deployment, pod_spec
 
@@ -167,7 +168,7 @@ def slope_per_minute(samples: list[tuple[float, int]]) -> float:
 
 def run(*, duration: float = DURATION, rate: float = RATE) -> common.Result:
     """Soak the webhook for `duration` s at `rate` requests/s of mixed reviews."""
-    with webhook_stack(trivial=False) as stack:
+    with webhook_stack(rules=RULES, settings=SETTINGS, trivial=False) as stack:
         kinds = mix(stack, push_fat(stack))
         check_verdicts(stack, kinds)
         workers = stack.webhook.workers()

@@ -4,9 +4,10 @@ attack run against.
 `webhook_stack` starts the real distribution registry on loopback (seeded with IMAGES), a
 fresh CA and serving certificate (`image-policy certs`' own `issue`), and the webhook under
 `gunicorn -c deploy/gunicorn.conf.py` (the settings of `policy.server.gunicorn_settings`: one
-gthread worker with 16 threads, TLS), configured by the IMAGE_POLICY_* environment with RULES
-and SETTINGS; optionally also `bench/trivial_app.py` under the same gunicorn config, the
-ceiling of the stack. `counters` reads the webhook's own Prometheus counters.
+gthread worker with 16 threads, TLS), configured by the IMAGE_POLICY_* environment with the
+benchmark's rules (`{host}` in them stands for the registry) and settings; optionally also
+`bench/trivial_app.py` under the same gunicorn config, the ceiling of the stack. `counters`
+reads the webhook's own Prometheus counters.
 """
 
 from __future__ import annotations
@@ -34,37 +35,6 @@ TRIVIAL_APP = "bench.trivial_app:create_app()"
 
 # (repository, layers) of the images the reviewed workloads use
 IMAGES = (("shop/web", 4), ("shop/sidecar", 2), ("shop/tools", 1))
-
-RULES = """\
-apiVersion: image-policy/v1
-kind: RuleSet
-metadata: {{name: bench}}
-defaults: {{action: deny, onResolveError: deny, unmatched: deny, platforms: ["linux/amd64"]}}
-rules:
-  - id: trusted-registries
-    match: {{images: ["**"]}}
-    require: {{registries: ["{host}"]}}
-  - id: no-latest
-    match: {{images: ["**"]}}
-    require: {{denyTags: ["latest"]}}
-  - id: non-root
-    match: {{images: ["**"]}}
-    require: {{nonRootUser: true}}
-  - id: few-layers
-    match: {{images: ["**"]}}
-    require: {{maxLayers: 30}}
-  - id: prod-pinned
-    match: {{images: ["**"], namespaces: ["prod"]}}
-    require: {{digest: true}}
-"""
-
-SETTINGS = (
-    "cache: {tagTTL: 1h}\ntimeouts: {request: 5s, decision: 8s}\n"
-    # The benchmark's registry (and the relay in front of it) is on loopback, which the
-    # webhook's egress policy refuses unless told.
-    'egress: {allow: ["127.0.0.0/8"]}\n'
-)
-
 
 # --- gunicorn --------------------------------------------------------------------------------
 
@@ -195,9 +165,9 @@ def seed(url: str) -> None:
 @contextmanager
 def webhook_stack(
     *,
+    rules: str,
+    settings: str,
     trivial: bool = True,
-    settings: str = SETTINGS,
-    rules: str = RULES,
     wrapper: Sequence[str] = (),
     ready_seconds: float = 20.0,
 ) -> Iterator[Stack]:

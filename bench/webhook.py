@@ -38,6 +38,37 @@ WRK = "wrk"
 
 Row = tuple[object, ...]
 
+RULES = """\
+apiVersion: image-policy/v1
+kind: RuleSet
+metadata: {{name: bench}}
+defaults: {{action: deny, onResolveError: deny, unmatched: deny, platforms: ["linux/amd64"]}}
+rules:
+  - id: trusted-registries
+    match: {{images: ["**"]}}
+    require: {{registries: ["{host}"]}}
+  - id: no-latest
+    match: {{images: ["**"]}}
+    require: {{denyTags: ["latest"]}}
+  - id: non-root
+    match: {{images: ["**"]}}
+    require: {{nonRootUser: true}}
+  - id: few-layers
+    match: {{images: ["**"]}}
+    require: {{maxLayers: 30}}
+  - id: prod-pinned
+    match: {{images: ["**"], namespaces: ["prod"]}}
+    require: {{digest: true}}
+"""
+
+SETTINGS = (
+    "cache: {tagTTL: 1h}\ntimeouts: {request: 5s, decision: 8s}\n"
+    # The benchmark's registry (and the relay in front of it) is on loopback, which the
+    # webhook's egress policy refuses unless told.
+    'egress: {allow: ["127.0.0.0/8"]}\n'
+)
+
+
 WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -143,7 +174,7 @@ def run(*, duration: float = DURATION, repeats: int = REPEATS) -> common.Result:
     """Measure the webhook and the trivial app at each concurrency, `repeats` × `duration` s."""
     if not common.can_pin():
         raise RuntimeError("benchmark 1 needs two usable CPUs (load on CPU 0, server on CPU 1)")
-    with webhook_stack() as stack:
+    with webhook_stack(rules=RULES, settings=SETTINGS) as stack:
         body, script = prepare_load(stack)
         before_reviews = counters(stack.webhook, "image_policy_reviews")
         before_registry = registry_requests(stack)

@@ -179,9 +179,32 @@ class Sigstore:
             return builder().sign(self.ca_key, hashes.SHA256())
         # The SCT signs the precertificate's TBS (the certificate without the SCT extension).
         precert = builder().sign(self.ca_key, hashes.SHA256())
-        octets = _sct_list(
-            ct_key or self.ct_key, self.ca_key, precert.tbs_certificate_bytes, valid_from
+        tbs = precert.tbs_certificate_bytes
+        log = ct_key or self.ct_key
+        millis = int(valid_from.timestamp() * 1000)
+        issuer_key_hash = hashlib.sha256(_der(self.ca_key.public_key())).digest()
+        signed = (
+            b"\x00\x00"
+            + millis.to_bytes(8, "big")
+            + b"\x00\x01"
+            + issuer_key_hash
+            + len(tbs).to_bytes(3, "big")
+            + tbs
+            + b"\x00\x00"
         )
+        signature = log.sign(signed, ec.ECDSA(hashes.SHA256()))
+        sct_bytes = (
+            b"\x00"
+            + hashlib.sha256(_der(log.public_key())).digest()
+            + millis.to_bytes(8, "big")
+            + b"\x00\x00"
+            + b"\x04\x03"
+            + len(signature).to_bytes(2, "big")
+            + signature
+        )
+        listed = len(sct_bytes).to_bytes(2, "big") + sct_bytes
+        tls_list = len(listed).to_bytes(2, "big") + listed
+        octets = b"\x04" + _der_length(len(tls_list)) + tls_list
         return (
             builder()
             .add_extension(x509.UnrecognizedExtension(SCT_LIST, octets), critical=False)
@@ -486,37 +509,6 @@ def _bundle(leaf: x509.Certificate, entries: list[dict[str, Any]], **content: An
             **content,
         }
     ).encode()
-
-
-def _sct_list(
-    log: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey, tbs: bytes, at: datetime
-) -> bytes:
-    """The embedded-SCT extension's value: one SCT, timestamped `at` and signed by the CT
-    `log`, over the precertificate `tbs` of a certificate issued by `ca_key` (RFC 6962 §3.2)."""
-    millis = int(at.timestamp() * 1000)
-    issuer_key_hash = hashlib.sha256(_der(ca_key.public_key())).digest()
-    signed = (
-        b"\x00\x00"
-        + millis.to_bytes(8, "big")
-        + b"\x00\x01"
-        + issuer_key_hash
-        + len(tbs).to_bytes(3, "big")
-        + tbs
-        + b"\x00\x00"
-    )
-    signature = log.sign(signed, ec.ECDSA(hashes.SHA256()))
-    sct_bytes = (
-        b"\x00"
-        + hashlib.sha256(_der(log.public_key())).digest()
-        + millis.to_bytes(8, "big")
-        + b"\x00\x00"
-        + b"\x04\x03"
-        + len(signature).to_bytes(2, "big")
-        + signature
-    )
-    listed = len(sct_bytes).to_bytes(2, "big") + sct_bytes
-    tls_list = len(listed).to_bytes(2, "big") + listed
-    return b"\x04" + _der_length(len(tls_list)) + tls_list
 
 
 def _der_length(n: int) -> bytes:

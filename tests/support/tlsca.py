@@ -40,17 +40,13 @@ def self_signed(
 
 def ca_key_usage(*, digital_signature: bool) -> x509.KeyUsage:
     """The key usage of a CA certificate: signs certificates and CRLs (and, when
-    `digital_signature`, other data)."""
+    `digital_signature`, other data); nothing else."""
+    off = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
     return x509.KeyUsage(
         digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
         key_cert_sign=True,
         crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
+        **dict.fromkeys((*off, "encipher_only", "decipher_only"), False),
     )
 
 
