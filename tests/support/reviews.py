@@ -29,6 +29,19 @@ def pod_review(
     }
 
 
+def workload(kind: str, *images: str) -> dict[str, Any]:
+    """A bare object of `kind` (no apiVersion, no metadata) whose pod spec runs `images`, one
+    container each: a Pod, a CronJob, a PodTemplate, or any kind with `spec.template`."""
+    spec = {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}
+    if kind == "Pod":
+        return {"kind": kind, "spec": spec}
+    if kind == "CronJob":
+        return {"kind": kind, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}
+    if kind == "PodTemplate":
+        return {"kind": kind, "template": {"spec": spec}}
+    return {"kind": kind, "spec": {"template": {"spec": spec}}}
+
+
 def admission_review(
     obj: dict[str, Any],
     *,
