@@ -11,9 +11,18 @@ def pod_review(
     uid: str = "uid-fault",
     namespace: str = "dev",
     user: str = "system:serviceaccount:ci:deployer",
+    pod_name: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """An `admission.k8s.io/v1` CREATE of a Pod with one container per image."""
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    """An `admission.k8s.io/v1` CREATE of a Pod with one container per image, named c0, c1, …
+    (or `names`); the Pod has no metadata unless `pod_name` is given."""
+    containers = [
+        {"name": name, "image": image}
+        for name, image in zip(names or [f"c{i}" for i in range(len(images))], images, strict=True)
+    ]
+    pod: dict[str, Any] = {"kind": "Pod", "spec": {"containers": containers}}
+    if pod_name is not None:
+        pod = {"kind": "Pod", "metadata": {"name": pod_name}, "spec": pod["spec"]}
     return {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -24,7 +33,7 @@ def pod_review(
             "namespace": namespace,
             "operation": "CREATE",
             "userInfo": {"username": user},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
+            "object": pod,
         },
     }
 
