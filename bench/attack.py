@@ -35,9 +35,10 @@ import requests
 
 from bench import common
 from bench.soak import HEY, parse_hey
-from bench.webhook import RULES, SETTINGS, deployment_review, webhook_stack
+from bench.stack import Gunicorn, session, webhook_stack
+from bench.webhook import RULES, SETTINGS
 from tests.support.procs import network_waiters
-from tests.support.reviews import pod_review
+from tests.support.reviews import deployment_review, pod_review
 from tests.support.trickle import Trickle
 
 # The benchmark 1 rules without their registry allow-list: a registry that list refuses is
@@ -107,9 +108,7 @@ class Checker:
         self._thread.start()
 
     def _run(self) -> None:
-        with requests.Session() as s:
-            s.trust_env = False
-            s.verify = str(self.ca)
+        with session(self.ca) as s:
             while not self._stop.is_set():
                 started = time.monotonic()
                 self.asked += 1
@@ -143,9 +142,7 @@ class Attack:
             thread.start()
 
     def _run(self) -> None:
-        with requests.Session() as s:
-            s.trust_env = False
-            s.verify = str(self.ca)
+        with session(self.ca) as s:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
@@ -177,13 +174,9 @@ def run(*, duration: float = DURATION) -> common.Result:
         body.write_text(json.dumps(healthy))
         url = f"{hook.webhook.url}/validate"
         [worker] = hook.webhook.workers()
-        with hook.webhook.session() as s, s.post(url, json=healthy, timeout=30) as reply:
-            if reply.status_code != 200 or reply.json()["response"]["allowed"] is not True:
-                raise RuntimeError(f"the healthy review is not allowed: {reply.text}")
+        check_healthy(hook.webhook, url, healthy)
 
-        alone_check = Checker(url, hook.ca, healthy)
-        alone = hey(url, body, duration)
-        alone_check.stop()
+        alone, alone_check = healthy_load(url, hook.ca, healthy, body, duration)
         threads_before = threads_of(worker)
         waiting_before = network_waiters(worker)
 
@@ -192,31 +185,12 @@ def run(*, duration: float = DURATION) -> common.Result:
         )
         attack = Attack(url, hook.ca, hostile)
         time.sleep(2.0)  # the attack's first wave reaches the resolver
-        attacked_check = Checker(url, hook.ca, healthy)
-        attacked = hey(url, body, duration)
-        attacked_check.stop()
+        attacked, attacked_check = healthy_load(url, hook.ca, healthy, body, duration)
         threads_during = threads_of(worker)
         waiting_during = network_waiters(worker)
         attack.stop()  # the attackers' connections are closed; the hostile peers go on
-        stopped = time.monotonic()
-        waiting_after = network_waiters(worker)
-        while waiting_after > waiting_before and time.monotonic() - stopped < DEADLINE + GRACE:
-            time.sleep(0.2)
-            waiting_after = network_waiters(worker)
-        recovery = time.monotonic() - stopped
+        waiting_after, recovery = wait_recovery(worker, waiting_before)
         threads_after = threads_of(worker)
-
-    def row(name: str, load: Any, check: Checker) -> tuple[object, ...]:
-        bad = sum(n for code, n in load.statuses.items() if code != 200) + sum(load.errors.values())
-        return (
-            name,
-            round(load.rps, 1),
-            round(load.p50, 1),
-            round(load.p99, 1),
-            bad,
-            f"{check.right}/{check.asked}",
-            round(max(check.latencies, default=0.0) * 1000, 1),
-        )
 
     table = common.Table(
         f"Healthy reviews (3 images, hey -c {HEALTHY_CONNECTIONS}, {duration:g} s) alone and while "
@@ -236,24 +210,70 @@ def run(*, duration: float = DURATION) -> common.Result:
         f"p99 under attack / p99 alone: {attacked.p99 / alone.p99:.0f}×; req/s under attack / "
         f"alone: {attacked.rps / alone.rps:.3f}",
     )
+    return common.Result(
+        "attack",
+        "Under attack: slowloris registries",
+        (table,),
+        targets(attacked, attacked_check, waiting_after - waiting_before),
+        notes,
+        data={"recovery_seconds": recovery, "attack_answered": len(attack.answered)},
+    )
+
+
+def check_healthy(webhook: Gunicorn, url: str, healthy: dict[str, Any]) -> None:
+    """RuntimeError unless the webhook allows the healthy review (its warm-up)."""
+    with webhook.session() as s, s.post(url, json=healthy, timeout=30) as reply:
+        if reply.status_code != 200 or reply.json()["response"]["allowed"] is not True:
+            raise RuntimeError(f"the healthy review is not allowed: {reply.text}")
+
+
+def healthy_load(
+    url: str, ca: Path, healthy: dict[str, Any], body: Path, duration: float
+) -> tuple[Any, Checker]:
+    """The healthy load for `duration` s with a checker beside it: hey's result and the
+    checker's count."""
+    check = Checker(url, ca, healthy)
+    load = hey(url, body, duration)
+    check.stop()
+    return load, check
+
+
+def wait_recovery(worker: int, waiting_before: int) -> tuple[int, float]:
+    """Wait until the worker's threads waiting on the network are back to `waiting_before`,
+    for DEADLINE + GRACE at most: how many wait then, and the seconds it took."""
+    stopped = time.monotonic()
+    waiting_after = network_waiters(worker)
+    while waiting_after > waiting_before and time.monotonic() - stopped < DEADLINE + GRACE:
+        time.sleep(0.2)
+        waiting_after = network_waiters(worker)
+    return waiting_after, time.monotonic() - stopped
+
+
+def row(name: str, load: Any, check: Checker) -> tuple[object, ...]:
+    """The table's row for one healthy load and its checker."""
+    bad = sum(n for code, n in load.statuses.items() if code != 200) + sum(load.errors.values())
+    return (
+        name,
+        round(load.rps, 1),
+        round(load.p50, 1),
+        round(load.p99, 1),
+        bad,
+        f"{check.right}/{check.asked}",
+        round(max(check.latencies, default=0.0) * 1000, 1),
+    )
+
+
+def targets(
+    attacked: Any, attacked_check: Checker, still_waiting: int
+) -> tuple[common.Target, ...]:
+    """The healthy review answered right and in time under attack, and no thread left waiting
+    on the network after it."""
     wrong = attacked_check.asked - attacked_check.right
-    targets = (
+    return (
         common.Target("healthy reviews answered wrong or late under attack", wrong, 0),
         # Every client waits in the one queue of the worker's request threads: the healthy
         # load's 4 connections behind the attack's 100, whose reviews now cost a few ms each.
         # The bound that matters is the review's own: answered within its deadline.
         common.Target("healthy p99 under attack, ms", attacked.p99, DEADLINE * 1000),
-        common.Target(
-            "threads still waiting on the network after the attack",
-            waiting_after - waiting_before,
-            0,
-        ),
-    )
-    return common.Result(
-        "attack",
-        "Under attack: slowloris registries",
-        (table,),
-        targets,
-        notes,
-        data={"recovery_seconds": recovery, "attack_answered": len(attack.answered)},
+        common.Target("threads still waiting on the network after the attack", still_waiting, 0),
     )

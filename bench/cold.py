@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import common
@@ -130,84 +130,123 @@ def registry_cpu_per_request(requests_made: int = 300) -> float:
 
 def run() -> common.Result:
     common.pin_load_generator()
-    rows = []
-    targets = []
-    notes = []
+    rows: list[tuple[object, ...]] = []
+    targets: list[common.Target] = []
     data: dict[str, object] = {}
     with RemoteEnv(_seed, token_auth=True, latency=LATENCY) as env:
         for label, layout in LAYOUTS.items():
-            refs_all = [f"{env.host}/{r}:{t}" for r, t in (layout(i) for i in range(max(SIZES)))]
-            _decide(env, refs_all[:1])  # warm-up: imports, thread pools, registry file cache
-            times: dict[int, list[float]] = {n: [] for n in SIZES}
-            client: dict[int, list[float]] = {n: [] for n in SIZES}
-            server: dict[int, list[float]] = {n: [] for n in SIZES}
-            counts: dict[int, Counter[str]] = {}
-            for _ in range(ROUNDS):
-                for n in SIZES:  # interleaved, so drift affects every size alike
-                    measured = _decide(env, refs_all[:n])
-                    times[n].append(measured.seconds)
-                    client[n].append(measured.client_cpu)
-                    server[n].append(measured.server_cpu)
-                    counts[n] = measured.counts
-            base = common.median(times[1])
-            for n in SIZES:
-                seen = counts[n]
-                repositories = len({layout(i)[0] for i in range(n)})
-                total = sum(v for k, v in seen.items() if k != "401")
-                floor = minimum(n, repositories)
-                rows.append(
-                    (
-                        label,
-                        n,
-                        common.median(times[n]) * 1000,
-                        min(times[n]) * 1000,
-                        max(times[n]) * 1000,
-                        common.median(times[n]) / base,
-                        common.median(client[n]) * 1000,
-                        common.median(server[n]) * 1000,
-                        seen["HEAD manifest"],
-                        seen["GET manifest"],
-                        seen["GET blob"],
-                        seen["token"],
-                        seen["401"],
-                        total,
-                        floor,
-                    )
-                )
-                data[f"{label}/{n}"] = {
-                    "seconds": times[n],
-                    "client_cpu": client[n],
-                    "server_cpu": server[n],
-                    "requests": dict(seen),
-                }
-            ratio = common.median(times[10]) / base
-            targets.append(
-                common.Target(f"{label}: time(10) / time(1)", round(ratio, 3), TARGET_RATIO)
-            )
-            seen = counts[10]
-            floor = minimum(10, len({layout(i)[0] for i in range(10)}))
-            made = sum(v for k, v in seen.items() if k != "401")
-            targets.append(common.Target(f"{label}: requests for 10 images", made, floor))
+            rounds = _rounds(env, layout)
+            rows += _rows(label, layout, rounds, data)
+            targets += _targets(label, layout, rounds)
     per_request = registry_cpu_per_request()
     data["registry_cpu_per_request"] = per_request
-    notes.append(
+    return common.Result(
+        "cold", "2. cold resolution", (_table(rows),), tuple(targets), _notes(per_request), data
+    )
+
+
+@dataclass
+class Rounds:
+    """ROUNDS cold decisions of each size for one layout: wall times, client and server CPU
+    seconds by size, and the requests of the last round by size."""
+
+    times: dict[int, list[float]] = field(default_factory=lambda: {n: [] for n in SIZES})
+    client: dict[int, list[float]] = field(default_factory=lambda: {n: [] for n in SIZES})
+    server: dict[int, list[float]] = field(default_factory=lambda: {n: [] for n in SIZES})
+    counts: dict[int, Counter[str]] = field(default_factory=dict)
+
+
+def _rounds(env: RemoteEnv, layout: Callable[[int], tuple[str, str]]) -> Rounds:
+    """A warm-up decision, then ROUNDS rounds of one cold decision per size."""
+    refs_all = [f"{env.host}/{r}:{t}" for r, t in (layout(i) for i in range(max(SIZES)))]
+    _decide(env, refs_all[:1])  # warm-up: imports, thread pools, registry file cache
+    out = Rounds()
+    for _ in range(ROUNDS):
+        for n in SIZES:  # interleaved, so drift affects every size alike
+            measured = _decide(env, refs_all[:n])
+            out.times[n].append(measured.seconds)
+            out.client[n].append(measured.client_cpu)
+            out.server[n].append(measured.server_cpu)
+            out.counts[n] = measured.counts
+    return out
+
+
+def _rows(
+    label: str,
+    layout: Callable[[int], tuple[str, str]],
+    rounds: Rounds,
+    data: dict[str, object],
+) -> list[tuple[object, ...]]:
+    """The table's rows for one layout (a row per size); each size's figures go to `data`."""
+    rows: list[tuple[object, ...]] = []
+    times = rounds.times
+    base = common.median(times[1])
+    for n in SIZES:
+        seen = rounds.counts[n]
+        repositories = len({layout(i)[0] for i in range(n)})
+        total = sum(v for k, v in seen.items() if k != "401")
+        floor = minimum(n, repositories)
+        rows.append(
+            (
+                label,
+                n,
+                common.median(times[n]) * 1000,
+                min(times[n]) * 1000,
+                max(times[n]) * 1000,
+                common.median(times[n]) / base,
+                common.median(rounds.client[n]) * 1000,
+                common.median(rounds.server[n]) * 1000,
+                seen["HEAD manifest"],
+                seen["GET manifest"],
+                seen["GET blob"],
+                seen["token"],
+                seen["401"],
+                total,
+                floor,
+            )
+        )
+        data[f"{label}/{n}"] = {
+            "seconds": times[n],
+            "client_cpu": rounds.client[n],
+            "server_cpu": rounds.server[n],
+            "requests": dict(seen),
+        }
+    return rows
+
+
+def _targets(
+    label: str, layout: Callable[[int], tuple[str, str]], rounds: Rounds
+) -> list[common.Target]:
+    """One layout's targets: time(10) / time(1), and the requests for 10 images against the
+    protocol's minimum."""
+    ratio = common.median(rounds.times[10]) / common.median(rounds.times[1])
+    seen = rounds.counts[10]
+    floor = minimum(10, len({layout(i)[0] for i in range(10)}))
+    made = sum(v for k, v in seen.items() if k != "401")
+    return [
+        common.Target(f"{label}: time(10) / time(1)", round(ratio, 3), TARGET_RATIO),
+        common.Target(f"{label}: requests for 10 images", made, floor),
+    ]
+
+
+def _notes(per_request: float) -> tuple[str, ...]:
+    return (
         "client CPU = this process (all threads, load CPU); server CPU = registry + relays + "
         "token server (server CPU); medians per decision (server CPU read from /proc, in 10 ms "
         "clock ticks). The "
         "registry alone, 300 sequential "
         f"HEADs by tag (no auth, no proxy, keep-alive): {per_request * 1000:.2f} ms of CPU per "
-        "request"
-    )
-    notes.append(
+        "request",
         f"relay latency {LATENCY * 1000:.0f} ms per request (registry and token realm); "
         f"ideal critical path 4 round trips = {4 * LATENCY * 1000:.0f} ms for any N; "
-        f"median of {ROUNDS} rounds, sizes interleaved"
-    )
-    notes.append(
+        f"median of {ROUNDS} rounds, sizes interleaved",
         "requests = HEAD/GET manifest + GET blob + token + 401 answers (the 401s are requests "
-        "the registry answered 'unauthorized'; they are counted within GET manifest too)"
+        "the registry answered 'unauthorized'; they are counted within GET manifest too)",
     )
-    table = common.Table(
+
+
+def _table(rows: list[tuple[object, ...]]) -> common.Table:
+    return common.Table(
         "cold decisions through Service.decide (token auth, +50 ms per request)",
         (
             "layout",
@@ -228,4 +267,3 @@ def run() -> common.Result:
         ),
         tuple(rows),
     )
-    return common.Result("cold", "2. cold resolution", (table,), tuple(targets), tuple(notes), data)

@@ -30,7 +30,7 @@ from policy.registry.session import new_session
 from policy.resolver import RegistryResolver
 from policy.settings import Settings
 from tests.support import images
-from tests.support.registry import RunningRegistry, registry_binary, start_registry
+from tests.support.registry import RunningRegistry, registry_binary, seed_storage, start_registry
 from tests.support.relay import LatencyRelay
 from tests.support.tokenserver import TokenServer
 
@@ -99,14 +99,7 @@ class Env(_Resolvers):
     def counts(self) -> Counter[str]:
         """Requests seen since the last reset, by kind: head/get manifest, get blob, token,
         and (from the client's own events) how many of them were answered 401."""
-        out: Counter[str] = Counter()
-        for (method, path), n in self.proxy.counts().items():
-            if "/manifests/" in path:
-                out[f"{method} manifest"] += n
-            elif "/blobs/" in path:
-                out[f"{method} blob"] += n
-            else:
-                out[f"{method} {path}"] += n
+        out = self.proxy.kinds()
         if self.token_proxy is not None:
             out["token"] += self.token_proxy.total()
         out["401"] += sum(1 for e in self.events if e.status == 401)
@@ -127,12 +120,7 @@ def registry_env(seed: Seeder, *, token_auth: bool, latency: float) -> Iterator[
         raise Unavailable("docker-registry is not installed (apt-get install docker-registry)")
     with ExitStack() as stack:
         root = Path(stack.enter_context(_tempdir()))
-        seeding = start_registry(root / "seed")
-        try:
-            seed(seeding.url)
-        finally:
-            seeding.stop()
-        shutil.copytree(root / "seed" / "storage", root / "served" / "storage")
+        served = seed_storage(root, seed)
         tokens = token_proxy = None
         auth = None
         if token_auth:
@@ -142,7 +130,7 @@ def registry_env(seed: Seeder, *, token_auth: bool, latency: float) -> Iterator[
             )
             auth = tokens.auth_config()
             auth["token"]["realm"] = f"{token_proxy.url}/token"
-        running = start_registry(root / "served", auth=auth, log_level="warn")
+        running = start_registry(served, auth=auth, log_level="warn")
         stack.callback(running.stop)
         common.pin(running.process.pid, common.SERVER_CPU)
         proxy = stack.enter_context(LatencyRelay(running.url, latency=latency))

@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench import stack as bench_stack
 from bench import webhook as webhook_bench
 from bench.env import Unavailable
 from bench.soak import HEY
+from tests.support.reviews import deployment_review
 
 WARMUP = 300
 MEASURED = 1000
@@ -95,9 +97,9 @@ def worker(config: str) -> None:
     directory = Path(tempfile.mkdtemp(prefix="bench-instr-"))
     registry = start_registry(directory / "registry")
     try:
-        webhook_bench.seed(registry.url)
-        refs = [f"{registry.host}/{repository}:1.0" for repository, _ in webhook_bench.IMAGES]
-        body = json.dumps(webhook_bench.deployment_review(refs)).encode()
+        bench_stack.seed(registry.url)
+        refs = [f"{registry.host}/{repository}:1.0" for repository, _ in bench_stack.IMAGES]
+        body = json.dumps(deployment_review(refs)).encode()
         (directory / "rules.yaml").write_text(webhook_bench.RULES.format(host=registry.host))
         (directory / "settings.yaml").write_text(webhook_bench.SETTINGS)
         # decision lines go where gunicorn's would: the app's own stderr handler
@@ -152,10 +154,15 @@ def _worker_totals(directory: Path, reviews: int) -> dict[str, int]:
     out = directory / f"worker-{reviews}.%p.callgrind"
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
     workers: dict[str, list[int]] = {}
-    with webhook_bench.webhook_stack(wrapper=wrapper, ready_seconds=600) as stack:
+    with bench_stack.webhook_stack(
+        rules=webhook_bench.RULES,
+        settings=webhook_bench.SETTINGS,
+        wrapper=wrapper,
+        ready_seconds=600,
+    ) as stack:
         assert stack.trivial is not None
         body = stack.directory / "review.json"
-        body.write_text(json.dumps(webhook_bench.deployment_review(stack.refs)))
+        body.write_text(json.dumps(deployment_review(stack.refs)))
         for server in (stack.webhook, stack.trivial):
             command = [HEY, "-n", str(WORKER_WARMUP + reviews), "-c", "1", "-m", "POST"]
             command += ["-T", "application/json", "-D", str(body), f"{server.url}/validate"]

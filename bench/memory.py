@@ -215,7 +215,7 @@ def _spawn(args: Sequence[str]) -> dict[str, int]:
 
 
 def run() -> common.Result:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     targets = []
     data: dict[str, object] = {}
     fixed = _spawn(["worker", "0"])  # the same run, caches keeping nothing
@@ -238,34 +238,45 @@ def run() -> common.Result:
     for bound, label in CONFIGS:
         r = _spawn(["worker", str(bound)])
         data[label] = r
-        cost = {k: r[k] - fixed[k] for k in ("after_distinct", "peak", "after_churn")}
-        worst = max(cost.values())
-        rows.append(
-            (
-                label,
-                bound / MiB,
-                r["base"] / MiB,
-                r["after_distinct"] / MiB,
-                r["peak"] / MiB,
-                r["after_churn"] / MiB,
-                r["accounted_churn"] / MiB,
-                cost["after_distinct"] / MiB,
-                cost["peak"] / MiB,
-                cost["after_churn"] / MiB,
-                (r["after_churn"] - r["base"]) / MiB,
-            )
-        )
-        targets.append(
-            common.Target(
-                f"{label}: RSS over the fixed overhead (worst of @10k, peak, @50k) vs bound",
-                round(worst / MiB, 2),
-                bound / MiB,
-                " MiB",
-            )
-        )
+        row, target = _bounded(label, bound, r, fixed)
+        rows.append(row)
+        targets.append(target)
     tags = _spawn(["tags", str(100_000)])
     data["tags"] = tags
-    table = common.Table(
+    return common.Result("memory", "4. memory", (_table(rows),), tuple(targets), _notes(tags), data)
+
+
+def _bounded(
+    label: str, bound: int, r: dict[str, int], fixed: dict[str, int]
+) -> tuple[tuple[object, ...], common.Target]:
+    """One bounded configuration's row (its RSS over the fixed overhead at each point) and its
+    target: the worst of those within the bound."""
+    cost = {k: r[k] - fixed[k] for k in ("after_distinct", "peak", "after_churn")}
+    worst = max(cost.values())
+    row = (
+        label,
+        bound / MiB,
+        r["base"] / MiB,
+        r["after_distinct"] / MiB,
+        r["peak"] / MiB,
+        r["after_churn"] / MiB,
+        r["accounted_churn"] / MiB,
+        cost["after_distinct"] / MiB,
+        cost["peak"] / MiB,
+        cost["after_churn"] / MiB,
+        (r["after_churn"] - r["base"]) / MiB,
+    )
+    target = common.Target(
+        f"{label}: RSS over the fixed overhead (worst of @10k, peak, @50k) vs bound",
+        round(worst / MiB, 2),
+        bound / MiB,
+        " MiB",
+    )
+    return row, target
+
+
+def _table(rows: list[tuple[object, ...]]) -> common.Table:
+    return common.Table(
         f"resolver caches: {DISTINCT:,} distinct digests, then churn to {CHURN:,} inserts",
         (
             "configuration",
@@ -282,7 +293,10 @@ def run() -> common.Result:
         ),
         tuple(rows),
     )
-    notes = (
+
+
+def _notes(tags: dict[str, int]) -> tuple[str, ...]:
+    return (
         "fixed overhead = the RSS of the same run (fresh interpreter, same images, same 8+8 "
         "worker threads) with cache.maxBytes 0, at the same point; over fixed = RSS − that",
         "accounted = bytes charged in all five caches (manifests 1/2 of the bound, configs 1/4, "
@@ -292,7 +306,6 @@ def run() -> common.Result:
         f"{tags['bytes'] / MiB:.1f} MiB accounted, RSS grew "
         f"{(tags['after'] - tags['base']) / MiB:.1f} MiB",
     )
-    return common.Result("memory", "4. memory", (table,), tuple(targets), notes, data)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -46,6 +46,8 @@ WARM_DECISIONS = 10_000
 WARM_REPEATS = 16
 RULES = coalesce.RULES  # a manifest and a config per image, as in benchmark 3
 
+Requests = tuple[int, int, int]  # registry requests: manifest, config, token
+
 
 def _seed(url: str) -> None:
     for n in range(COLD_ROUNDS):
@@ -195,56 +197,9 @@ def run() -> common.Result:
 def _measure(env: RemoteEnv, redis: RunningRedis) -> common.Result:
     round_trip = _round_trip(env)
     cold_rows, later, first = _cold(env, redis)
-    storms = []
-    for n in range(STORM_ROUNDS):
-        shared = _storm(env, redis, f"{env.host}/shared/storm:v{2 * n}")
-        alone = _storm(env, None, f"{env.host}/shared/storm:v{2 * n + 1}")
-        storms.append((n + 1, *(_row(c) for c in (shared, alone))))
+    storms = _storms(env, redis)
     without, with_shared, warm_calls = _warm(env, redis)
-    warm_with, warm_without = statistics.median(with_shared), statistics.median(without)
-    paired = statistics.median(w / o for w, o in zip(with_shared, without, strict=True))
-    worst = {
-        key: max(row[1][i] for row in storms)
-        for i, key in enumerate(("manifest", "config", "token"))
-    }
-    cold = common.Table(
-        "cold decisions of a new image, replica by replica (fresh replicas per round)",
-        ("round", "replica 1 ms (registry)", "replica 2 ms (Redis)", "replica 3 ms (Redis)"),
-        tuple((n + 1, *row) for n, row in enumerate(cold_rows)),
-    )
-    storm = common.Table(
-        f"{STORM} concurrent decisions of a new image over 3 replicas: registry requests "
-        "(manifest, config, token)",
-        ("round", "with cache.shared", "without"),
-        tuple((n, "/".join(map(str, a)), "/".join(map(str, b))) for n, a, b in storms),
-    )
-    warm = common.Table(
-        f"warm decisions per second, one thread, {WARM_IMAGES} known images "
-        f"({WARM_REPEATS} alternating runs of {WARM_DECISIONS:,} each)",
-        ("configuration", "median", "min", "max"),
-        (
-            ("without cache.shared", warm_without, min(without), max(without)),
-            ("with cache.shared", warm_with, min(with_shared), max(with_shared)),
-        ),
-    )
-    targets = (
-        common.Target(
-            "replicas 2 and 3 cold latency / one registry round trip (median)",
-            round(100 * later / round_trip, 1),
-            10,
-            "%",
-        ),
-        common.Target("manifest requests per new image per cluster (worst)", worst["manifest"], 1),
-        common.Target("config requests per new image per cluster (worst)", worst["config"], 1),
-        common.Target("token requests per new image per cluster (worst)", worst["token"], 1),
-        common.Target(
-            "warm throughput with cache.shared / without (median of paired runs)",
-            round(100 * paired, 1),
-            95,
-            "%",
-            higher_is_better=True,
-        ),
-    )
+    targets = _targets(round_trip, later, storms, without, with_shared)
     notes = (
         f"one registry round trip (GET /v2/ through the relay, median of 20): "
         f"{round_trip * 1000:.1f} ms; replica 1's cold decision (median): {first * 1000:.1f} ms; "
@@ -266,9 +221,90 @@ def _measure(env: RemoteEnv, redis: RunningRedis) -> common.Result:
         "warm_redis_calls": warm_calls,
     }
     return common.Result(
-        "shared", "Shared cache on Redis (#18)", (cold, storm, warm), targets, notes, data
+        "shared",
+        "Shared cache on Redis (#18)",
+        _tables(cold_rows, storms, without, with_shared),
+        targets,
+        notes,
+        data,
     )
 
 
-def _row(counts: Counter[str]) -> tuple[int, int, int]:
+def _storms(env: RemoteEnv, redis: RunningRedis) -> list[tuple[int, Requests, Requests]]:
+    """STORM_ROUNDS rounds of a storm on a new image with cache.shared, then one on another
+    without: the round and each storm's registry requests (manifest, config, token)."""
+    storms: list[tuple[int, Requests, Requests]] = []
+    for n in range(STORM_ROUNDS):
+        shared = _storm(env, redis, f"{env.host}/shared/storm:v{2 * n}")
+        alone = _storm(env, None, f"{env.host}/shared/storm:v{2 * n + 1}")
+        storms.append((n + 1, _row(shared), _row(alone)))
+    return storms
+
+
+def _tables(
+    cold_rows: list[tuple[float, ...]],
+    storms: list[tuple[int, Requests, Requests]],
+    without: list[float],
+    with_shared: list[float],
+) -> tuple[common.Table, ...]:
+    """The cold, storm and warm tables."""
+    warm_with, warm_without = statistics.median(with_shared), statistics.median(without)
+    cold = common.Table(
+        "cold decisions of a new image, replica by replica (fresh replicas per round)",
+        ("round", "replica 1 ms (registry)", "replica 2 ms (Redis)", "replica 3 ms (Redis)"),
+        tuple((n + 1, *row) for n, row in enumerate(cold_rows)),
+    )
+    storm = common.Table(
+        f"{STORM} concurrent decisions of a new image over 3 replicas: registry requests "
+        "(manifest, config, token)",
+        ("round", "with cache.shared", "without"),
+        tuple((n, "/".join(map(str, a)), "/".join(map(str, b))) for n, a, b in storms),
+    )
+    warm = common.Table(
+        f"warm decisions per second, one thread, {WARM_IMAGES} known images "
+        f"({WARM_REPEATS} alternating runs of {WARM_DECISIONS:,} each)",
+        ("configuration", "median", "min", "max"),
+        (
+            ("without cache.shared", warm_without, min(without), max(without)),
+            ("with cache.shared", warm_with, min(with_shared), max(with_shared)),
+        ),
+    )
+    return cold, storm, warm
+
+
+def _targets(
+    round_trip: float,
+    later: float,
+    storms: list[tuple[int, Requests, Requests]],
+    without: list[float],
+    with_shared: list[float],
+) -> tuple[common.Target, ...]:
+    """Replicas 2 and 3 within 10% of a round trip; one manifest, config and token request per
+    new image per cluster (the worst storm with cache.shared); warm throughput within 5%."""
+    paired = statistics.median(w / o for w, o in zip(with_shared, without, strict=True))
+    worst = {
+        key: max(row[1][i] for row in storms)
+        for i, key in enumerate(("manifest", "config", "token"))
+    }
+    return (
+        common.Target(
+            "replicas 2 and 3 cold latency / one registry round trip (median)",
+            round(100 * later / round_trip, 1),
+            10,
+            "%",
+        ),
+        common.Target("manifest requests per new image per cluster (worst)", worst["manifest"], 1),
+        common.Target("config requests per new image per cluster (worst)", worst["config"], 1),
+        common.Target("token requests per new image per cluster (worst)", worst["token"], 1),
+        common.Target(
+            "warm throughput with cache.shared / without (median of paired runs)",
+            round(100 * paired, 1),
+            95,
+            "%",
+            higher_is_better=True,
+        ),
+    )
+
+
+def _row(counts: Counter[str]) -> Requests:
     return _manifests(counts), counts["GET blob"], counts["token"]

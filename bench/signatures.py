@@ -30,10 +30,11 @@ import time
 from collections import Counter
 
 from bench import common
-from bench.env import push_small_image, registry_env
+from bench.env import Env, push_small_image, registry_env
 from policy.deadline import Deadline
 from policy.loader import load_rules_text
 from policy.reference import parse
+from policy.rules import RuleSet
 from policy.service import Item, Service
 from tests.support import cosign
 
@@ -93,66 +94,18 @@ def _kinds(counts: dict[tuple[str, str], int]) -> Counter[str]:
 
 def run() -> common.Result:
     common.pin_load_generator()
-    rows = []
     data: dict[str, object] = {}
-    targets = []
     with registry_env(_seed, token_auth=False, latency=LATENCY) as env:
         refs = [f"{env.host}/signed/app{i}:1.0" for i in range(IMAGES)]
         items = [Item(parse(r)) for r in refs]
         rulesets = {"manifest only": load_rules_text(BASE), "+ signatures": load_rules_text(SIGNED)}
-        times: dict[str, list[float]] = {k: [] for k in rulesets}
-        counts: dict[str, Counter[str]] = {}
-        for round_ in range(ROUNDS + 1):  # round 0 warms imports and the registry's file cache
-            for label, ruleset in rulesets.items():
-                env.reset()
-                resolver = env.resolver()
-                try:
-                    service = Service(ruleset, resolver)
-                    started = time.perf_counter()
-                    decisions = service.decide(items, deadline=Deadline(30.0))
-                    elapsed = time.perf_counter() - started
-                finally:
-                    env.close(resolver)
-                assert all(d.allowed for d in decisions), decisions
-                if round_:
-                    times[label].append(elapsed)
-                    counts[label] = _kinds(env.proxy.counts())
-        for label in rulesets:
-            seen = counts[label]
-            rows.append(
-                (
-                    label,
-                    IMAGES,
-                    common.median(times[label]) * 1000,
-                    min(times[label]) * 1000,
-                    sum(seen.values()),
-                    sum(seen.values()) / IMAGES,
-                    ", ".join(f"{k} {v}" for k, v in sorted(seen.items())),
-                )
-            )
-            data[f"cold/{label}"] = {"seconds": times[label], "requests": dict(seen)}
+        times, counts = _cold(env, items, rulesets)
+        rows = _cold_rows(times, counts, data)
         extra = (
             sum(counts["+ signatures"].values()) - sum(counts["manifest only"].values())
         ) / IMAGES
-        targets.append(common.Target("extra requests per new image (no referrers API)", extra, 4))
-        # Warm: one resolver, answers cached; the same review again and again.
-        warm_rows = []
-        for label, ruleset in rulesets.items():
-            resolver = env.resolver()
-            try:
-                service = Service(ruleset, resolver)
-                service.decide(items, deadline=Deadline(30.0))
-                env.reset()
-                before = time.process_time()
-                for _ in range(WARM_REVIEWS):
-                    service.decide(items, deadline=Deadline(30.0))
-                cpu = (time.process_time() - before) / WARM_REVIEWS
-                made = env.proxy.total()
-            finally:
-                env.close(resolver)
-            warm_rows.append((label, IMAGES, WARM_REVIEWS, made, cpu * 1e6))
-            data[f"warm/{label}"] = {"cpu_per_review": cpu, "requests": made}
-            targets.append(common.Target(f"warm requests ({label})", made, 0))
+        targets = [common.Target("extra requests per new image (no referrers API)", extra, 4)]
+        warm_rows = _warm(env, items, rulesets, targets, data)
     cold = common.median(times["+ signatures"]) / common.median(times["manifest only"])
     return common.Result(
         "signatures",
@@ -179,3 +132,81 @@ def run() -> common.Result:
         ),
         data,
     )
+
+
+def _cold(
+    env: Env, items: list[Item], rulesets: dict[str, RuleSet]
+) -> tuple[dict[str, list[float]], dict[str, Counter[str]]]:
+    """ROUNDS cold decisions of `items` per rule set, interleaved, each with a fresh resolver
+    (after a round 0 not counted): the wall times, and the requests of the last round, by rule
+    set."""
+    times: dict[str, list[float]] = {k: [] for k in rulesets}
+    counts: dict[str, Counter[str]] = {}
+    for round_ in range(ROUNDS + 1):  # round 0 warms imports and the registry's file cache
+        for label, ruleset in rulesets.items():
+            env.reset()
+            resolver = env.resolver()
+            try:
+                service = Service(ruleset, resolver)
+                started = time.perf_counter()
+                decisions = service.decide(items, deadline=Deadline(30.0))
+                elapsed = time.perf_counter() - started
+            finally:
+                env.close(resolver)
+            assert all(d.allowed for d in decisions), decisions
+            if round_:
+                times[label].append(elapsed)
+                counts[label] = _kinds(env.proxy.counts())
+    return times, counts
+
+
+def _cold_rows(
+    times: dict[str, list[float]], counts: dict[str, Counter[str]], data: dict[str, object]
+) -> list[tuple[object, ...]]:
+    """The cold table's rows, a rule set each; their figures go to `data` too."""
+    rows: list[tuple[object, ...]] = []
+    for label in times:
+        seen = counts[label]
+        rows.append(
+            (
+                label,
+                IMAGES,
+                common.median(times[label]) * 1000,
+                min(times[label]) * 1000,
+                sum(seen.values()),
+                sum(seen.values()) / IMAGES,
+                ", ".join(f"{k} {v}" for k, v in sorted(seen.items())),
+            )
+        )
+        data[f"cold/{label}"] = {"seconds": times[label], "requests": dict(seen)}
+    return rows
+
+
+def _warm(
+    env: Env,
+    items: list[Item],
+    rulesets: dict[str, RuleSet],
+    targets: list[common.Target],
+    data: dict[str, object],
+) -> list[tuple[object, ...]]:
+    """Per rule set, one resolver with its answers cached, the same review WARM_REVIEWS times:
+    the warm table's rows; a target per rule set (no requests) goes to `targets`, the figures
+    to `data`."""
+    warm_rows: list[tuple[object, ...]] = []
+    for label, ruleset in rulesets.items():
+        resolver = env.resolver()
+        try:
+            service = Service(ruleset, resolver)
+            service.decide(items, deadline=Deadline(30.0))
+            env.reset()
+            before = time.process_time()
+            for _ in range(WARM_REVIEWS):
+                service.decide(items, deadline=Deadline(30.0))
+            cpu = (time.process_time() - before) / WARM_REVIEWS
+            made = env.proxy.total()
+        finally:
+            env.close(resolver)
+        warm_rows.append((label, IMAGES, WARM_REVIEWS, made, cpu * 1e6))
+        data[f"warm/{label}"] = {"cpu_per_review": cpu, "requests": made}
+        targets.append(common.Target(f"warm requests ({label})", made, 0))
+    return warm_rows

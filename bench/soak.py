@@ -22,15 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import common
-from bench.webhook import (
-    Stack,
-    admission_review,
-    counters,
-    deployment,
-    pod_spec,
-    webhook_stack,
-)
+from bench.stack import Stack, counters, webhook_stack
+from bench.webhook import RULES, SETTINGS
 from tests.support import images
+from tests.support.reviews import admission_review, deployment, pod_spec
 
 DURATION = 60.0
 RATE = 100.0
@@ -55,15 +50,6 @@ class Kind:
 def mix(stack: Stack, fat: str) -> list[Kind]:
     """The reviews of the soak (images: stack.refs = web, sidecar, tools; `fat` is denied)."""
     web, sidecar, tools = stack.refs
-    cronjob = {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {"name": "nightly"},
-        "spec": {
-            "schedule": "0 3 * * *",
-            "jobTemplate": {"spec": {"template": {"spec": pod_spec(tools)}}},
-        },
-    }
     old = deployment(web, sidecar, tools)
     scaled = deployment(web, sidecar, tools)
     scaled["spec"]["replicas"] = 5
@@ -85,7 +71,7 @@ def mix(stack: Stack, fat: str) -> list[Kind]:
         Kind(
             "CronJob",
             "/validate",
-            admission_review(cronjob, kind="CronJob", group="batch"),
+            admission_review(cronjob(tools), kind="CronJob", group="batch"),
             True,
         ),
         Kind(
@@ -115,6 +101,19 @@ def mix(stack: Stack, fat: str) -> list[Kind]:
             False,
         ),
     ]
+
+
+def cronjob(image: str) -> dict[str, Any]:
+    """A batch/v1 CronJob running `image` nightly."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "schedule": "0 3 * * *",
+            "jobTemplate": {"spec": {"template": {"spec": pod_spec(image)}}},
+        },
+    }
 
 
 def _allowed(path: str, answer: dict[str, Any]) -> bool:
@@ -169,78 +168,17 @@ def slope_per_minute(samples: list[tuple[float, int]]) -> float:
 
 def run(*, duration: float = DURATION, rate: float = RATE) -> common.Result:
     """Soak the webhook for `duration` s at `rate` requests/s of mixed reviews."""
-    with webhook_stack(trivial=False) as stack:
-        fat = f"{stack.registry.host}/shop/fat:1.0"
-        images.push_image(
-            stack.registry.url,
-            "shop/fat",
-            "1.0",
-            layers=[images.blob_bytes(f"fat/{n}", 128) for n in range(FAT_LAYERS)],
-            config=images.image_config("linux/amd64", user="1000"),
-        )
-        kinds = mix(stack, fat)
-        with stack.webhook.session() as s:
-            for kind in kinds:
-                with s.post(f"{stack.webhook.url}{kind.path}", json=kind.body, timeout=30) as r:
-                    if r.status_code != 200 or _allowed(kind.path, r.json()) is not kind.allowed:
-                        raise RuntimeError(f"{kind.name}: {r.status_code} {r.text}")
+    with webhook_stack(rules=RULES, settings=SETTINGS, trivial=False) as stack:
+        kinds = mix(stack, push_fat(stack))
+        check_verdicts(stack, kinds)
         workers = stack.webhook.workers()
         if len(workers) != 1:
             raise RuntimeError(f"expected one gunicorn worker, found {workers}")
         worker = workers[0]
         before = counters(stack.webhook, "image_policy_reviews")
         per_worker_q = rate / len(kinds) / PER_KIND_CONNECTIONS
-        processes = []
-        for i, kind in enumerate(kinds):
-            body = stack.directory / f"soak-{i}.json"
-            body.write_text(json.dumps(kind.body))
-            command = common.pinned(
-                [
-                    HEY,
-                    "-z",
-                    f"{duration:g}s",
-                    "-c",
-                    str(PER_KIND_CONNECTIONS),
-                    "-q",
-                    f"{per_worker_q:g}",
-                    "-m",
-                    "POST",
-                    "-T",
-                    "application/json",
-                    "-t",
-                    "10",
-                    "-D",
-                    str(body),
-                    f"{stack.webhook.url}{kind.path}",
-                ],
-                common.LOAD_CPU,
-            )
-            processes.append(
-                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            )
-        outputs: list[str] = [""] * len(processes)
-
-        def drain(i: int) -> None:
-            stream = processes[i].stdout
-            assert stream is not None
-            outputs[i] = stream.read().decode(errors="replace")
-
-        readers = [threading.Thread(target=drain, args=(i,)) for i in range(len(processes))]
-        for reader in readers:
-            reader.start()
-        started = time.monotonic()
-        samples: list[tuple[float, int]] = []
-        while any(p.poll() is None for p in processes):
-            elapsed = time.monotonic() - started
-            if elapsed > duration + 60:
-                for p in processes:
-                    p.kill()
-                raise RuntimeError("hey did not finish")
-            samples.append((elapsed, common.vm_rss_bytes(worker)))
-            time.sleep(SAMPLE_EVERY)
-        samples.append((time.monotonic() - started, common.vm_rss_bytes(worker)))
-        for reader in readers:
-            reader.join(timeout=10)
+        processes = start_load(stack, kinds, duration=duration, per_worker_q=per_worker_q)
+        outputs, samples = sample_until_done(processes, worker, duration=duration)
         after = counters(stack.webhook, "image_policy_reviews")
         alive = worker in stack.webhook.workers()
     results = [parse_hey(text) for text in outputs]
@@ -249,60 +187,11 @@ def run(*, duration: float = DURATION, rate: float = RATE) -> common.Result:
         for labels, value in after.items()
         if value - before.get(labels, 0.0)
     }
-    rows: list[tuple[object, ...]] = []
-    errors = 0
-    for kind, res in zip(kinds, results, strict=True):
-        bad = sum(n for code, n in res.statuses.items() if code != 200) + sum(res.errors.values())
-        errors += bad
-        rows.append(
-            (
-                kind.name,
-                "allowed" if kind.allowed else "denied",
-                res.total,
-                round(res.rps, 1),
-                round(res.p50, 2),
-                round(res.p99, 2),
-                bad,
-            )
-        )
-    achieved = sum(r.rps for r in results)
-    rows.append(("all", "", sum(r.total for r in results), round(achieved, 1), "", "", errors))
-    steady = [(t, v) for t, v in samples if t >= WARMUP]
-    slope = slope_per_minute(steady)
-    mib = 1024 * 1024
-    memory = common.Table(
-        f"Worker resident memory (VmRSS every {SAMPLE_EVERY:g} s)",
-        ("start MiB", f"at {WARMUP:g} s MiB", "end MiB", "max MiB", "slope after warm-up"),
-        (
-            (
-                round(samples[0][1] / mib, 2),
-                round((steady[0][1] if steady else samples[0][1]) / mib, 2),
-                round(samples[-1][1] / mib, 2),
-                round(max(v for _, v in samples) / mib, 2),
-                f"{slope:+.0f} KiB/min",
-            ),
-        ),
-    )
-    load = common.Table(
-        f"Soak: {duration:g} s at {rate:g} req/s of mixed reviews (hey -c "
-        f"{PER_KIND_CONNECTIONS} -q {per_worker_q:g} per kind; load CPU 0, server CPU 1)",
-        ("review", "verdict", "requests", "req/s", "p50 ms", "p99 ms", "errors"),
-        tuple(rows),
-    )
-    # Every request must have been decided with its kind's verdict: the webhook's own counters.
-    denied_expected = sum(r.total for k, r in zip(kinds, results, strict=True) if not k.allowed)
-    denied_seen = sum(v for k, v in outcomes.items() if "outcome=denied" in k)
-    unexpected = sum(
-        v
-        for k, v in outcomes.items()
-        if not any(f"outcome={o}" in k for o in ("allowed", "denied", "skipped"))
-    )
+    load, errors, achieved = load_table(kinds, results, duration, rate, per_worker_q)
+    memory, slope = memory_table(samples)
     targets = (
         common.Target("errors", errors, 0),
-        common.Target("unexpected outcomes (webhook metrics)", unexpected, 0),
-        common.Target(
-            "denials = denied-kind requests", abs(denied_seen - denied_expected), 0, " off"
-        ),
+        *verdict_targets(kinds, results, outcomes),
         common.Target("rate achieved", round(achieved, 1), rate * 0.95, " req/s", True),
         common.Target(
             "RSS slope after warm-up", round(slope), TARGET_SLOPE_KIB_PER_MIN, " KiB/min"
@@ -323,6 +212,168 @@ def run(*, duration: float = DURATION, rate: float = RATE) -> common.Result:
             "outcomes": outcomes,
             "hey": [vars(r) for r in results],
         },
+    )
+
+
+def push_fat(stack: Stack) -> str:
+    """Push the image with FAT_LAYERS layers (one too many for the rules); return its reference."""
+    images.push_image(
+        stack.registry.url,
+        "shop/fat",
+        "1.0",
+        layers=[images.blob_bytes(f"fat/{n}", 128) for n in range(FAT_LAYERS)],
+        config=images.image_config("linux/amd64", user="1000"),
+    )
+    return f"{stack.registry.host}/shop/fat:1.0"
+
+
+def check_verdicts(stack: Stack, kinds: list[Kind]) -> None:
+    """Post each kind once (the warm-up); RuntimeError unless each gets its expected verdict."""
+    with stack.webhook.session() as s:
+        for kind in kinds:
+            with s.post(f"{stack.webhook.url}{kind.path}", json=kind.body, timeout=30) as r:
+                if r.status_code != 200 or _allowed(kind.path, r.json()) is not kind.allowed:
+                    raise RuntimeError(f"{kind.name}: {r.status_code} {r.text}")
+
+
+def start_load(
+    stack: Stack, kinds: list[Kind], *, duration: float, per_worker_q: float
+) -> list[subprocess.Popen[bytes]]:
+    """Start one `hey` per kind (PER_KIND_CONNECTIONS connections, each at `per_worker_q`
+    requests/s, for `duration` s, pinned to the load CPU), its output piped."""
+    processes = []
+    for i, kind in enumerate(kinds):
+        body = stack.directory / f"soak-{i}.json"
+        body.write_text(json.dumps(kind.body))
+        command = common.pinned(
+            [
+                HEY,
+                "-z",
+                f"{duration:g}s",
+                "-c",
+                str(PER_KIND_CONNECTIONS),
+                "-q",
+                f"{per_worker_q:g}",
+                "-m",
+                "POST",
+                "-T",
+                "application/json",
+                "-t",
+                "10",
+                "-D",
+                str(body),
+                f"{stack.webhook.url}{kind.path}",
+            ],
+            common.LOAD_CPU,
+        )
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    return processes
+
+
+def sample_until_done(
+    processes: list[subprocess.Popen[bytes]], worker: int, *, duration: float
+) -> tuple[list[str], list[tuple[float, int]]]:
+    """Read the worker's VmRSS every SAMPLE_EVERY s until every `hey` has exited (killing them
+    all 60 s past `duration`): their outputs, and the (seconds, bytes) samples."""
+    outputs: list[str] = [""] * len(processes)
+
+    def drain(i: int) -> None:
+        stream = processes[i].stdout
+        assert stream is not None
+        outputs[i] = stream.read().decode(errors="replace")
+
+    readers = [threading.Thread(target=drain, args=(i,)) for i in range(len(processes))]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    samples: list[tuple[float, int]] = []
+    while any(p.poll() is None for p in processes):
+        elapsed = time.monotonic() - started
+        if elapsed > duration + 60:
+            for p in processes:
+                p.kill()
+            raise RuntimeError("hey did not finish")
+        samples.append((elapsed, common.vm_rss_bytes(worker)))
+        time.sleep(SAMPLE_EVERY)
+    samples.append((time.monotonic() - started, common.vm_rss_bytes(worker)))
+    for reader in readers:
+        reader.join(timeout=10)
+    return outputs, samples
+
+
+def load_table(
+    kinds: list[Kind], results: list[HeyResult], duration: float, rate: float, per_worker_q: float
+) -> tuple[common.Table, int, float]:
+    """The load table (a row per kind, then all), the errors (non-200 answers and failed
+    requests) and the rate achieved."""
+    rows: list[tuple[object, ...]] = []
+    errors = 0
+    for kind, res in zip(kinds, results, strict=True):
+        bad = sum(n for code, n in res.statuses.items() if code != 200) + sum(res.errors.values())
+        errors += bad
+        rows.append(
+            (
+                kind.name,
+                "allowed" if kind.allowed else "denied",
+                res.total,
+                round(res.rps, 1),
+                round(res.p50, 2),
+                round(res.p99, 2),
+                bad,
+            )
+        )
+    achieved = sum(r.rps for r in results)
+    rows.append(("all", "", sum(r.total for r in results), round(achieved, 1), "", "", errors))
+    table = common.Table(
+        f"Soak: {duration:g} s at {rate:g} req/s of mixed reviews (hey -c "
+        f"{PER_KIND_CONNECTIONS} -q {per_worker_q:g} per kind; load CPU 0, server CPU 1)",
+        ("review", "verdict", "requests", "req/s", "p50 ms", "p99 ms", "errors"),
+        tuple(rows),
+    )
+    return table, errors, achieved
+
+
+def memory_table(samples: list[tuple[float, int]]) -> tuple[common.Table, float]:
+    """The worker's memory table and its RSS slope after WARMUP (KiB/min)."""
+    steady = [(t, v) for t, v in samples if t >= WARMUP]
+    slope = slope_per_minute(steady)
+    mib = 1024 * 1024
+    table = common.Table(
+        f"Worker resident memory (VmRSS every {SAMPLE_EVERY:g} s)",
+        ("start MiB", f"at {WARMUP:g} s MiB", "end MiB", "max MiB", "slope after warm-up"),
+        (
+            (
+                round(samples[0][1] / mib, 2),
+                round((steady[0][1] if steady else samples[0][1]) / mib, 2),
+                round(samples[-1][1] / mib, 2),
+                round(max(v for _, v in samples) / mib, 2),
+                f"{slope:+.0f} KiB/min",
+            ),
+        ),
+    )
+    return table, slope
+
+
+def verdict_targets(
+    kinds: list[Kind], results: list[HeyResult], outcomes: dict[str, float]
+) -> tuple[common.Target, ...]:
+    """Every request must have been decided with its kind's verdict: the webhook's own
+    counters show no outcome but allowed, denied and skipped, and as many denials as
+    requests of the denied kind."""
+    denied_expected = sum(r.total for k, r in zip(kinds, results, strict=True) if not k.allowed)
+    denied_seen = sum(v for k, v in outcomes.items() if "outcome=denied" in k)
+    unexpected = sum(
+        v
+        for k, v in outcomes.items()
+        if not any(f"outcome={o}" in k for o in ("allowed", "denied", "skipped"))
+    )
+    return (
+        common.Target("unexpected outcomes (webhook metrics)", unexpected, 0),
+        common.Target(
+            "denials = denied-kind requests", abs(denied_seen - denied_expected), 0, " off"
+        ),
     )
 
 

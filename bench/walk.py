@@ -242,38 +242,65 @@ def run() -> common.Result:
         gitted.parent.mkdir()
         shutil.copytree(plain, gitted)
         git_init(gitted)
-        rules = base / "rules.yaml"
-        rules.write_text(
-            "apiVersion: image-policy/v1\nkind: RuleSet\nmetadata: {name: b}\n"
-            "defaults: {onResolveError: deny}\nrules:\n"
-            "  - id: pinned\n    match: {images: ['**']}\n    require: {digest: true}\n"
-        )
-        facts = base / "facts.yaml"
-        facts.write_text("images: {}\n")
+        rules, facts = write_check_inputs(base)
         for label, root in (("plain directory", plain), ("git work tree", gitted)):
             passes = [one_pass(root) for _ in range(ROUNDS)]
             walls = [cli_wall(root, rules, facts) for _ in range(ROUNDS)]
-            med = {k: common.median([p[k] for p in passes]) for k in passes[0]}
-            wall = common.median(walls)
-            rows.append(
-                (
-                    label,
-                    files,
-                    int(med["candidates"]),
-                    int(med["inputs"]),
-                    int(med["skipped"]),
-                    int(med["images"]),
-                    med["walk_s"] * 1000,
-                    med["total_s"] * 1000,
-                    files / med["total_s"],
-                    med["candidates"] / med["total_s"],
-                    100 * med["skipped_s"] / med["total_s"],
-                    100 * med["walk_s"] / med["total_s"],
-                    wall,
-                )
-            )
+            rows.append(row(label, files, passes, walls))
             data[label] = {"passes": passes, "cli_wall_s": walls}
-    table = common.Table(
+    return common.Result(
+        name="walk",
+        title="Benchmark 7 — directory walks on a real-shaped tree",
+        tables=(table(rows),),
+        notes=(
+            f"tree: {', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))}",
+            "node_modules/ and .git/ are never entered; .ts sources are not read (not "
+            "candidates); only candidate files (.json/.yaml/.yml, Dockerfiles, compose) are "
+            "read and triaged",
+        ),
+        data=data,
+    )
+
+
+def write_check_inputs(base: Path) -> tuple[Path, Path]:
+    """Write the rules (every image pinned by digest) and the empty facts file that `check`
+    runs with; return their paths."""
+    rules = base / "rules.yaml"
+    rules.write_text(
+        "apiVersion: image-policy/v1\nkind: RuleSet\nmetadata: {name: b}\n"
+        "defaults: {onResolveError: deny}\nrules:\n"
+        "  - id: pinned\n    match: {images: ['**']}\n    require: {digest: true}\n"
+    )
+    facts = base / "facts.yaml"
+    facts.write_text("images: {}\n")
+    return rules, facts
+
+
+def row(
+    label: str, files: int, passes: list[dict[str, float]], walls: list[float]
+) -> tuple[object, ...]:
+    """One tree's row: the medians of its in-process passes and of its `check` wall times."""
+    med = {k: common.median([p[k] for p in passes]) for k in passes[0]}
+    wall = common.median(walls)
+    return (
+        label,
+        files,
+        int(med["candidates"]),
+        int(med["inputs"]),
+        int(med["skipped"]),
+        int(med["images"]),
+        med["walk_s"] * 1000,
+        med["total_s"] * 1000,
+        files / med["total_s"],
+        med["candidates"] / med["total_s"],
+        100 * med["skipped_s"] / med["total_s"],
+        100 * med["walk_s"] / med["total_s"],
+        wall,
+    )
+
+
+def table(rows: list[tuple[object, ...]]) -> common.Table:
+    return common.Table(
         "walk, read, triage and scan (in process; median of 3) and the whole check (subprocess)",
         (
             "tree",
@@ -291,16 +318,4 @@ def run() -> common.Result:
             "check wall s",
         ),
         tuple(rows),
-    )
-    return common.Result(
-        name="walk",
-        title="Benchmark 7 — directory walks on a real-shaped tree",
-        tables=(table,),
-        notes=(
-            f"tree: {', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))}",
-            "node_modules/ and .git/ are never entered; .ts sources are not read (not "
-            "candidates); only candidate files (.json/.yaml/.yml, Dockerfiles, compose) are "
-            "read and triaged",
-        ),
-        data=data,
     )

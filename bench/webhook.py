@@ -7,7 +7,7 @@ first review resolves them, so every fact is cached for the measured load (the t
 to an hour so none expires mid-run, and the registry requests counted by the webhook's own
 metrics during the load prove it). In the same run, `bench/trivial_app.py` — a Flask app
 returning one constant allowed AdmissionReview — is served by the same gunicorn config file:
-the throughput this stack could reach if reviewing cost nothing.
+the throughput this stack could reach if reviewing cost nothing. (The stack: bench/stack.py.)
 
 Load: `wrk` over keep-alive TLS connections (like the API server's), POSTing an
 AdmissionReview of a Deployment with 3 containers, at concurrency 1, 10 and 50. The load
@@ -19,38 +19,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from bench import common
-from policy import certs
-from tests.support import images
-from tests.support.procs import child_pids
-from tests.support.registry import RunningRegistry, free_port, start_registry
+from bench.stack import Stack, counters, webhook_stack
+from tests.support.reviews import deployment_review
 
 CONCURRENCY = (1, 10, 50)
 DURATION = 10.0
 REPEATS = 3
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 50.0
-GUNICORN_CONF = common.ROOT / "deploy" / "gunicorn.conf.py"
-TRIVIAL_APP = "bench.trivial_app:create_app()"
 WRK = "wrk"
 
-# (repository, layers) of the images the reviewed workloads use
-IMAGES = (("shop/web", 4), ("shop/sidecar", 2), ("shop/tools", 1))
+Row = tuple[object, ...]
 
 RULES = """\
 apiVersion: image-policy/v1
@@ -82,6 +68,7 @@ SETTINGS = (
     'egress: {allow: ["127.0.0.0/8"]}\n'
 )
 
+
 WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -101,270 +88,6 @@ function done(summary, latency, requests)
     latency:percentile(99), latency.max, e.connect, e.read, e.write, e.status, e.timeout))
 end
 """
-
-
-# --- review documents ----------------------------------------------------------------------
-
-
-def admission_review(
-    obj: dict[str, Any],
-    *,
-    kind: str,
-    group: str = "",
-    operation: str = "CREATE",
-    namespace: str = "shop",
-    old: dict[str, Any] | None = None,
-    uid: str = "bench-uid",
-) -> dict[str, Any]:
-    """An AdmissionReview v1 request for `obj` of `kind`, as the API server sends it."""
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": group, "version": "v1", "kind": kind},
-            "resource": {"group": group, "version": "v1", "resource": kind.lower() + "s"},
-            "name": "web",
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "system:serviceaccount:ci:deployer", "groups": []},
-            "object": obj,
-            "oldObject": old,
-            "dryRun": False,
-        },
-    }
-
-
-def pod_spec(*refs: str, init: Sequence[str] = ()) -> dict[str, Any]:
-    """A pod spec running `refs` (and `init` as init containers)."""
-    spec: dict[str, Any] = {
-        "containers": [
-            {"name": f"c{i}", "image": ref, "ports": [{"containerPort": 8080 + i}]}
-            for i, ref in enumerate(refs)
-        ]
-    }
-    if init:
-        spec["initContainers"] = [{"name": f"init{i}", "image": r} for i, r in enumerate(init)]
-    return spec
-
-
-def deployment(*refs: str) -> dict[str, Any]:
-    """An apps/v1 Deployment of 3 replicas running `refs`."""
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec(*refs)},
-        },
-    }
-
-
-def deployment_review(refs: Sequence[str]) -> dict[str, Any]:
-    """The benchmark's review: CREATE of a Deployment with one container per ref."""
-    return admission_review(deployment(*refs), kind="Deployment", group="apps")
-
-
-# --- gunicorn --------------------------------------------------------------------------------
-
-
-@dataclass
-class Gunicorn:
-    """A gunicorn arbiter started with the shipped config file."""
-
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    ca: Path
-
-    def session(self) -> requests.Session:
-        s = requests.Session()
-        s.trust_env = False
-        s.verify = str(self.ca)
-        return s
-
-    def workers(self) -> list[int]:
-        return child_pids(self.process.pid)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        """SIGTERM (graceful), then SIGKILL after 15 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
-def start_gunicorn(
-    name: str,
-    directory: Path,
-    env: Mapping[str, str],
-    *,
-    ca: Path,
-    app: str | None = None,
-    cpu: int | None = common.SERVER_CPU,
-    wrapper: Sequence[str] = (),
-    ready_seconds: float = 20.0,
-) -> Gunicorn:
-    """Run `gunicorn -c deploy/gunicorn.conf.py [app]` with `env` added to the environment
-    (IMAGE_POLICY_*), pinned to `cpu`; return once `/readyz` answers 200 over TLS."""
-    port = free_port()
-    full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("IMAGE_POLICY_")},
-        "PYTHONPATH": str(common.ROOT),
-        "IMAGE_POLICY_HOST": "127.0.0.1",
-        "IMAGE_POLICY_PORT": str(port),
-        **env,
-    }
-    command = [*wrapper, sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
-    if app is not None:
-        command.append(app)
-    if cpu is not None:
-        command = common.pinned(command, cpu)
-    log_path = directory / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=common.ROOT,
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    server = Gunicorn(name, f"https://127.0.0.1:{port}", process, log_path, ca)
-    try:
-        wait_ready(server, ready_seconds)
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def wait_ready(server: Gunicorn, seconds: float = 20.0) -> None:
-    """Poll `/readyz` until it answers 200; RuntimeError with the log after `seconds`."""
-    end = time.monotonic() + seconds
-    with server.session() as s:
-        while time.monotonic() < end:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited early:\n{server.log()}")
-            try:
-                with s.get(f"{server.url}/readyz", timeout=1) as reply:
-                    if reply.status_code == 200:
-                        return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"{server.name} not ready within {seconds} s:\n{server.log()}")
-
-
-def counters(server: Gunicorn, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """The samples of Prometheus counter `name` (`name_total`) from the server's /metrics,
-    by label set."""
-    with server.session() as s, s.get(f"{server.url}/metrics", timeout=5) as reply:
-        reply.raise_for_status()
-        text = reply.text
-    out: dict[tuple[tuple[str, str], ...], float] = {}
-    pattern = re.compile(rf"^{re.escape(name)}_total(?:\{{(.*)\}})? (\S+)$")
-    for line in text.splitlines():
-        match = pattern.match(line)
-        if match:
-            labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")))
-            out[labels] = float(match.group(2))
-    return out
-
-
-# --- the stack -------------------------------------------------------------------------------
-
-
-@dataclass
-class Stack:
-    """The registry with the benchmark's images, the webhook, and (optionally) the trivial app."""
-
-    directory: Path
-    registry: RunningRegistry
-    refs: tuple[str, ...]
-    webhook: Gunicorn
-    trivial: Gunicorn | None
-    ca: Path
-
-
-def seed(url: str) -> None:
-    """Push IMAGES (linux/amd64, non-root) as tag 1.0."""
-    for repository, layers in IMAGES:
-        images.push_image(
-            url,
-            repository,
-            "1.0",
-            layers=[images.blob_bytes(f"{repository}/{n}", 512) for n in range(layers)],
-            config=images.image_config("linux/amd64", user="1000"),
-        )
-
-
-@contextmanager
-def webhook_stack(
-    *,
-    trivial: bool = True,
-    settings: str = SETTINGS,
-    rules: str = RULES,
-    wrapper: Sequence[str] = (),
-    ready_seconds: float = 20.0,
-) -> Iterator[Stack]:
-    """Start the registry (seeded), the webhook and optionally the trivial app, with a fresh
-    CA and serving certificate (`image-policy certs`' own `issue`); stop all on exit.
-    `wrapper` prefixes both gunicorn commands (benchmark 1b runs them under callgrind)."""
-    with ExitStack() as stack:
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-hook-")))
-        registry = start_registry(directory / "registry")
-        stack.callback(registry.stop)
-        common.pin(registry.process.pid, common.SERVER_CPU)
-        seed(registry.url)
-        bundle = certs.issue(
-            "image-policy",
-            "image-policy",
-            now=datetime.now(UTC),
-            days=1,
-            extra_names=["127.0.0.1", "localhost"],
-        )
-        ca, cert, key = certs.write(bundle, directory / "tls")
-        (directory / "rules").mkdir()
-        (directory / "rules" / "rules.yaml").write_text(rules.format(host=registry.host))
-        (directory / "settings.yaml").write_text(settings)
-        tls = {"IMAGE_POLICY_TLS_CERT": str(cert), "IMAGE_POLICY_TLS_KEY": str(key)}
-        webhook = start_gunicorn(
-            "webhook",
-            directory,
-            {
-                **tls,
-                "IMAGE_POLICY_RULES": str(directory / "rules"),
-                "IMAGE_POLICY_CONFIG": str(directory / "settings.yaml"),
-            },
-            ca=ca,
-            wrapper=wrapper,
-            ready_seconds=ready_seconds,
-        )
-        stack.callback(webhook.stop)
-        ceiling = None
-        if trivial:
-            ceiling = start_gunicorn(
-                "trivial",
-                directory,
-                tls,
-                ca=ca,
-                app=TRIVIAL_APP,
-                wrapper=wrapper,
-                ready_seconds=ready_seconds,
-            )
-            stack.callback(ceiling.stop)
-        refs = tuple(f"{registry.host}/{repository}:1.0" for repository, _ in IMAGES)
-        yield Stack(directory, registry, refs, webhook, ceiling, ca)
 
 
 # --- load --------------------------------------------------------------------------------------
@@ -451,43 +174,68 @@ def run(*, duration: float = DURATION, repeats: int = REPEATS) -> common.Result:
     """Measure the webhook and the trivial app at each concurrency, `repeats` × `duration` s."""
     if not common.can_pin():
         raise RuntimeError("benchmark 1 needs two usable CPUs (load on CPU 0, server on CPU 1)")
-    with webhook_stack() as stack:
-        assert stack.trivial is not None
-        body = deployment_review(stack.refs)
-        check_answers(stack, body)
-        body_path = stack.directory / "review.json"
-        body_path.write_text(json.dumps(body))
-        script = stack.directory / "bench.lua"
-        script.write_text(WRK_SCRIPT)
-        wrk(f"{stack.webhook.url}/validate", body_path, script, connections=10, duration=2)
-        wrk(f"{stack.trivial.url}/validate", body_path, script, connections=10, duration=2)
+    with webhook_stack(rules=RULES, settings=SETTINGS) as stack:
+        body, script = prepare_load(stack)
         before_reviews = counters(stack.webhook, "image_policy_reviews")
-        before_registry = sum(counters(stack.webhook, "image_policy_registry_requests").values())
-        runs: dict[tuple[str, int], list[Load]] = {}
-        for _ in range(repeats):
-            for c in CONCURRENCY:
-                for server in (stack.webhook, stack.trivial):
-                    load = wrk(
-                        f"{server.url}/validate",
-                        body_path,
-                        script,
-                        connections=c,
-                        duration=duration,
-                    )
-                    runs.setdefault((server.name, c), []).append(load)
+        before_registry = registry_requests(stack)
+        runs = measure(stack, body, script, duration=duration, repeats=repeats)
         after_reviews = counters(stack.webhook, "image_policy_reviews")
-        registry_requests = (
-            sum(counters(stack.webhook, "image_policy_registry_requests").values())
-            - before_registry
-        )
+        made = registry_requests(stack) - before_registry
         workers = len(stack.webhook.workers())
     outcomes = {
         dict(labels).get("outcome", "?"): value - before_reviews.get(labels, 0.0)
         for labels, value in after_reviews.items()
     }
-    not_allowed = sum(v for k, v in outcomes.items() if k != "allowed")
     points = {key: Point(key[0], key[1], tuple(loads)) for key, loads in runs.items()}
-    rows = []
+    return report(points, runs, outcomes, made, workers=workers, duration=duration, repeats=repeats)
+
+
+def prepare_load(stack: Stack) -> tuple[Path, Path]:
+    """Check both servers answer the review (the webhook's warm-up), write the review and the
+    wrk script to the stack's directory, and warm both servers with 2 s of load; return the
+    review's and the script's paths."""
+    assert stack.trivial is not None
+    review = deployment_review(stack.refs)
+    check_answers(stack, review)
+    body = stack.directory / "review.json"
+    body.write_text(json.dumps(review))
+    script = stack.directory / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    wrk(f"{stack.webhook.url}/validate", body, script, connections=10, duration=2)
+    wrk(f"{stack.trivial.url}/validate", body, script, connections=10, duration=2)
+    return body, script
+
+
+def registry_requests(stack: Stack) -> float:
+    """The registry requests the webhook has made so far (its own metrics)."""
+    return sum(counters(stack.webhook, "image_policy_registry_requests").values())
+
+
+def measure(
+    stack: Stack, body: Path, script: Path, *, duration: float, repeats: int
+) -> dict[tuple[str, int], list[Load]]:
+    """`repeats` rounds of a wrk run per concurrency, alternating webhook and trivial app: the
+    loads by (server name, concurrency)."""
+    assert stack.trivial is not None
+    runs: dict[tuple[str, int], list[Load]] = {}
+    for _ in range(repeats):
+        for c in CONCURRENCY:
+            for server in (stack.webhook, stack.trivial):
+                load = wrk(
+                    f"{server.url}/validate",
+                    body,
+                    script,
+                    connections=c,
+                    duration=duration,
+                )
+                runs.setdefault((server.name, c), []).append(load)
+    return runs
+
+
+def compare(points: Mapping[tuple[str, int], Point]) -> tuple[list[Row], list[common.Target]]:
+    """The table's rows (webhook then trivial app per concurrency, with the webhook/trivial
+    throughput ratio) and the ratio and p99 targets."""
+    rows: list[Row] = []
     targets = []
     for c in CONCURRENCY:
         hook, ceiling = points[("webhook", c)], points[("trivial", c)]
@@ -518,7 +266,24 @@ def run(*, duration: float = DURATION, repeats: int = REPEATS) -> common.Result:
             " ms",
         )
     )
+    return rows, targets
+
+
+def report(
+    points: Mapping[tuple[str, int], Point],
+    runs: Mapping[tuple[str, int], list[Load]],
+    outcomes: dict[str, float],
+    registry_requests: float,
+    *,
+    workers: int,
+    duration: float,
+    repeats: int,
+) -> common.Result:
+    """The benchmark's result: the comparison table, its targets (plus no errors and every
+    review allowed), notes on the load, and every run's figures."""
+    rows, targets = compare(points)
     errors = sum(p.errors for p in points.values())
+    not_allowed = sum(v for k, v in outcomes.items() if k != "allowed")
     targets.append(common.Target("errors (all runs)", errors, 0))
     targets.append(common.Target("webhook reviews not allowed", not_allowed, 0))
     table = common.Table(

@@ -1,135 +1,29 @@
-"""End-to-end fixtures: certificates made with `cryptography`, the real distribution registry
-seeded with images, and the webhook run by `image-policy serve` (real gunicorn over TLS)."""
+"""End-to-end fixtures: certificates from a throwaway CA (tests/support/tlsca.py), the real
+distribution registry seeded with images, and the webhook run by `image-policy serve` (real
+gunicorn over TLS)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support import images
+from tests.support import images, procs
 from tests.support.registry import RunningRegistry, free_port, start_registry
+from tests.support.tlsca import CA
 
 ROOT = Path(__file__).resolve().parents[2]
 AMD64 = "linux/amd64"
-
-
-# --- certificates --------------------------------------------------------------------------
-
-
-@dataclass
-class Issued:
-    cert: bytes
-    key: bytes
-    der: bytes
-
-
-@dataclass
-class CA:
-    """A throwaway certificate authority issuing server and client certificates."""
-
-    key: ec.EllipticCurvePrivateKey
-    cert: x509.Certificate
-    path: Path
-    serial: int = 1000
-    issued: list[int] = field(default_factory=list)
-
-    @classmethod
-    def create(cls, directory: Path) -> CA:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "image-policy test CA")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(1)
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
-        path = directory / "ca.crt"
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return cls(key, cert, path)
-
-    def issue(self, common_name: str, *, server: bool = True) -> Issued:
-        """A leaf certificate (for 127.0.0.1 and localhost when `server`)."""
-        self.serial += 1
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(self.serial)
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(hours=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(self.key, hashes.SHA256())
-        return Issued(
-            cert=cert.public_bytes(serialization.Encoding.PEM),
-            key=key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            der=cert.public_bytes(serialization.Encoding.DER),
-        )
 
 
 @pytest.fixture(scope="session")
@@ -310,13 +204,7 @@ def spawn_serve(args: Sequence[str], *, cwd: Path, log_path: Path) -> subprocess
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (gunicorn's graceful stop), then SIGKILL after 10 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    procs.stop(process, grace=10)
 
 
 LOOPBACK_EGRESS = 'egress: {allow: ["127.0.0.0/8", "::1"]}\n'
@@ -398,19 +286,10 @@ def start_webhook(
 
 
 def _wait_ready(hook: Webhook, seconds: float = 15.0) -> None:
-    end = time.monotonic() + seconds
     with hook.session() as s:
-        while time.monotonic() < end:
-            if hook.process.poll() is not None:
-                raise RuntimeError(f"webhook exited early:\n{hook.log()}")
-            try:
-                with s.get(f"{hook.url}/readyz", timeout=1) as reply:
-                    if reply.status_code == 200:
-                        return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-    raise RuntimeError(f"webhook not ready within {seconds} s:\n{hook.log()}")
+        procs.wait_ready(
+            hook.process, s, f"{hook.url}/readyz", name="webhook", log=hook.log, seconds=seconds
+        )
 
 
 @pytest.fixture(scope="module")

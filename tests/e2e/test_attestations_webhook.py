@@ -15,6 +15,7 @@ import pytest
 from policy import cli
 from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
 from tests.support import attest, cosign, images
+from tests.support.reviews import pod_review
 from tests.support.sigstore import GITHUB, Sigstore
 
 pytestmark = pytest.mark.registry
@@ -82,19 +83,7 @@ def webhook(
 
 
 def _answer(hook: Webhook, image: str) -> dict[str, Any]:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "u"},
-            "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}},
-        },
-    }
+    review = pod_review(image, uid="u1", user="u", names=["c"])
     response: dict[str, Any] = hook.post("/validate", review)["response"]
     return response
 

@@ -17,6 +17,7 @@ import pytest
 from policy import cli, signing
 from tests.e2e.conftest import CA, Seeded, Webhook, start_webhook
 from tests.support import cosign, images
+from tests.support.reviews import pod_review
 
 pytestmark = pytest.mark.registry
 
@@ -84,19 +85,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory, ca: CA, signed: Signed) ->
 
 
 def _review(image: str, uid: str = "u1") -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "u"},
-            "object": {"kind": "Pod", "spec": {"containers": [{"name": "c", "image": image}]}},
-        },
-    }
+    return pod_review(image, uid=uid, user="u", names=["c"])
 
 
 def _answer(hook: Webhook, image: str, path: str = "/validate") -> dict[str, Any]:

@@ -1,7 +1,10 @@
 """Fixtures for tests against a real distribution registry on loopback.
 
 `registry` is session-scoped and seeded once; `registry_basic` requires htpasswd Basic
-auth; `counting_proxy` sits in front of `registry` and counts requests.
+auth; `counting_proxy` sits in front of `registry` and counts requests (both the tests' proxy
+and the benchmarks' relay), `proxy` is the tests' proxy alone and `referrers_proxy` adds the
+OCI referrers API; `resolver` is an uncached resolver without credentials (modules that need
+another define their own), `clock` a clock that moves only when told to.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import pytest
 import requests
 
 from policy.registry.auth import Authenticator
-from policy.registry.client import AuthProvider
+from policy.registry.client import AuthProvider, RegistryClient
 from policy.registry.credentials import Credential, CredentialStore
+from policy.resolver import RegistryResolver
 from tests.support import images
+from tests.support.clock import FakeClock
 from tests.support.proxy import CountingProxy
+from tests.support.referrers import ReferrersProxy
 from tests.support.registry import (
     AMD64,
     BASIC_PASSWORD,
@@ -75,6 +81,30 @@ def counting_proxy(
     kind = CountingProxy if request.param == "http-proxy" else LatencyRelay
     with kind(registry.url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
+    with CountingProxy(registry.url) as counting:
+        yield counting
+
+
+@pytest.fixture
+def referrers_proxy(registry: SeededRegistry) -> Iterator[ReferrersProxy]:
+    with ReferrersProxy(registry.url) as counting:
+        yield counting
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def resolver() -> Iterator[RegistryResolver]:
+    r = RegistryResolver(RegistryClient(requests.Session(), authenticator=None), tag_ttl=300)
+    yield r
+    r.close()
 
 
 @pytest.fixture

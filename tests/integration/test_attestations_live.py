@@ -4,20 +4,17 @@ selected platform; every missing or wrong attestation denied with its reason."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-import requests
 
 from policy import loader
 from policy.deadline import Deadline
 from policy.facts import Needs
 from policy.reference import Reference
-from policy.registry.client import RegistryClient
 from policy.resolver import RegistryResolver
 from policy.service import Item, Service
-from tests.support import attest, cosign, images
+from tests.support import attest, cosign
 from tests.support.proxy import CountingProxy
 from tests.support.registry import SeededRegistry
 
@@ -25,32 +22,10 @@ pytestmark = pytest.mark.registry
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 KEY = cosign.keypair()
-_N = iter(range(10_000))
-
-
-@pytest.fixture
-def proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
-    with CountingProxy(registry.url) as counting:
-        yield counting
-
-
-@pytest.fixture
-def resolver() -> Iterator[RegistryResolver]:
-    r = RegistryResolver(RegistryClient(requests.Session(), authenticator=None), tag_ttl=300)
-    yield r
-    r.close()
 
 
 def _platform_image(registry: SeededRegistry, repo: str, platform: str) -> str:
-    n = next(_N)
-    return images.push_image(
-        registry.url,
-        repo,
-        f"p{n}",
-        layers=[images.blob_bytes(f"{repo}/{platform}/{n}", 300)],
-        config=images.image_config(platform),
-        media="oci",
-    )
+    return attest.push_platform_image(registry.url, repo, platform)
 
 
 def _index(
@@ -58,12 +33,7 @@ def _index(
     repo: str,
     statements: attest.Callable[[str, str], list[attest.Statement]],
 ) -> tuple[str, str, str]:
-    amd = _platform_image(registry, repo, "linux/amd64")
-    arm = _platform_image(registry, repo, "linux/arm64")
-    tag = f"t{next(_N)}"
-    attest.push_attested_index(
-        registry.url, repo, tag, [(amd, "linux/amd64"), (arm, "linux/arm64")], statements
-    )
+    tag, _, amd, arm = attest.push_two_platform_index(registry.url, repo, statements)
     return tag, amd, arm
 
 

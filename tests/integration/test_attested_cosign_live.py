@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from policy import loader, signing
 from policy.deadline import Deadline
 from policy.facts import Needs
 from policy.reference import Reference
-from policy.registry.client import RegistryClient
 from policy.resolver import MAX_SIGNATURES, RegistryResolver
 from policy.service import Item, Service
-from tests.support import attest, cosign, images
+from tests.support import attest, cosign
 from tests.support.proxy import CountingProxy
 from tests.support.referrers import ReferrersProxy
 from tests.support.registry import SeededRegistry
@@ -34,38 +32,6 @@ pytestmark = pytest.mark.registry
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 STORE = Sigstore()
 KEY = cosign.keypair()
-_N = iter(range(10_000))
-
-
-@pytest.fixture
-def proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
-    with CountingProxy(registry.url) as counting:
-        yield counting
-
-
-@pytest.fixture
-def referrers_proxy(registry: SeededRegistry) -> Iterator[ReferrersProxy]:
-    with ReferrersProxy(registry.url) as counting:
-        yield counting
-
-
-@pytest.fixture
-def resolver() -> Iterator[RegistryResolver]:
-    r = RegistryResolver(RegistryClient(requests.Session(), authenticator=None), tag_ttl=300)
-    yield r
-    r.close()
-
-
-def _platform_image(registry: SeededRegistry, repo: str, platform: str) -> str:
-    n = next(_N)
-    return images.push_image(
-        registry.url,
-        repo,
-        f"p{n}",
-        layers=[images.blob_bytes(f"{repo}/{platform}/{n}", 300)],
-        config=images.image_config(platform),
-        media="oci",
-    )
 
 
 def _index(
@@ -75,13 +41,7 @@ def _index(
 ) -> tuple[str, str, str, str]:
     """A two-platform index (BuildKit attestations from `statements`): tag, index digest,
     amd64 and arm64 digests."""
-    amd = _platform_image(registry, repo, "linux/amd64")
-    arm = _platform_image(registry, repo, "linux/arm64")
-    tag = f"t{next(_N)}"
-    index = attest.push_attested_index(
-        registry.url, repo, tag, [(amd, "linux/amd64"), (arm, "linux/arm64")], statements
-    )
-    return tag, index, amd, arm
+    return attest.push_two_platform_index(registry.url, repo, statements)
 
 
 def _rules(tmp_path: Path, subject: str = "https://github.com/acme/*", extra: str = "") -> str:

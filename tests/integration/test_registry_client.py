@@ -14,7 +14,6 @@ import urllib3
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from policy.deadline import Deadline
 from policy.errors import IntegrityError, ManifestNotFound, RegistryAuthError, RegistryUnavailable
@@ -40,6 +39,7 @@ from tests.support.registry import (
     free_port,
     start_registry,
 )
+from tests.support.tlsca import self_signed
 
 registry_test = pytest.mark.registry
 AuthFactory = Callable[[str, str, str], AuthProvider]  # the `basic_authenticator` fixture
@@ -306,16 +306,8 @@ def test_mirror_is_used_first_and_falls_back_to_upstream(
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
+        self_signed(key, "127.0.0.1")
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,

@@ -24,6 +24,7 @@ from policy.registry.client import RegistryClient
 from policy.resolver import RegistryResolver
 from policy.service import Item, Service
 from tests.integration.conftest import SeededRegistry
+from tests.support.clock import FakeClock
 from tests.support.proxy import CountingProxy
 from tests.support.relay import LatencyRelay
 
@@ -31,19 +32,6 @@ pytestmark = pytest.mark.registry
 
 ALL = Needs(digest=True, platforms=True, manifest=True, config=True, select=("*",))
 AMD64_MANIFEST = Needs(digest=True, manifest=True, select=("linux/amd64",))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -36,12 +36,6 @@ def _needs(pair: cosign.KeyPair) -> Needs:
 
 
 @pytest.fixture
-def proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
-    with CountingProxy(registry.url) as counting:
-        yield counting
-
-
-@pytest.fixture
 def replicas(redis_server: RunningRedis) -> Iterator[list[RegistryResolver]]:
     """Three cold resolvers (own sessions and caches), sharing the test's Redis."""
     made = [

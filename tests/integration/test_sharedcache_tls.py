@@ -11,8 +11,8 @@ import pytest
 
 from policy import sharedcache
 from policy.settings import SharedCacheSettings
-from tests.e2e.conftest import CA
 from tests.support.redisserver import RunningRedis, start_redis
+from tests.support.tlsca import CA
 
 BODY = b"{}"
 DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"

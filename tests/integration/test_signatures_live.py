@@ -23,6 +23,7 @@ from policy.registry.client import RegistryClient
 from policy.resolver import MAX_SIGNATURES, RegistryResolver
 from policy.service import Item, Service
 from tests.support import cosign, images
+from tests.support.clock import FakeClock
 from tests.support.proxy import CountingProxy
 from tests.support.referrers import ReferrersProxy
 from tests.support.registry import SeededRegistry
@@ -40,31 +41,6 @@ def _der(pair: cosign.KeyPair) -> bytes:
 
 
 SIGNED = Needs(digest=True, signatures=True, keys=(_der(KEY),))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def proxy(registry: SeededRegistry) -> Iterator[CountingProxy]:
-    with CountingProxy(registry.url) as counting:
-        yield counting
-
-
-@pytest.fixture
-def referrers_proxy(registry: SeededRegistry) -> Iterator[ReferrersProxy]:
-    with ReferrersProxy(registry.url) as counting:
-        yield counting
 
 
 def _resolver(clock: FakeClock) -> RegistryResolver:

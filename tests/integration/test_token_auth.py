@@ -20,6 +20,7 @@ from policy.registry import auth
 from policy.registry.client import RegistryClient
 from policy.registry.credentials import Credential, CredentialStore
 from tests.support import images
+from tests.support.clock import FakeClock
 from tests.support.registry import RunningRegistry, require_registry, start_registry
 from tests.support.tokenserver import TokenServer
 
@@ -30,16 +31,6 @@ PASSWORD = "t0ken-auth-password-91c2"
 REPO = "private/app"
 TAG = "1.0"
 SCOPE = f"repository:{REPO}:pull"
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)

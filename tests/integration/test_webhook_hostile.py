@@ -20,6 +20,7 @@ from policy import loader, web
 from policy.settings import Settings
 from tests.integration.conftest import SeededRegistry
 from tests.support.registry import RunningRegistry, start_registry
+from tests.support.reviews import pod_review
 from tests.support.tokenserver import RecordedRequest, Reply, TokenServer
 
 pytestmark = pytest.mark.registry
@@ -56,20 +57,7 @@ def deep_realm_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
 
 
 def review(*images: str) -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "deep-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {"kind": "Pod", "spec": {"containers": containers}},
-        },
-    }
+    return pod_review(*images, uid="deep-1", user="alice")
 
 
 def test_a_realm_answering_deep_json_denies_its_image_and_judges_the_others(

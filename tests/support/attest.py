@@ -7,6 +7,7 @@ envelope signed with a test key."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,56 +101,74 @@ def push_attested_index(
                 },
             }
         )
-        config = images.canonical(
-            {
-                "architecture": "unknown",
-                "os": "unknown",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": []},
-            }
-        )
-        config_digest = images.push_blob(base_url, repo, config)
-        layers = []
-        for predicate_type, body in statements(digest, platform):
-            layers.append(
-                {
-                    "mediaType": IN_TOTO,
-                    "digest": images.push_blob(base_url, repo, body),
-                    "size": len(body),
-                    "annotations": {"in-toto.io/predicate-type": predicate_type},
-                }
-            )
-        manifest = images.canonical(
-            {
-                "schemaVersion": 2,
-                "mediaType": images.OCI_MANIFEST,
-                "config": {
-                    "mediaType": images.OCI_CONFIG,
-                    "digest": config_digest,
-                    "size": len(config),
-                },
-                "layers": layers,
-            }
-        )
-        attestation = images.put_manifest(
-            base_url, repo, images.sha256(manifest), manifest, images.OCI_MANIFEST
-        )
         attestations.append(
-            {
-                "mediaType": images.OCI_MANIFEST,
-                "digest": attestation,
-                "size": len(manifest),
-                "platform": {"architecture": "unknown", "os": "unknown"},
-                "annotations": {
-                    "vnd.docker.reference.digest": digest,
-                    "vnd.docker.reference.type": "attestation-manifest",
-                },
-            }
+            _push_attestation_manifest(base_url, repo, digest, statements(digest, platform))
         )
     body = images.canonical(
         {"schemaVersion": 2, "mediaType": images.OCI_INDEX, "manifests": entries + attestations}
     )
     return images.put_manifest(base_url, repo, tag, body, images.OCI_INDEX)
+
+
+def _push_attestation_manifest(
+    base_url: str, repo: str, digest: str, statements: list[Statement]
+) -> dict[str, Any]:
+    """Push the attestation manifest of image `digest` (a layer per statement); return its
+    entry in the index."""
+    config = {
+        "architecture": "unknown",
+        "os": "unknown",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    layers = [
+        (IN_TOTO, body, {"in-toto.io/predicate-type": predicate_type})
+        for predicate_type, body in statements
+    ]
+    attestation, manifest = images.push_artifact(base_url, repo, None, config, layers)
+    return {
+        "mediaType": images.OCI_MANIFEST,
+        "digest": attestation,
+        "size": len(manifest),
+        "platform": {"architecture": "unknown", "os": "unknown"},
+        "annotations": {
+            "vnd.docker.reference.digest": digest,
+            "vnd.docker.reference.type": "attestation-manifest",
+        },
+    }
+
+
+_N = itertools.count()
+
+
+def push_platform_image(base_url: str, repo: str, platform: str) -> str:
+    """A fresh single-platform OCI image of `platform` (its own layer) under a new tag; its
+    digest."""
+    n = next(_N)
+    return images.push_image(
+        base_url,
+        repo,
+        f"p{n}",
+        layers=[images.blob_bytes(f"{repo}/{platform}/{n}", 300)],
+        config=images.image_config(platform),
+        media="oci",
+    )
+
+
+def push_two_platform_index(
+    base_url: str,
+    repo: str,
+    statements: Callable[[str, str], list[Statement]] = lambda d, p: [],
+) -> tuple[str, str, str, str]:
+    """A fresh linux/amd64 + linux/arm64 index under a new tag, with BuildKit attestations
+    from `statements`: its tag, index digest, and the amd64 and arm64 digests."""
+    amd = push_platform_image(base_url, repo, "linux/amd64")
+    arm = push_platform_image(base_url, repo, "linux/arm64")
+    tag = f"t{next(_N)}"
+    index = push_attested_index(
+        base_url, repo, tag, [(amd, "linux/amd64"), (arm, "linux/arm64")], statements
+    )
+    return tag, index, amd, arm
 
 
 def _size(base_url: str, repo: str, digest: str) -> int:

@@ -105,36 +105,25 @@ def push_cosign(
 ) -> str:
     """Push cosign's `.sig` manifest for `digest`: `layers` are (payload, base64 signature —
     or all the layer's annotations, for keyless ones). Returns the manifest's digest."""
-    config = images.canonical(
-        {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
-    )
-    config_digest = images.push_blob(base_url, repo, config)
-    entries = []
-    for body, signature in layers:
-        entries.append(
-            {
-                "mediaType": SIMPLE_SIGNING,
-                "digest": images.push_blob(base_url, repo, body),
-                "size": len(body),
-                "annotations": (
-                    signature if isinstance(signature, dict) else {SIGNATURE_ANNOTATION: signature}
-                ),
-            }
-        )
-    manifest = images.canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": images.OCI_MANIFEST,
-            "config": {
-                "mediaType": images.OCI_CONFIG,
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": entries,
-        }
-    )
     tag = digest.replace(":", "-") + ".sig"
-    return images.put_manifest(base_url, repo, tag, manifest, images.OCI_MANIFEST)
+    entries = [
+        (
+            SIMPLE_SIGNING,
+            body,
+            signature if isinstance(signature, dict) else {SIGNATURE_ANNOTATION: signature},
+        )
+        for body, signature in layers
+    ]
+    return images.push_artifact(base_url, repo, tag, _EMPTY_CONFIG, entries)[0]
+
+
+# The config document of cosign's `.sig` and `.att` manifests.
+_EMPTY_CONFIG = {
+    "architecture": "",
+    "os": "",
+    "config": {},
+    "rootfs": {"type": "layers", "diff_ids": []},
+}
 
 
 DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
@@ -160,33 +149,12 @@ def push_attestations(
 ) -> str:
     """Push cosign's `.att` manifest for `digest`: `layers` are (DSSE envelope, annotations;
     cosign's signature annotation is empty there, the envelope holds the signature)."""
-    config = images.canonical(
-        {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
-    )
-    config_digest = images.push_blob(base_url, repo, config)
+    tag = digest.replace(":", "-") + ".att"
     entries = [
-        {
-            "mediaType": DSSE_ENVELOPE,
-            "digest": images.push_blob(base_url, repo, body),
-            "size": len(body),
-            "annotations": {SIGNATURE_ANNOTATION: "", **annotations},
-        }
+        (DSSE_ENVELOPE, body, {SIGNATURE_ANNOTATION: "", **annotations})
         for body, annotations in layers
     ]
-    manifest = images.canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": images.OCI_MANIFEST,
-            "config": {
-                "mediaType": images.OCI_CONFIG,
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": entries,
-        }
-    )
-    tag = digest.replace(":", "-") + ".att"
-    return images.put_manifest(base_url, repo, tag, manifest, images.OCI_MANIFEST)
+    return images.push_artifact(base_url, repo, tag, _EMPTY_CONFIG, entries)[0]
 
 
 def sign_cosign(

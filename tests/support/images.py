@@ -142,6 +142,36 @@ def build_image(
     )
 
 
+Layer = tuple[str, bytes, dict[str, str]]  # (media type, body, annotations)
+
+
+def push_artifact(
+    base_url: str, repo: str, tag: str | None, config: dict[str, Any], layers: Sequence[Layer]
+) -> tuple[str, bytes]:
+    """Push an OCI manifest over the `config` document and the annotated `layers` (blobs
+    first) under `tag`, or under its own digest when None; return its digest and body."""
+    config_body = canonical(config)
+    config_digest = push_blob(base_url, repo, config_body)
+    entries = [
+        {
+            "mediaType": media_type,
+            "digest": push_blob(base_url, repo, body),
+            "size": len(body),
+            "annotations": annotations,
+        }
+        for media_type, body, annotations in layers
+    ]
+    manifest = canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_body)},
+            "layers": entries,
+        }
+    )
+    return put_manifest(base_url, repo, tag or sha256(manifest), manifest, OCI_MANIFEST), manifest
+
+
 def push_image(
     base_url: str,
     repo: str,

@@ -1,9 +1,51 @@
-"""Processes as /proc shows them (Linux): what the fault tests and the benchmarks ask of the
-servers they start."""
+"""The servers the tests and the benchmarks start: stopping them, waiting for them to be
+ready, and what /proc shows of them (Linux)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import requests
+
+
+def stop(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    """SIGTERM (a graceful stop) if `process` still runs, then SIGKILL after `grace` s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes],
+    session: requests.Session,
+    url: str,
+    *,
+    name: str,
+    log: Callable[[], str],
+    seconds: float,
+) -> None:
+    """Poll `url` (a readiness endpoint) with `session` until it answers 200; RuntimeError with
+    `log()` when `process` exits first, or after `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log()}")
+        try:
+            with session.get(url, timeout=1) as reply:
+                if reply.status_code == 200:
+                    return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} not ready within {seconds} s:\n{log()}")
 
 
 def child_pids(pid: int) -> list[int]:

@@ -45,6 +45,19 @@ class RequestCounts:
         with self._lock:
             return dict(self._counts)
 
+    def kinds(self) -> Counter[str]:
+        """Requests seen so far, by kind: `GET manifest`, `HEAD manifest`, `GET blob`, and any
+        other by method and path."""
+        out: Counter[str] = Counter()
+        for (method, path), n in self.counts().items():
+            if "/manifests/" in path:
+                out[f"{method} manifest"] += n
+            elif "/blobs/" in path:
+                out[f"{method} blob"] += n
+            else:
+                out[f"{method} {path}"] += n
+        return out
+
     def total(self) -> int:
         with self._lock:
             return sum(self._counts.values())

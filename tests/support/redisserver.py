@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import binaries
+from tests.support import binaries, procs
 from tests.support.registry import free_port
 
 BINARY = "/usr/bin/redis-server"
@@ -104,13 +104,8 @@ class RunningRedis:
             self.process.wait(timeout=5)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        if self.process is not None:
+            procs.stop(self.process)
 
 
 def start_redis(

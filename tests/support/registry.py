@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import requests
 import yaml
 
 from policy.errors import RegistryAuthError
-from tests.support import binaries, images
+from tests.support import binaries, images, procs
 
 BINARY = "/usr/bin/docker-registry"
 MISSING = (
@@ -56,13 +58,7 @@ class RunningRegistry:
 
     def stop(self) -> None:
         """Terminate the process and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        procs.stop(self.process)
 
 
 def start_registry(
@@ -85,27 +81,9 @@ def start_registry(
     port = free_port()
     storage = tmp_path / "storage"
     storage.mkdir(parents=True, exist_ok=True)
-    http: dict[str, Any] = {
-        "addr": f"127.0.0.1:{port}",
-        "secret": "image-policy-tests",
-        "headers": {"X-Content-Type-Options": ["nosniff"]},
-    }
-    if tls is not None:
-        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
-    config: dict[str, Any] = {
-        "version": 0.1,
-        "log": {"level": log_level, "accesslog": {"disabled": True}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(storage)},
-            "delete": {"enabled": True},
-            "maintenance": {"uploadpurging": {"enabled": False}},
-        },
-        "http": http,
-    }
-    if auth is not None:
-        config["auth"] = auth
-    if proxy_remoteurl is not None:
-        config["proxy"] = {"remoteurl": proxy_remoteurl}
+    config = _config(
+        storage, port, auth=auth, tls=tls, proxy_remoteurl=proxy_remoteurl, log_level=log_level
+    )
     config_path = tmp_path / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = tmp_path / "registry.log"
@@ -130,6 +108,52 @@ def start_registry(
         running.stop()
         raise
     return running
+
+
+def _config(
+    storage: Path,
+    port: int,
+    *,
+    auth: dict[str, Any] | None,
+    tls: tuple[Path, Path] | None,
+    proxy_remoteurl: str | None,
+    log_level: str,
+) -> dict[str, Any]:
+    """The registry's config.yml (see `start_registry`)."""
+    http: dict[str, Any] = {
+        "addr": f"127.0.0.1:{port}",
+        "secret": "image-policy-tests",
+        "headers": {"X-Content-Type-Options": ["nosniff"]},
+    }
+    if tls is not None:
+        http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": log_level, "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": http,
+    }
+    if auth is not None:
+        config["auth"] = auth
+    if proxy_remoteurl is not None:
+        config["proxy"] = {"remoteurl": proxy_remoteurl}
+    return config
+
+
+def seed_storage(root: Path, seed: Callable[[str], object]) -> Path:
+    """Run an open registry on `root`/seed, `seed(url)` it, stop it, and copy its storage to
+    `root`/served; return that directory, for a registry (with auth, say) to serve."""
+    seeding = start_registry(root / "seed")
+    try:
+        seed(seeding.url)
+    finally:
+        seeding.stop()
+    shutil.copytree(root / "seed" / "storage", root / "served" / "storage")
+    return root / "served"
 
 
 def _wait_healthy(running: RunningRegistry, *, verify: bool | str, seconds: float = 10.0) -> None:

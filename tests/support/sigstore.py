@@ -5,6 +5,11 @@ bundles, with certificates carrying an embedded SCT and signatures carrying a Re
 
 Each part can be made wrong on purpose (an expired certificate, no log entry, a certificate
 from another CA, another identity) so the tests can show each is refused, and why.
+
+It stays one file over 500 lines because it is one thing: a `Sigstore` whose CA, CT log and
+Rekor log sign for each other, and whose every product (certificate, log entry, signature
+layer, bundle) is made by that one instance. What is not Sigstore lives elsewhere: the RFC 6962
+Merkle tree in merkle.py, a CA certificate's key usage in tlsca.py.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.support import cosign
+from tests.support.merkle import audit_path, merkle_tree_hash
+from tests.support.tlsca import ca_key_usage, self_signed
 
 ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 ISSUER_V2 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -61,30 +68,15 @@ class Sigstore:
     seed_entries: int = 5
 
     def __post_init__(self) -> None:
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
         self.ca = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
-            .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+            self_signed(
+                self.ca_key,
+                self.name,
+                not_before=datetime(2020, 1, 1, tzinfo=UTC),
+                not_after=datetime(2040, 1, 1, tzinfo=UTC),
             )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+            .add_extension(ca_key_usage(digital_signature=False), critical=True)
             .sign(self.ca_key, hashes.SHA256())
         )
         self.log_index = 1000
@@ -426,26 +418,17 @@ class Sigstore:
                     "canonicalizedBody": payload["body"],
                 }
             )
-        return json.dumps(
-            {
-                "mediaType": cosign.BUNDLE_V03,
-                "verificationMaterial": {
-                    "certificate": {
-                        "rawBytes": base64.b64encode(
-                            leaf.public_bytes(serialization.Encoding.DER)
-                        ).decode()
-                    },
-                    "tlogEntries": entries,
+        return _bundle(
+            leaf,
+            entries,
+            messageSignature={
+                "messageDigest": {
+                    "algorithm": "SHA2_256",
+                    "digest": base64.b64encode(hashed).decode(),
                 },
-                "messageSignature": {
-                    "messageDigest": {
-                        "algorithm": "SHA2_256",
-                        "digest": base64.b64encode(hashed).decode(),
-                    },
-                    "signature": base64.b64encode(signature).decode(),
-                },
-            }
-        ).encode()
+                "signature": base64.b64encode(signature).decode(),
+            },
+        )
 
     def dsse_bundle(self, statement: bytes, *, logged: bool = True, **certificate: Any) -> bytes:
         """A keyless v0.3 bundle with a DSSE envelope over an in-toto `statement`, logged as a
@@ -454,100 +437,78 @@ class Sigstore:
         leaf = self.certificate(ephemeral, **certificate)
         signature = ephemeral.sign(cosign.pae(cosign.IN_TOTO, statement), ec.ECDSA(hashes.SHA256()))
         leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
-        entries = []
-        if logged:
-            self.log_index += 1
-            body = base64.b64encode(
-                json.dumps(
-                    {
-                        "apiVersion": "0.0.1",
-                        "kind": "dsse",
-                        "spec": {
-                            "payloadHash": {
-                                "algorithm": "sha256",
-                                "value": hashlib.sha256(statement).hexdigest(),
-                            },
-                            "signatures": [
-                                {
-                                    "signature": base64.b64encode(signature).decode(),
-                                    "verifier": base64.b64encode(leaf_pem).decode(),
-                                }
-                            ],
-                        },
-                    },
-                    separators=(",", ":"),
-                ).encode()
-            ).decode()
-            payload = {
-                "body": body,
-                "integratedTime": int(SIGNED_AT.timestamp()),
-                "logIndex": self.log_index,
-                "logID": self.log_id.hex(),
-            }
-            canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-            promise = self.log_key.sign(canonical, ec.ECDSA(hashes.SHA256()))
-            entries.append(
+        entries = [self._dsse_entry(statement, signature, leaf_pem)] if logged else []
+        return _bundle(
+            leaf,
+            entries,
+            dsseEnvelope={
+                "payload": base64.b64encode(statement).decode(),
+                "payloadType": cosign.IN_TOTO,
+                "signatures": [{"sig": base64.b64encode(signature).decode(), "keyid": ""}],
+            },
+        )
+
+    def _dsse_entry(self, statement: bytes, signature: bytes, leaf_pem: bytes) -> dict[str, Any]:
+        """Log a Rekor `dsse` entry of `statement`'s `signature` by the certificate `leaf_pem`;
+        its bundle `tlogEntries` item (inclusion promise and proof)."""
+        self.log_index += 1
+        body = base64.b64encode(
+            json.dumps(
                 {
-                    "logIndex": str(self.log_index),
-                    "logId": {"keyId": base64.b64encode(self.log_id).decode()},
-                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
-                    "integratedTime": str(payload["integratedTime"]),
-                    "inclusionPromise": {
-                        "signedEntryTimestamp": base64.b64encode(promise).decode()
+                    "apiVersion": "0.0.1",
+                    "kind": "dsse",
+                    "spec": {
+                        "payloadHash": {
+                            "algorithm": "sha256",
+                            "value": hashlib.sha256(statement).hexdigest(),
+                        },
+                        "signatures": [
+                            {
+                                "signature": base64.b64encode(signature).decode(),
+                                "verifier": base64.b64encode(leaf_pem).decode(),
+                            }
+                        ],
                     },
-                    "inclusionProof": self.prove(body),
-                    "canonicalizedBody": body,
-                }
-            )
-        return json.dumps(
-            {
-                "mediaType": cosign.BUNDLE_V03,
-                "verificationMaterial": {
-                    "certificate": {
-                        "rawBytes": base64.b64encode(
-                            leaf.public_bytes(serialization.Encoding.DER)
-                        ).decode()
-                    },
-                    "tlogEntries": entries,
                 },
-                "dsseEnvelope": {
-                    "payload": base64.b64encode(statement).decode(),
-                    "payloadType": cosign.IN_TOTO,
-                    "signatures": [{"sig": base64.b64encode(signature).decode(), "keyid": ""}],
+                separators=(",", ":"),
+            ).encode()
+        ).decode()
+        payload = {
+            "body": body,
+            "integratedTime": int(SIGNED_AT.timestamp()),
+            "logIndex": self.log_index,
+            "logID": self.log_id.hex(),
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        promise = self.log_key.sign(canonical, ec.ECDSA(hashes.SHA256()))
+        return {
+            "logIndex": str(self.log_index),
+            "logId": {"keyId": base64.b64encode(self.log_id).decode()},
+            "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+            "integratedTime": str(payload["integratedTime"]),
+            "inclusionPromise": {"signedEntryTimestamp": base64.b64encode(promise).decode()},
+            "inclusionProof": self.prove(body),
+            "canonicalizedBody": body,
+        }
+
+
+def _bundle(leaf: x509.Certificate, entries: list[dict[str, Any]], **content: Any) -> bytes:
+    """A v0.3 bundle: the certificate `leaf`, its transparency-log `entries`, and `content`
+    (a messageSignature or a dsseEnvelope)."""
+    return json.dumps(
+        {
+            "mediaType": cosign.BUNDLE_V03,
+            "verificationMaterial": {
+                "certificate": {
+                    "rawBytes": base64.b64encode(
+                        leaf.public_bytes(serialization.Encoding.DER)
+                    ).decode()
                 },
-            }
-        ).encode()
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def _split(n: int) -> int:
-    """The largest power of two smaller than `n` (RFC 6962 §2.1)."""
-    k = 1
-    while k * 2 < n:
-        k *= 2
-    return k
-
-
-def merkle_tree_hash(leaves: list[bytes]) -> bytes:
-    """MTH of RFC 6962 §2.1 over leaf hashes (written from the RFC's recursive definition,
-    independently of the verifier's iterative one)."""
-    if len(leaves) == 1:
-        return leaves[0]
-    k = _split(len(leaves))
-    return _node(merkle_tree_hash(leaves[:k]), merkle_tree_hash(leaves[k:]))
-
-
-def audit_path(m: int, leaves: list[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) of RFC 6962 §2.1.1: the audit path of leaf `m`."""
-    if len(leaves) == 1:
-        return []
-    k = _split(len(leaves))
-    if m < k:
-        return [*audit_path(m, leaves[:k]), merkle_tree_hash(leaves[k:])]
-    return [*audit_path(m - k, leaves[k:]), merkle_tree_hash(leaves[:k])]
+                "tlogEntries": entries,
+            },
+            **content,
+        }
+    ).encode()
 
 
 def _der_length(n: int) -> bytes:

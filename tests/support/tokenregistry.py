@@ -3,7 +3,6 @@ cluster of replicas sharing one Redis must ask only once (tests and `bench share
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import images
-from tests.support.registry import RunningRegistry, start_registry
+from tests.support.registry import RunningRegistry, seed_storage, start_registry
 from tests.support.relay import LatencyRelay
 from tests.support.tokenserver import TokenServer
 
@@ -32,14 +31,7 @@ class TokenRegistry:
     def counts(self) -> Counter[str]:
         """Requests since the last `reset()`: `GET manifest`, `HEAD manifest`, `GET blob`,
         `token`, and any other by method and path."""
-        out: Counter[str] = Counter()
-        for (method, path), n in self.relay.counts().items():
-            if "/manifests/" in path:
-                out[f"{method} manifest"] += n
-            elif "/blobs/" in path:
-                out[f"{method} blob"] += n
-            else:
-                out[f"{method} {path}"] += n
+        out = self.relay.kinds()
         out["token"] += self.token_relay.total()
         return out
 
@@ -66,19 +58,14 @@ def token_registry(
     """Seed an open registry with `seed(url)`, then serve its storage behind token auth, the
     registry and its token realm each behind a relay adding `latency` per request."""
     with ExitStack() as stack:
-        seeding = start_registry(root / "seed")
-        try:
-            seed(seeding.url)
-        finally:
-            seeding.stop()
-        shutil.copytree(root / "seed" / "storage", root / "served" / "storage")
+        served = seed_storage(root, seed)
         tokens = stack.enter_context(TokenServer(root / "tokens"))
         token_relay = stack.enter_context(
             LatencyRelay(f"http://127.0.0.1:{tokens.port}", latency=latency)
         )
         auth = tokens.auth_config()
         auth["token"]["realm"] = f"{token_relay.url}/token"
-        running = start_registry(root / "served", auth=auth)
+        running = start_registry(served, auth=auth)
         stack.callback(running.stop)
         relay = stack.enter_context(LatencyRelay(running.url, latency=latency))
         yield TokenRegistry(running, relay, tokens, token_relay)

@@ -31,9 +31,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
 from tests.support.httpserver import LoopbackServer
+from tests.support.tlsca import self_signed
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -214,16 +214,9 @@ class TokenServer:
         return signing_input + "." + b64url(signature)
 
     def _certificate(self) -> bytes:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "image-policy token signer")])
-        now = dt.datetime.now(dt.UTC)
+        yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
+            self_signed(self._key, "image-policy token signer", not_before=yesterday)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )

@@ -15,6 +15,7 @@ from policy.facts import ImageFacts
 from policy.k8s import admission
 from policy.k8s.admission import Finding
 from policy.reference import parse
+from tests.support.reviews import workload
 
 DIGEST = "sha256:" + "ab" * 32
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,17 +51,6 @@ def review(
     if sub is not None:
         request["subResource"] = sub
     return {"apiVersion": api, "kind": "AdmissionReview", "request": request}
-
-
-def workload(kind: str, *images: str) -> dict[str, Any]:
-    spec = pod_spec(*images)
-    if kind == "Pod":
-        return {"kind": kind, "spec": spec}
-    if kind == "CronJob":
-        return {"kind": kind, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}
-    if kind == "PodTemplate":
-        return {"kind": kind, "template": {"spec": spec}}
-    return {"kind": kind, "spec": {"template": {"spec": spec}}}
 
 
 def planned(doc: dict[str, Any], *, recheck: bool = False) -> admission.Plan:

@@ -21,6 +21,7 @@ from policy.errors import RateLimited, RegistryAuthError, RegistryError, Registr
 from policy.registry import auth
 from policy.registry.auth import Challenge
 from policy.registry.credentials import Credential, CredentialStore
+from tests.support.clock import FakeClock
 from tests.support.tokenserver import RecordedRequest, Reply, TokenServer
 
 PASSWORD = "s3cr3t-pa55word"
@@ -30,19 +31,6 @@ REGISTRY = "localhost:5000"
 HOST = "127.0.0.1:5000"
 SCOPE = "repository:library/nginx:pull"
 TIMEOUT = 5.0
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --------------------------------------------------------------------------------------------

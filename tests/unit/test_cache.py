@@ -24,21 +24,9 @@ from policy.errors import ManifestNotFound
 from policy.facts import ImageFacts, PlatformFacts
 from policy.registry import media
 from policy.registry.client import ManifestHead
+from tests.support.clock import FakeClock
 
 WAIT = 5.0  # upper bound on any wait for another thread; tests finish far sooner
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:

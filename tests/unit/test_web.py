@@ -28,6 +28,7 @@ from policy.facts import ImageFacts, Needs, PlatformFacts
 from policy.k8s import admission
 from policy.reference import Reference, parse
 from policy.settings import Settings, load_settings
+from tests.support.reviews import workload
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -192,17 +193,6 @@ def apply_patch(obj: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]
 
 
 # --- AdmissionReview ---------------------------------------------------------------------
-
-
-def workload(kind: str, *images: str) -> dict[str, Any]:
-    spec = {"containers": containers(*images)}
-    if kind == "Pod":
-        return {"kind": kind, "spec": spec}
-    if kind == "CronJob":
-        return {"kind": kind, "spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}
-    if kind == "PodTemplate":
-        return {"kind": kind, "template": {"spec": spec}}
-    return {"kind": kind, "spec": {"template": {"spec": spec}}}
 
 
 KINDS = [

@@ -27,6 +27,7 @@ from policy import loader, web
 from policy import resolver as resolver_mod
 from policy.settings import RegistrySettings, Settings
 from tests.support.hostile import METADATA_REALM
+from tests.support.reviews import pod_review
 
 UID = "c1a551f1-ed00-4b1d-9000-000000000015"
 LEAK = "internal-admin v3.2; db=postgres://10.0.0.7"
@@ -185,25 +186,7 @@ def app_and_log(transport: HostileTransport) -> Iterator[tuple[FlaskClient, list
 
 
 def admission_review(*images: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": UID,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "dev",
-            "operation": "CREATE",
-            "userInfo": {"username": "mallory"},
-            "object": {
-                "kind": "Pod",
-                "metadata": {"name": "probe"},
-                "spec": {
-                    "containers": [{"name": f"c{i}", "image": im} for i, im in enumerate(images)]
-                },
-            },
-        },
-    }
+    return pod_review(*images, uid=UID, user="mallory", pod_name="probe")
 
 
 def _flushed(client: FlaskClient, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
