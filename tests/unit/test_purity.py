@@ -38,7 +38,7 @@ CORE = [
     "policy.reports",
     *(
         f"policy.{package}.{info.name}"
-        for package in ("k8s", "scanners")
+        for package in ("k8s", "scanners", "checks", "reports")
         for info in pkgutil.iter_modules([str(POLICY / package)])
     ),
     "policy.k8s",
