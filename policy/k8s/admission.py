@@ -20,8 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NamedTuple, NotRequired, TypedDict
 
 from policy import reference
 from policy.errors import ReviewError
@@ -151,9 +150,11 @@ class PatchOperation(TypedDict):
 # --- parsing ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Request:
-    """The parts of an AdmissionReview request the decision reads, checked and typed."""
+class Request(NamedTuple):
+    """The parts of an AdmissionReview request the decision reads, checked and typed.
+
+    A named tuple, not a frozen dataclass (so are `Plan` and `findings.Finding`, also made
+    per review): the three save ~11% of a warm review (1b)."""
 
     api_version: str
     uid: str
@@ -281,13 +282,13 @@ def _named(obj: Mapping[str, object] | None, namespace: str, name: str) -> tuple
 # --- which images ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What to judge for one request.
 
     `check` are the image sites needing a verdict; `unchanged` those skipped on UPDATE
     because the old object has the same image; `problems` make the object malformed (deny);
     `skip_reason` says why nothing at all is judged (another kind, DELETE, a subresource).
+    A named tuple: see `Request`.
     """
 
     check: tuple[ImageSite, ...] = ()

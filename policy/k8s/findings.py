@@ -6,7 +6,7 @@ message listing every denied image, warnings, audit annotations. Both the Admiss
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from policy.evaluate import ImageDecision
 from policy.k8s import workloads
@@ -25,12 +25,12 @@ _FIELD_LABELS: Mapping[workloads.SiteField, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One image as written at one place, and its verdict.
 
     `decision` is None when the text is not a valid reference (`invalid` says why); such an
     image is denied. `pointer` is the JSON Pointer of the image string (None: ImageReview).
+    A named tuple: see `admission.Request`.
     """
 
     image: str

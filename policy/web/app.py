@@ -81,9 +81,7 @@ def create_app(
         interval=reload_interval,
         on_reload=functools.partial(_reloaded, metrics, log),
     )
-    metrics.named_registries = lambda: holder.current.named_registries
-    metrics.registry.register(_ResolverCollector(holder.resolver, metrics.registry_label))
-    metrics.registry.register(_SharedCacheCollector(holder.resolver))
+    _observe(metrics, holder)
     judged = JudgedMemo(settings.memo_bytes)
     reviews = Reviews(holder, metrics, decisions, judged, clock)
 
@@ -115,6 +113,14 @@ def _rule_sources(
     if not rules:
         raise PolicyError("no rule files given")
     return None, [Path(p) for p in rules]
+
+
+def _observe(metrics: Metrics, holder: PolicyHolder) -> None:
+    """Metrics read from the policy in force: which registries have a label of their own, and
+    the collectors of its resolver and shared cache tier."""
+    metrics.named_registries = lambda: holder.current.named_registries
+    metrics.registry.register(_ResolverCollector(holder.resolver, metrics.registry_label))
+    metrics.registry.register(_SharedCacheCollector(holder.resolver))
 
 
 def _route(app: Flask, reviews: Reviews, holder: PolicyHolder, metrics: Metrics) -> None:
