@@ -51,26 +51,20 @@ class Answer:
     verdicts: tuple[tuple[str, int], ...] = ()
 
 
+@dataclass(frozen=True)
 class Reviews:
-    """Answers reviews with the policy `holder` holds; `clock` times them."""
+    """Answers reviews with the policy `holder` holds, counted in `metrics`, logged to
+    `decisions`, remembered in `judged`; `clock` times them."""
 
-    def __init__(
-        self,
-        holder: PolicyHolder,
-        metrics: Metrics,
-        decisions: DecisionLog,
-        judged: JudgedMemo,
-        clock: Callable[[], float],
-    ) -> None:
-        self._holder = holder
-        self._metrics = metrics
-        self._decisions = decisions
-        self._judged = judged
-        self._clock = clock
+    holder: PolicyHolder
+    metrics: Metrics
+    decisions: DecisionLog
+    judged: JudgedMemo
+    clock: Callable[[], float]
 
     def admission_review(self, endpoint: str, document: object) -> Response:
         """Answer an AdmissionReview sent to `endpoint` (validate or mutate)."""
-        started = self._clock()
+        started = self.clock()
         review = admission.parse_review(document)
         policy = self._in_force()
         answer = self._admit(endpoint, review, policy)
@@ -78,7 +72,7 @@ class Reviews:
 
     def image_review(self, document: object) -> Response:
         """Answer an ImageReview (the ImagePolicyWebhook)."""
-        started = self._clock()
+        started = self.clock()
         review = admission.parse_image_review(document)
         policy = self._in_force()
         fields: dict[str, object] = {"namespace": review.namespace, "images": list(review.images)}
@@ -86,7 +80,7 @@ class Reviews:
         return self._send("imagereview", started, answer, fields)
 
     def _in_force(self) -> Policy:
-        policy = self._holder.policy
+        policy = self.holder.policy
         if policy.validate is None or policy.pin is None:
             # The API server may hand this body to whoever applied the object: the error
             # (file paths, rule text) is for the operator, in /readyz and the reload log line.
@@ -106,8 +100,8 @@ class Reviews:
         pinning = endpoint == "mutate" and settings.mutate_pin
         service = policy.pin if pinning else policy.validate
         assert service is not None  # `_in_force` checked
-        deadline = Deadline(settings.decision_timeout, clock=self._clock)
-        done = self._judged.judge(
+        deadline = Deadline(settings.decision_timeout, clock=self.clock)
+        done = self.judged.judge(
             policy, service, endpoint, review, planned.check, pinning, deadline
         )
         extra: dict[str, object] = {
@@ -138,7 +132,7 @@ class Reviews:
             reply = admission.image_review({"allowed": False, "reason": reason})
             return Answer("denied", reply, {"allowed": False, "tooManyImages": len(review.images)})
         assert policy.validate is not None  # `_in_force` checked
-        deadline = Deadline(settings.decision_timeout, clock=self._clock)
+        deadline = Deadline(settings.decision_timeout, clock=self.clock)
         images = [(image, f"container {i}", None) for i, image in enumerate(review.images)]
         _, _, findings = judge_images(policy.validate, images, review.namespace, deadline)
         status = admission.image_review_status(findings, subject=subject)
@@ -152,8 +146,8 @@ class Reviews:
     ) -> Response:
         """Count, log and send a review's answer: the log line has the answer's `extra` and
         then the request's `fields`."""
-        elapsed = self._clock() - started
-        self._metrics.tally.review(endpoint, answer.outcome, elapsed, answer.verdicts)
+        elapsed = self.clock() - started
+        self.metrics.tally.review(endpoint, answer.outcome, elapsed, answer.verdicts)
         line = {
             "endpoint": endpoint,
             "outcome": answer.outcome,
@@ -161,7 +155,7 @@ class Reviews:
         }
         line.update(answer.extra)
         line.update(fields)
-        self._decisions.log_fields(logging.INFO, "decision", line)
+        self.decisions.log_fields(logging.INFO, "decision", line)
         return Response(json.dumps(answer.document), status=200, mimetype="application/json")
 
 
