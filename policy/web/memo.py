@@ -4,6 +4,7 @@ the answer already made for the same image sites."""
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,29 +75,29 @@ def too_many_images(subject: str, count: int, limit: int) -> str:
 
 @dataclass(frozen=True)
 class Judged:
-    """A judged admission review: its answer and what it was judged with."""
+    """A judged admission review: its answer, encoded around the uid, and what it was judged
+    with."""
 
     service: Service
     items: tuple[Item, ...]
     decisions: tuple[ImageDecision, ...]
     findings: tuple[Finding, ...]
     subject: str
-    response: admission.AdmissionResponse
-    """The answer, with the uid of the review first judged."""
+    allowed: bool
+    head: str
+    """The AdmissionReview's JSON up to the response's uid ..."""
+    tail: str
+    """... and after it: encoding the answer as `head + uid + tail` saves ~5% of a warm review
+    (1b) over encoding the whole review again."""
     verdicts: tuple[tuple[str, int], ...]
     """Images by verdict (allowed, denied, invalid), for the metrics."""
     patched: tuple[str, ...]
     """The JSON Pointers a mutating review's patch replaces."""
 
-    @property
-    def allowed(self) -> bool:
-        return self.response["allowed"]
-
-    def answer(self, review: admission.Request) -> admission.AdmissionReview:
-        """The AdmissionReview answering `review` (its own uid, in its own apiVersion)."""
-        response = self.response.copy()
-        response["uid"] = review.uid
-        return admission.review_envelope(review, response)
+    def answer(self, review: admission.Request) -> str:
+        """The JSON of the AdmissionReview answering `review` (same endpoint, apiVersion,
+        namespace and image sites): `json.dumps` of the review as first judged, with its uid."""
+        return self.head + json.dumps(review.uid) + self.tail
 
 
 def judge_review(
@@ -107,8 +108,8 @@ def judge_review(
     deadline: Deadline,
     decided: list[ImageDecision] | None = None,
 ) -> Judged:
-    """Judge a review's image sites and make its answer (`decided`: the service's decisions
-    for their items, if already asked)."""
+    """Judge a review's image sites and encode its answer around the uid (`decided`: the
+    service's decisions for their items, if already asked)."""
     items, decisions, findings = judge_images(
         service,
         # JSON Pointers are only needed to patch.
@@ -118,13 +119,18 @@ def judge_review(
         decided,
     )
     patch = admission.pin_patch(findings) if pinning else []
+    response = admission.admission_response(review, findings, patch=patch)
+    rest = {k: v for k, v in response.items() if k != "uid"}
+    head = f'{{"apiVersion": {json.dumps(review.api_version)}, "kind": "AdmissionReview", '
     return Judged(
         service=service,
         items=items,
         decisions=tuple(decisions),
         findings=tuple(findings),
         subject=review.subject,
-        response=admission.admission_response(review, findings, patch=patch),
+        allowed=response["allowed"],
+        head=head + '"response": {"uid": ',
+        tail=", " + json.dumps(rest)[1:] + "}",
         verdicts=verdicts(findings),
         patched=tuple(op["path"] for op in patch),
     )

@@ -42,8 +42,9 @@ def read_json() -> object:
 
 @dataclass(frozen=True)
 class Answer:
-    """How a review was answered: its outcome (a metrics label), the answer document, what
-    the decision log line says about it, and its images by verdict (for the metrics)."""
+    """How a review was answered: its outcome (a metrics label), the answer document (or its
+    JSON text), what the decision log line says about it, and its images by verdict (for the
+    metrics)."""
 
     outcome: str
     document: object
@@ -156,7 +157,9 @@ class Reviews:
         line.update(answer.extra)
         line.update(fields)
         self.decisions.log_fields(logging.INFO, "decision", line)
-        return Response(json.dumps(answer.document), status=200, mimetype="application/json")
+        document = answer.document
+        text = document if isinstance(document, str) else json.dumps(document)
+        return Response(text, status=200, mimetype="application/json")
 
 
 def _review_fields(review: admission.Request) -> dict[str, object]:
