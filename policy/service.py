@@ -9,7 +9,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from policy.cache import ByteMemo
 from policy.deadline import Deadline
@@ -38,12 +38,9 @@ class Resolver(Protocol):
     ) -> list[ImageFacts]: ...
 
 
-class Item(NamedTuple):
-    """One image to judge, in the namespace it will run in (None: unknown).
-
-    A named tuple rather than a frozen dataclass: the webhook makes one per image of every
-    review, and a tuple is built, hashed and compared in C.
-    """
+@dataclass(frozen=True)
+class Item:
+    """One image to judge, in the namespace it will run in (None: unknown)."""
 
     reference: Reference
     namespace: str | None = None
@@ -127,7 +124,7 @@ class Service:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
         if self._pin:
             items = self._pinned(items, now, deadline)
-        key = tuple(items)  # (reference, namespace) tuples: hashed and compared in C
+        key = tuple(items)
         batch = self._batches.get(key)
         planned = batch is None or now >= batch.until
         if batch is None or planned:
