@@ -9,7 +9,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from policy.cache import ByteMemo
 from policy.deadline import Deadline
@@ -38,9 +38,12 @@ class Resolver(Protocol):
     ) -> list[ImageFacts]: ...
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image to judge, in the namespace it will run in (None: unknown)."""
+class Item(NamedTuple):
+    """One image to judge, in the namespace it will run in (None: unknown).
+
+    A named tuple rather than a frozen dataclass: the webhook makes one per image of every
+    review, and a tuple is built, hashed and compared in C.
+    """
 
     reference: Reference
     namespace: str | None = None
@@ -124,7 +127,7 @@ class Service:
             now = now.replace(tzinfo=UTC)  # a naive clock reads UTC
         if self._pin:
             items = self._pinned(items, now, deadline)
-        key = tuple(items)
+        key = tuple(items)  # (reference, namespace) tuples: hashed and compared in C
         batch = self._batches.get(key)
         planned = batch is None or now >= batch.until
         if batch is None or planned:
