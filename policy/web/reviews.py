@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -31,7 +32,10 @@ class Unavailable(Exception):
 def read_json() -> object:
     """The request's JSON body; ReviewError when it is not JSON, RequestEntityTooLarge (413)
     when longer than MAX_BODY."""
-    if request.mimetype != "application/json":
+    # What `request.mimetype` gives, without parsing the header's parameters: ~0.7% of a
+    # warm review (1b).
+    mimetype = request.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    if mimetype != "application/json":
         shown = request.content_type or "none"
         raise ReviewError(f"Content-Type is {shown}; expected application/json")
     body = request.get_data(cache=False)
@@ -40,11 +44,10 @@ def read_json() -> object:
     return admission.load_json(body)
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """How a review was answered: its outcome (a metrics label), the answer document (or its
     JSON text), what the decision log line says about it, and its images by verdict (for the
-    metrics)."""
+    metrics). A named tuple, made per review as `admission.Request` is."""
 
     outcome: str
     document: object
@@ -152,7 +155,7 @@ class Reviews:
         line = {
             "endpoint": endpoint,
             "outcome": answer.outcome,
-            "latencyMs": round(elapsed * 1000, 1),
+            "latencyMs": _tenths(elapsed * 1000),
         }
         line.update(answer.extra)
         line.update(fields)
@@ -160,6 +163,13 @@ class Reviews:
         document = answer.document
         text = document if isinstance(document, str) else json.dumps(document)
         return Response(text, status=200, mimetype="application/json")
+
+
+def _tenths(value: float) -> float:
+    """A non-negative `value` rounded to tenths (half up): `round(value, 1)` without the
+    float-to-decimal conversion it makes to round exactly, which saves ~0.6% of a warm review
+    (1b)."""
+    return int(value * 10 + 0.5) / 10
 
 
 def _review_fields(review: admission.Request) -> dict[str, object]:
