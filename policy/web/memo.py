@@ -87,7 +87,7 @@ class Judged:
     head: str
     """The AdmissionReview's JSON up to the response's uid ..."""
     tail: str
-    """... and after it: encoding the answer as `head + uid + tail` saves ~5% of a warm review
+    """... and after it: encoding the answer as `head + uid + tail` saves ~4% of a warm review
     (1b) over encoding the whole review again."""
     verdicts: tuple[tuple[str, int], ...]
     """Images by verdict (allowed, denied, invalid), for the metrics."""
