@@ -1,14 +1,18 @@
-"""AdmissionReview and ImageReview wire formats, and what to answer (pure: no I/O, no clock).
+"""The AdmissionReview wire format (v1 and v1beta1), pure: no I/O, no clock.
 
-The web layer reads a body, hands the parsed JSON to `parse_review` / `parse_image_review`
-(which raise `ReviewError` for a malformed request: HTTP 400), asks `plan` which image sites
+The web layer reads a body (`reviewjson.load_json`), hands the parsed JSON to `parse_review`
+(which raises `ReviewError` for a malformed request: HTTP 400), asks `plan` which image sites
 need a verdict, has them judged by the one pipeline (`policy.service`), and builds the answer
 here: `admission_response` (uid, allowed, a 403 status listing every denied image, warnings,
 audit annotations, an optional JSONPatch) wrapped by `review_envelope` in the request's own
-`apiVersion`, or `image_review_status` for the ImagePolicyWebhook.
+`apiVersion`.
 
 A request that is well formed but whose object is malformed (a container without a string
 `image`) is not a bad request: the object is denied, with the problems listed.
+
+Its neighbours: `reviewjson` (the body parsed, fields checked), `findings` (each image's
+verdict and the words for it), `imagereview` (the ImagePolicyWebhook's ImageReview). Their
+names are re-exported here, where callers found them before the split.
 """
 
 from __future__ import annotations
@@ -16,28 +20,45 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal, NamedTuple, NotRequired, TypedDict
 
 from policy import reference
 from policy.errors import ReviewError
 from policy.evaluate import ImageDecision
 from policy.k8s import workloads
+from policy.k8s.findings import MAX_MESSAGE_LINES as MAX_MESSAGE_LINES
+from policy.k8s.findings import MAX_WARNING_CHARS as MAX_WARNING_CHARS
+from policy.k8s.findings import Finding as Finding
+from policy.k8s.findings import audit_annotations as audit_annotations
+from policy.k8s.findings import audit_key as audit_key
+from policy.k8s.findings import denial_lines as denial_lines
+from policy.k8s.findings import denial_message as denial_message
+from policy.k8s.findings import problems_message as problems_message
+from policy.k8s.findings import site_label as site_label
+from policy.k8s.findings import warnings_for as warnings_for
+from policy.k8s.imagereview import BREAK_GLASS_PREFIX as BREAK_GLASS_PREFIX
+from policy.k8s.imagereview import IMAGE_REVIEW_API as IMAGE_REVIEW_API
+from policy.k8s.imagereview import ImageReview as ImageReview
+from policy.k8s.imagereview import ImageReviewContainerSpec as ImageReviewContainerSpec
+from policy.k8s.imagereview import ImageReviewRequest as ImageReviewRequest
+from policy.k8s.imagereview import ImageReviewSpec as ImageReviewSpec
+from policy.k8s.imagereview import ImageReviewStatus as ImageReviewStatus
+from policy.k8s.imagereview import break_glass as break_glass
+from policy.k8s.imagereview import break_glass_status as break_glass_status
+from policy.k8s.imagereview import image_review as image_review
+from policy.k8s.imagereview import image_review_status as image_review_status
+from policy.k8s.imagereview import parse_image_review as parse_image_review
+from policy.k8s.reviewjson import envelope, kind_name, mapping_field, string_field
+from policy.k8s.reviewjson import load_json as load_json
 from policy.k8s.workloads import MAPPING, ImageSite, Problem
 
 API_V1 = "admission.k8s.io/v1"
 API_V1BETA1 = "admission.k8s.io/v1beta1"
 ADMISSION_VERSIONS = (API_V1, API_V1BETA1)
-IMAGE_REVIEW_API = "imagepolicy.k8s.io/v1alpha1"
-BREAK_GLASS_PREFIX = "break-glass.image-policy.k8s.io/"
-
-MAX_WARNING_CHARS = 256
-"""Kubernetes may truncate longer warnings; ours are short, one per finding."""
-MAX_MESSAGE_LINES = 50
-"""Lines of findings in a denial message before the rest is summarized."""
 
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 OPERATIONS: tuple[Operation, ...] = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+_WRITES = ("CREATE", "UPDATE")
 
 # The API groups each workload kind lives in; the same kind name in another group (a CRD)
 # is not ours to judge.
@@ -53,13 +74,6 @@ _KIND_GROUPS: Mapping[str, frozenset[str]] = {
     "CronJob": frozenset({"batch"}),
     # Kubernetes 1.16-1.22 sent `pods/ephemeralcontainers` as this kind, its containers at the top.
     "EphemeralContainers": frozenset({""}),
-}
-
-_FIELD_LABELS: Mapping[workloads.SiteField, str] = {
-    "container": "container",
-    "initContainer": "init container",
-    "ephemeralContainer": "ephemeral container",
-    "volume": "image volume",
 }
 
 
@@ -133,71 +147,14 @@ class PatchOperation(TypedDict):
     value: str
 
 
-class ImageReviewContainerSpec(TypedDict):
-    image: str
-
-
-class ImageReviewSpec(TypedDict, total=False):
-    containers: list[ImageReviewContainerSpec]
-    annotations: dict[str, str]
-    namespace: str
-
-
-class ImageReviewStatus(TypedDict):
-    allowed: bool
-    reason: NotRequired[str]
-    auditAnnotations: NotRequired[dict[str, str]]
-
-
-class ImageReview(TypedDict):
-    apiVersion: str
-    kind: Literal["ImageReview"]
-    spec: NotRequired[ImageReviewSpec]
-    status: NotRequired[ImageReviewStatus]
-
-
 # --- parsing ----------------------------------------------------------------------------
 
 
-def load_json(body: bytes) -> object:
-    """Parse a request body; ReviewError when it is not UTF-8 JSON (NaN/Infinity refused,
-    nesting bounded by the interpreter's recursion limit)."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ReviewError(
-            f"request body is not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    try:
-        return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
-        if not text.strip():
-            raise ReviewError("request body is empty; expected a JSON object") from None
-        raise ReviewError(
-            f"request body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise ReviewError("request body is not usable JSON: nested too deeply") from None
-    except ValueError as exc:  # NaN/Infinity, integers too long to convert
-        raise ReviewError(f"request body is not usable JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _kind_name(value: object) -> str:
-    return "missing" if value is None else workloads.describe(value)
-
-
-# Request, Plan and Finding are named tuples, not frozen dataclasses: one of each is made per
-# review (a Finding per image), and a frozen dataclass sets each field through
-# `object.__setattr__`, which made building them a measurable share of a warm review.
 class Request(NamedTuple):
-    """The parts of an AdmissionReview request the decision reads, checked and typed."""
+    """The parts of an AdmissionReview request the decision reads, checked and typed.
+
+    A named tuple, not a frozen dataclass (so are `Plan` and `findings.Finding`, also made
+    per review): the three save ~2.5% of a warm review (1b)."""
 
     api_version: str
     uid: str
@@ -226,133 +183,39 @@ class Request(NamedTuple):
         return f"{text} ({self.sub_resource})" if self.sub_resource else text
 
 
-def _field(mapping: Mapping[str, object], key: str, path: str, *, required: bool = False) -> str:
-    value = mapping.get(key)
-    if value is None:
-        if required:
-            raise ReviewError(f"{path}.{key} is missing; expected a string")
-        return ""
-    if not isinstance(value, str):
-        raise ReviewError(f"{path}.{key} must be a string, got {_kind_name(value)}")
-    return value
-
-
-def _mapping(value: object, path: str, *, required: bool = False) -> Mapping[str, object] | None:
-    if value is None:
-        if required:
-            raise ReviewError(f"{path} is missing; expected an object")
-        return None
-    if not isinstance(value, MAPPING):
-        raise ReviewError(f"{path} must be an object, got {_kind_name(value)}")
-    return value
-
-
-def _envelope(document: object, kinds: str) -> Mapping[str, object]:
-    if not isinstance(document, MAPPING):
-        raise ReviewError(
-            f"expected a JSON object with apiVersion, kind and {kinds}, got {_kind_name(document)}"
-        )
-    return document
-
-
 def parse_review(document: object) -> Request:
     """Check an AdmissionReview (v1 or v1beta1) and return its request; ReviewError says
     precisely what is malformed (missing `request` or `uid`, wrong kind or version, ...).
-
-    Every review passes through here, so the usual case — each field a plain `str` or `dict`
-    as JSON gives them — is checked inline, and anything else goes to `_field`/`_mapping`,
-    which accept what is valid (`None` for an optional field) and word the errors.
-    """
-    doc = _envelope(document, "request")
-    kind = doc.get("kind")
-    if kind != "AdmissionReview":
-        raise ReviewError(f"kind is {_kind_name(kind)}; expected AdmissionReview")
-    api_version = doc.get("apiVersion")
-    if not isinstance(api_version, str) or api_version not in ADMISSION_VERSIONS:
-        raise ReviewError(
-            f"apiVersion {_kind_name(api_version)} is not supported; expected "
-            f"{' or '.join(ADMISSION_VERSIONS)}"
-        )
-    request = doc.get("request")
-    if request.__class__ is not dict:
-        request = _mapping(request, "request", required=True)
-        assert request is not None
-    get = request.get
-    uid = get("uid")
-    if uid.__class__ is not str:
-        uid = _field(request, "uid", "request", required=True)
+    The fields are checked in the order they are read below; the first problem is reported."""
+    api_version, request = _review_request(document)
+    uid = string_field(request, "uid", "request", required=True)
     if not uid:
         raise ReviewError("request.uid is empty")
-    operation = get("operation")
-    if operation not in OPERATIONS:
-        raise ReviewError(
-            f"request.operation is {_kind_name(operation)}; expected one of {', '.join(OPERATIONS)}"
-        )
-    gvk = get("kind")
-    if gvk.__class__ is not dict:
-        gvk = _mapping(gvk, "request.kind", required=True)
-        assert gvk is not None
-    kind_name = gvk.get("kind")
-    if kind_name.__class__ is not str:
-        kind_name = _field(gvk, "kind", "request.kind", required=True)
-    group = gvk.get("group")
-    if group.__class__ is not str:
-        group = _field(gvk, "group", "request.kind")
-    version = gvk.get("version")
-    if version.__class__ is not str:
-        version = _field(gvk, "version", "request.kind")
-    gvr = get("resource")
-    if gvr.__class__ is not dict:
-        gvr = _mapping(gvr, "request.resource") or {}
-    resource = gvr.get("resource")
-    if resource.__class__ is not str:
-        resource = _field(gvr, "resource", "request.resource")
-    sub_resource = get("subResource")
-    if sub_resource.__class__ is not str:
-        sub_resource = _field(request, "subResource", "request")
-    namespace = get("namespace")
-    if namespace.__class__ is not str:
-        namespace = _field(request, "namespace", "request")
-    name = get("name")
-    if name.__class__ is not str:
-        name = _field(request, "name", "request")
-    user_info = get("userInfo")
-    if user_info.__class__ is not dict:
-        user_info = _mapping(user_info, "request.userInfo") or {}
-    user = user_info.get("username")
-    if user.__class__ is not str:
-        user = _field(user_info, "username", "request.userInfo")
-    obj = get("object")
-    if obj.__class__ is not dict:
-        obj = _mapping(obj, "request.object", required=operation in _WRITES)
-    old = get("oldObject")
-    if old.__class__ is not dict:
-        # Only UPDATE reads it, to skip unchanged images; anything but an object (recorded
-        # samples send `"oldObject": ""` on CREATE) means "no old object": every image is judged.
-        old = old if isinstance(old, MAPPING) else None
-    dry_run = get("dryRun", False)
-    if dry_run is None:
-        dry_run = False
-    if not isinstance(dry_run, bool):
-        raise ReviewError(f"request.dryRun must be true or false, got {_kind_name(dry_run)}")
-    metadata = (obj or {}).get("metadata")
-    if metadata.__class__ is not dict:
-        metadata = _mapping(metadata, "request.object.metadata") or {}
-    if not namespace:
-        meta_ns = metadata.get("namespace")
-        namespace = meta_ns if isinstance(meta_ns, str) and meta_ns else None
-    if not name:
-        meta_name = metadata.get("name")
-        generate = metadata.get("generateName")
-        if isinstance(meta_name, str) and meta_name:
-            name = meta_name
-        elif isinstance(generate, str) and generate:
-            name = generate + "*"
+    operation = _operation(request.get("operation"))
+    gvk = mapping_field(request.get("kind"), "request.kind", required=True)
+    assert gvk is not None
+    kind = string_field(gvk, "kind", "request.kind", required=True)
+    group = string_field(gvk, "group", "request.kind")
+    version = string_field(gvk, "version", "request.kind")
+    gvr = mapping_field(request.get("resource"), "request.resource") or {}
+    resource = string_field(gvr, "resource", "request.resource")
+    sub_resource = string_field(request, "subResource", "request")
+    given_namespace = string_field(request, "namespace", "request")
+    given_name = string_field(request, "name", "request")
+    user_info = mapping_field(request.get("userInfo"), "request.userInfo") or {}
+    user = string_field(user_info, "username", "request.userInfo")
+    obj = mapping_field(request.get("object"), "request.object", required=operation in _WRITES)
+    old = request.get("oldObject")
+    # Only UPDATE reads it, to skip unchanged images; anything but an object (recorded
+    # samples send `"oldObject": ""` on CREATE) means "no old object": every image is judged.
+    old = old if isinstance(old, MAPPING) else None
+    dry_run = _dry_run(request.get("dryRun"))
+    namespace, name = _named(obj, given_namespace, given_name)
     return Request(
         api_version,
         uid,
         operation,
-        kind_name,
+        kind,
         group,
         version,
         resource,
@@ -366,7 +229,54 @@ def parse_review(document: object) -> Request:
     )
 
 
-_WRITES = ("CREATE", "UPDATE")
+def _review_request(document: object) -> tuple[str, Mapping[str, object]]:
+    """An AdmissionReview's apiVersion and its `request` object, both checked."""
+    doc = envelope(document, "request")
+    kind = doc.get("kind")
+    if kind != "AdmissionReview":
+        raise ReviewError(f"kind is {kind_name(kind)}; expected AdmissionReview")
+    api_version = doc.get("apiVersion")
+    if not isinstance(api_version, str) or api_version not in ADMISSION_VERSIONS:
+        raise ReviewError(
+            f"apiVersion {kind_name(api_version)} is not supported; expected "
+            f"{' or '.join(ADMISSION_VERSIONS)}"
+        )
+    request = mapping_field(doc.get("request"), "request", required=True)
+    assert request is not None
+    return api_version, request
+
+
+def _operation(value: object) -> Operation:
+    if value not in OPERATIONS:
+        raise ReviewError(
+            f"request.operation is {kind_name(value)}; expected one of {', '.join(OPERATIONS)}"
+        )
+    return value
+
+
+def _dry_run(value: object) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ReviewError(f"request.dryRun must be true or false, got {kind_name(value)}")
+    return value
+
+
+def _named(obj: Mapping[str, object] | None, namespace: str, name: str) -> tuple[str | None, str]:
+    """The request's namespace and name, else the object's own (`generateName*` for a name
+    still to be generated); no namespace is None."""
+    metadata = mapping_field((obj or {}).get("metadata"), "request.object.metadata") or {}
+    if not namespace:
+        meta_ns = metadata.get("namespace")
+        namespace = meta_ns if isinstance(meta_ns, str) and meta_ns else ""
+    if not name:
+        meta_name = metadata.get("name")
+        generate = metadata.get("generateName")
+        if isinstance(meta_name, str) and meta_name:
+            name = meta_name
+        elif isinstance(generate, str) and generate:
+            name = generate + "*"
+    return namespace or None, name
 
 
 # --- which images ----------------------------------------------------------------------
@@ -378,6 +288,7 @@ class Plan(NamedTuple):
     `check` are the image sites needing a verdict; `unchanged` those skipped on UPDATE
     because the old object has the same image; `problems` make the object malformed (deny);
     `skip_reason` says why nothing at all is judged (another kind, DELETE, a subresource).
+    A named tuple: see `Request`.
     """
 
     check: tuple[ImageSite, ...] = ()
@@ -440,110 +351,7 @@ def plan(
     )
 
 
-# --- verdicts --------------------------------------------------------------------------
-
-
-class Finding(NamedTuple):
-    """One image as written at one place, and its verdict.
-
-    `decision` is None when the text is not a valid reference (`invalid` says why); such an
-    image is denied. `pointer` is the JSON Pointer of the image string (None: ImageReview).
-    """
-
-    image: str
-    where: str
-    decision: ImageDecision | None = None
-    invalid: str | None = None
-    pointer: str | None = None
-
-    @property
-    def allowed(self) -> bool:
-        return self.decision is not None and self.decision.allowed
-
-
-def site_label(site: ImageSite) -> str:
-    """`container "web"`, `init container "setup"`, `image volume "models"`."""
-    label = _FIELD_LABELS[site.field]
-    return f'{label} "{site.name}"' if site.name else label
-
-
-def denial_lines(findings: Iterable[Finding]) -> list[str]:
-    """One line per denied image and reason: `container "web" image "x": rule r: why`."""
-    lines: list[str] = []
-    for f in findings:
-        head = f'{f.where} image "{f.image}"'
-        if f.decision is None:
-            lines.append(f"{head}: {f.invalid}")
-            continue
-        for v in f.decision.by_action("deny"):
-            lines.append(f"{head}: rule {v.rule}: {v.message}")
-    return lines
-
-
-def denial_message(subject: str, findings: Sequence[Finding]) -> str:
-    """The 403 message: what was denied, then every denied image with its rule and reason."""
-    denied = [f for f in findings if not f.allowed]
-    count = len({f.image for f in denied})
-    total = len({f.image for f in findings})
-    verb = "is" if count == 1 else "are"
-    return _message(
-        f"image-policy: {count} of {total} images {verb} not allowed in {subject}:", denied
-    )
-
-
-def problems_message(subject: str, problems: Sequence[Problem]) -> str:
-    """The 403 message for a malformed object: its images cannot all be found."""
-    lines = [str(p) for p in problems]
-    head = f"image-policy: {subject} is malformed, so its images cannot all be checked:"
-    return _join(head, lines)
-
-
-def _message(head: str, findings: Iterable[Finding]) -> str:
-    return _join(head, denial_lines(findings))
-
-
-def _join(head: str, lines: list[str]) -> str:
-    shown = lines[:MAX_MESSAGE_LINES]
-    text = head + "".join(f"\n- {line}" for line in shown)
-    if len(lines) > len(shown):
-        text += f"\n- ... and {len(lines) - len(shown)} more"
-    return text
-
-
-def _short(text: str, limit: int = MAX_WARNING_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def warnings_for(findings: Iterable[Finding]) -> list[str]:
-    """One short warning per `warn` violation and per expired exception, duplicates removed."""
-    out: list[str] = []
-    for f in findings:
-        if f.decision is None:
-            continue
-        for v in f.decision.by_action("warn"):
-            out.append(_short(f"{f.image}: {v.rule}: {v.message}"))
-        for w in f.decision.warnings:
-            out.append(_short(f"{f.image}: {w}"))
-    return list(dict.fromkeys(out))
-
-
-def audit_key(rule: str) -> str:
-    """An audit annotation key from a rule id: a valid qualified name (`[A-Za-z0-9._-]`,
-    alphanumeric at both ends, at most 63 characters)."""
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "-" for c in rule)
-    cleaned = cleaned.strip("._-")[:63].rstrip("._-")
-    return cleaned or "rule"
-
-
-def audit_annotations(findings: Iterable[Finding]) -> dict[str, str]:
-    """`audit` violations by rule: key the rule id, value the `image: message` entries."""
-    by_rule: dict[str, list[str]] = {}
-    for f in findings:
-        if f.decision is None:
-            continue
-        for v in f.decision.by_action("audit"):
-            by_rule.setdefault(audit_key(v.rule), []).append(f"{f.image}: {v.message}")
-    return {k: "; ".join(dict.fromkeys(v)) for k, v in by_rule.items()}
+# --- the answer -------------------------------------------------------------------------
 
 
 def pinned_image(image: str, decision: ImageDecision) -> str | None:
@@ -621,87 +429,3 @@ def encode_patch(patch: Sequence[PatchOperation]) -> str:
 def review_envelope(request: Request, response: AdmissionResponse) -> AdmissionReview:
     """Wrap a response in an AdmissionReview of the request's own apiVersion."""
     return {"apiVersion": request.api_version, "kind": "AdmissionReview", "response": response}
-
-
-# --- ImageReview -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageReviewRequest:
-    """The parts of an ImageReview the decision reads."""
-
-    images: tuple[str, ...]
-    namespace: str | None
-    annotations: Mapping[str, str]
-
-
-def parse_image_review(document: object) -> ImageReviewRequest:
-    """Check an ImageReview (imagepolicy.k8s.io/v1alpha1); ReviewError when malformed."""
-    doc = _envelope(document, "spec")
-    kind = doc.get("kind")
-    if kind != "ImageReview":
-        raise ReviewError(f"kind is {_kind_name(kind)}; expected ImageReview")
-    if doc.get("apiVersion") != IMAGE_REVIEW_API:
-        raise ReviewError(
-            f"apiVersion {_kind_name(doc.get('apiVersion'))} is not supported; "
-            f"expected {IMAGE_REVIEW_API}"
-        )
-    spec = _mapping(doc.get("spec"), "spec", required=True)
-    assert spec is not None
-    containers = spec.get("containers")
-    if containers is None:
-        containers = []
-    if not isinstance(containers, list):
-        raise ReviewError(f"spec.containers must be a list, got {_kind_name(containers)}")
-    images: list[str] = []
-    for index, entry in enumerate(containers):
-        container = _mapping(entry, f"spec.containers[{index}]", required=True)
-        assert container is not None
-        images.append(_field(container, "image", f"spec.containers[{index}]", required=True))
-    namespace = _field(spec, "namespace", "spec") or None
-    raw = _mapping(spec.get("annotations"), "spec.annotations") or {}
-    annotations: dict[str, str] = {}
-    for key, value in raw.items():
-        if not isinstance(value, str):
-            raise ReviewError(
-                f"spec.annotations[{key!r}] must be a string, got {_kind_name(value)}"
-            )
-        annotations[key] = value
-    return ImageReviewRequest(tuple(images), namespace, annotations)
-
-
-def break_glass(annotations: Mapping[str, str]) -> dict[str, str]:
-    """The break-glass annotations present (`break-glass.image-policy.k8s.io/<anything>`)."""
-    return {k: v for k, v in annotations.items() if k.startswith(BREAK_GLASS_PREFIX)}
-
-
-def image_review_status(
-    findings: Sequence[Finding], *, subject: str = "the pod"
-) -> ImageReviewStatus:
-    """ImageReview status: allowed unless an image is denied; `reason` lists the denials;
-    audit annotations for `audit` violations (warnings are not part of this API)."""
-    allowed = all(f.allowed for f in findings)
-    status: ImageReviewStatus = {"allowed": allowed}
-    if not allowed:
-        status["reason"] = denial_message(subject, findings)
-    annotations = audit_annotations(findings)
-    if annotations:
-        status["auditAnnotations"] = annotations
-    return status
-
-
-def break_glass_status(request: ImageReviewRequest, found: Mapping[str, str]) -> ImageReviewStatus:
-    """Allowed by break-glass, without any lookup; audited with the images and annotations."""
-    keys = ", ".join(sorted(found))
-    return {
-        "allowed": True,
-        "reason": f"image-policy: allowed by break-glass annotation {keys}",
-        "auditAnnotations": {
-            "break-glass": f"{keys} allowed {', '.join(request.images) or 'no images'}"
-        },
-    }
-
-
-def image_review(status: ImageReviewStatus) -> ImageReview:
-    """The ImageReview answer envelope."""
-    return {"apiVersion": IMAGE_REVIEW_API, "kind": "ImageReview", "status": status}

@@ -17,16 +17,18 @@ so one bad ConfigMap update cannot take every replica out of the Service at once
 `gunicorn 'policy.web:create_app()'` works: settings come from `$IMAGE_POLICY_CONFIG` and the
 rule files from `$IMAGE_POLICY_RULES` (paths separated by `os.pathsep`).
 
-Its rooms: `app` (the factory and its routes), `reload` (the policy in force and its reloads),
-`metrics` (Prometheus collectors), `decisionlog` (the decision log and its writer thread),
-`memo` (judging a review and the judged-review memo). The names below are re-exported for
-`gunicorn 'policy.web:create_app()'` and for scripts and tests that use them.
+Its rooms: `app` (the factory: wiring, routes, error answers), `reviews` (the review
+endpoints: read, judge, answer, count, log), `status` (/healthz, /readyz, /metrics), `reload`
+(the policy in force and its reloads), `metrics` (Prometheus collectors), `decisionlog` (the
+decision log and its writer thread), `memo` (judging image sites and the judged-review memo).
+The names below are re-exported for `gunicorn 'policy.web:create_app()'` and for scripts and
+tests that use them.
 """
 
 from prometheus_client import CollectorRegistry
 
 from policy.errors import PolicyError
-from policy.web.app import MAX_BODY, RELOAD_INTERVAL, RULES_ENV, create_app
+from policy.web.app import RELOAD_INTERVAL, RULES_ENV, create_app
 from policy.web.decisionlog import LOGGER, DecisionLog, _LinesHandler
 from policy.web.memo import too_many_images
 from policy.web.metrics import LATENCY_BUCKETS, Metrics, _ReviewTally, pressure_by_label
@@ -39,6 +41,7 @@ from policy.web.reload import (
     PressuredResolver,
     named_registries,
 )
+from policy.web.reviews import MAX_BODY
 
 __all__ = [
     "LATENCY_BUCKETS",

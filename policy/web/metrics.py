@@ -197,8 +197,8 @@ class _ReviewTally:
     metrics when scraped.
 
     `prometheus_client`'s own counters and histograms take a lock per increment and a Python
-    call per step; counting a review through them cost about a tenth of a warm review's own
-    work. The exposition is the same: `image_policy_reviews_total`, `image_policy_images_total`
+    call per step: counting through them instead costs ~5% more per warm review (1b). The
+    exposition is the same: `image_policy_reviews_total`, `image_policy_images_total`
     and `image_policy_decision_seconds_bucket/_count/_sum`.
     """
 

@@ -157,6 +157,10 @@ class PolicyHolder:
         """The snapshot in force, without checking the files."""
         return self._policy
 
+    def resolver(self) -> Resolver:
+        """The resolver of the policy in force (after reloading changed files if due)."""
+        return self.policy.resolver
+
     @property
     def policy(self) -> Policy:
         """The current snapshot, after reloading changed files if a check is due."""
