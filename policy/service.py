@@ -41,9 +41,8 @@ class Resolver(Protocol):
 class Item(NamedTuple):
     """One image to judge, in the namespace it will run in (None: unknown).
 
-    A named tuple rather than a frozen dataclass: built, hashed and compared in C, which saves
-    ~1% of a warm review (1b; kept with `reviews._tenths` and `reviews.read_json`'s header
-    read to keep 1b within 3% of its count before #19's split).
+    A named tuple, as is every value made per review (built, hashed and compared in C): this one
+    saves ~1% of a warm review, the per-review named tuples together ~9% (1b, BENCHMARKS.md).
     """
 
     reference: Reference

@@ -1,4 +1,4 @@
-"""Tests for policy/checks.py: every `require` check, its parsing and its boundaries, with the
+"""Tests for policy/checks/: every `require` check, its parsing and its boundaries, with the
 messages a person reads (each names the image and the rule)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for policy/reports.py: every `check` report format, validated as its consumers read it
+"""Tests for policy/reports/: every `check` report format, validated as its consumers read it
 (SARIF against the official 2.1.0 JSON schema, JUnit as parsed XML, GitHub workflow commands
 with their escaping, JSON in the CLI's shape, text with and without colour)."""
 
