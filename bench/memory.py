@@ -131,15 +131,8 @@ def _fill(resolver: RegistryResolver, start: int, stop: int) -> None:
 
 
 def _accounted(resolver: RegistryResolver) -> int:
-    """Bytes all the resolver's caches say they hold (private attributes, read for the report)."""
-    caches = (
-        resolver._manifests,
-        resolver._configs,
-        resolver._answers,
-        resolver._tags,
-        resolver._missing,
-    )
-    return sum(c.bytes for c in caches)
+    """Bytes all the resolver's caches say they hold."""
+    return sum(c.bytes for c in resolver.caches().values())
 
 
 def worker(bound: int) -> dict[str, int]:
@@ -190,14 +183,14 @@ def tags_worker(count: int) -> dict[str, int]:
         resolver.resolve(items, deadline=Deadline(60.0))
     gc.collect()
     after = common.vm_rss_bytes()
-    stats = resolver._tags.stats
+    stats = resolver.caches()["tags"].stats
     resolver.close()
     return {
         "base": base,
         "after": after,
         "entries": stats.entries,
         "bytes": stats.bytes,
-        "max_bytes": resolver._tags.max_bytes or 0,
+        "max_bytes": resolver.caches()["tags"].max_bytes or 0,
     }
 
 

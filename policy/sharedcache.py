@@ -88,7 +88,6 @@ from policy.sharedlink import (
     REFUSED,
     Link,
     SharedStats,
-    _Breaker,  # the unit tests step it directly
     connect,
 )
 
@@ -104,7 +103,6 @@ __all__ = [
     "SharedStats",
     "Signatures",
     "Tag",
-    "_Breaker",
     "connect",
     "decode",
     "decode_content",

@@ -28,7 +28,7 @@ from policy.errors import (
     UnsupportedManifest,
 )
 from policy.registry import media
-from policy.registry.endpoints import RegistryConfig, is_loopback, redirect_target
+from policy.registry.endpoints import RegistryConfig, is_loopback
 from policy.registry.exchange import content_length
 from policy.registry.fetch import Answer, AuthProvider, Fetcher, RequestEvent
 from policy.registry.messages import display, located
@@ -287,9 +287,6 @@ class RegistryClient:
     def listen(self, listener: Callable[[RequestEvent], None]) -> None:
         """Also call `listener` with each request's event (after `on_request`)."""
         self._fetcher.listen(listener)
-
-    # Where a redirect leads, or why it is refused (the rule is `endpoints.redirect_target`).
-    _redirect_target = staticmethod(redirect_target)
 
     # --- paths ---------------------------------------------------------------------------
 

@@ -16,12 +16,12 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from policy import tiers as tiers_mod
 from policy.breakers import Breakers, ShortCircuited
 from policy.bulkhead import Lanes
-from policy.cache import TTLCache, entry_size
+from policy.cache import SizedLRU, TTLCache, entry_size
 from policy.deadline import Deadline
 from policy.diskcache import DiskCache
 from policy.errors import RegistryError, RegistryUnavailable
@@ -164,9 +164,6 @@ class RegistryResolver:
         self._answers: TTLCache[tuple[Reference, Needs], ImageFacts] = TTLCache(
             ttl=tag_ttl, max_entries=ANSWER_ENTRIES, max_bytes=budget // 16, clock=clock
         )
-        # The caches by their old names, for memory accounting (`bench/memory.py`).
-        self._manifests, self._configs = self._documents.manifests, self._documents.configs
-        self._missing, self._tags = self._documents.missing, self._tag_lookup.cache
 
     def _start_pools(
         self,
@@ -286,6 +283,16 @@ class RegistryResolver:
 
     def rate_limit(self, registry: str) -> RateLimit | None:
         return self.client.rate_limit(registry)
+
+    def caches(self) -> dict[str, SizedLRU[Any, Any] | TTLCache[Any, Any]]:
+        """The caches charged to the `cache.maxBytes` budget, by name (for memory accounting)."""
+        return {
+            "manifests": self._documents.manifests,
+            "configs": self._documents.configs,
+            "answers": self._answers,
+            "tags": self._tag_lookup.cache,
+            "missing": self._documents.missing,
+        }
 
     def stats(self) -> ResolverStats:
         counts = self._steps.counts()

@@ -28,6 +28,7 @@ from policy.facts import Needs
 from policy.registry.auth import Authenticator
 from policy.registry.client import RegistryClient, RegistryConfig, RequestEvent
 from policy.registry.credentials import CredentialStore
+from policy.registry.endpoints import redirect_target
 from policy.registry.session import new_session
 from policy.registry.transport import ConnectDecision, Transport, system_resolve
 from policy.settings import parse_settings
@@ -220,9 +221,8 @@ def test_redirects_are_judged_again(counting: Counting, target: str, reason: str
 
 
 def test_a_redirect_from_https_to_plain_http_is_refused() -> None:
-    client = RegistryClient(new_session(), authenticator=None)
     with pytest.raises(RegistryError, match="from https to plain http"):
-        client._redirect_target(
+        redirect_target(
             "https://registry.example/v2/a/manifests/1",
             "http://registry.example/elsewhere",
             RegistryConfig(insecure=True),

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from policy import sharedcache
+from policy import sharedlink
 from policy.sharedcache import Invalid, decode, decode_content, decode_tag, encode
 
 BODY = b'{"config":{}}'
@@ -57,7 +57,7 @@ def test_tag_age_and_skew() -> None:
 
 def test_breaker_opens_after_consecutive_failures_then_probes_once() -> None:
     now = [0.0]
-    breaker = sharedcache._Breaker(2, 5.0, lambda: now[0])
+    breaker = sharedlink._Breaker(2, 5.0, lambda: now[0])
     breaker.failure()
     assert breaker.admit() and breaker.failing and not breaker.open
     breaker.failure()
