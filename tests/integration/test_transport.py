@@ -35,7 +35,7 @@ from policy.settings import parse_settings
 from policy.tiers import HubTiers
 from tests.support.httpserver import ServedInThread
 from tests.support.registry import SeededRegistry
-from tests.support.trickle import Counting, Trickle
+from tests.support.trickle import Counting, HangUp, Trickle
 
 pytestmark = pytest.mark.registry
 
@@ -409,6 +409,32 @@ def test_a_token_or_hub_answer_cut_at_the_deadline_is_a_timeout_not_an_answer() 
         # (the request's own timeout, not the review's deadline, ends this one)
         hub_tiers = HubTiers(session, api=api.url, request_timeout=1.0)
         with pytest.raises(RegistryUnavailable, match=r"no answer within 1\.0s"):
+            hub_tiers.tier(reference.parse("acme/app:1"), deadline=Deadline(5.0))
+
+
+SHORT_HEAD = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{"token": "tt'
+)
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["short-body", "reset-mid-body"])
+def test_a_token_or_hub_answer_broken_mid_body_is_unavailable(reset: bool) -> None:
+    """A token realm and the Docker Hub API that hang up partway through a body they declared
+    500 bytes long (a FIN, or a TCP reset): the request failed, a `RegistryUnavailable` like
+    any transport failure, never an unclassified exception from the HTTP stack."""
+    transport = Transport(EgressPolicy(mode="cli"))
+    with (
+        HangUp(SHORT_HEAD, reset=reset) as realm,
+        Challenger(f"{realm.url}/token") as registry,
+        HangUp(SHORT_HEAD, reset=reset) as api,
+        new_session(transport) as session,
+    ):
+        auth = Authenticator(session, CredentialStore(env={}))
+        client = RegistryClient(session, authenticator=auth, request_timeout=5.0)
+        with pytest.raises(RegistryUnavailable, match=r"token realm"):
+            client.get_manifest(f"127.0.0.1:{registry.port}", "x/y", "1", deadline=Deadline(5.0))
+        hub_tiers = HubTiers(session, api=api.url, request_timeout=5.0)
+        with pytest.raises(RegistryUnavailable):
             hub_tiers.tier(reference.parse("acme/app:1"), deadline=Deadline(5.0))
 
 

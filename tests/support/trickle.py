@@ -5,11 +5,14 @@
   counts the connections whose client has not hung up (a send fails within two bytes).
 - `Counting`: accepts connections and counts them, answering nothing (a destination that
   must never be reached).
+- `HangUp`: answers every request with `answer` at once and then hangs up, with a FIN or
+  (`reset=True`) a TCP reset: a body shorter than its `Content-Length`, a reset mid-body.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
@@ -97,3 +100,23 @@ class Counting(_Listener):
 
     def _serve(self, conn: socket.socket) -> None:
         return
+
+
+class HangUp(_Listener):
+    """Reads a request, sends `answer`, then closes the connection (a reset if `reset`)."""
+
+    def __init__(self, answer: bytes, *, reset: bool = False) -> None:
+        self.answer = answer
+        self.reset = reset
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            conn.sendall(self.answer)
+            if self.reset:  # SO_LINGER with a zero timeout: close() sends RST, not FIN
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        finally:
+            conn.close()
