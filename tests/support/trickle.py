@@ -2,11 +2,11 @@
 
 - `Trickle`: answers every request with a status line and headers sent one byte every
   `interval` seconds, without end (the header slowloris no per-read timeout stops); `active`
-  counts the connections whose client has not hung up (a send fails within two bytes).
+  counts the connections whose client has not hung up (a send fails within two bytes). With
+  `hang_up` it closes the connection once it has sent what it was given, with a FIN or a TCP
+  reset (a body shorter than its `Content-Length`, a reset mid-body).
 - `Counting`: accepts connections and counts them, answering nothing (a destination that
   must never be reached).
-- `HangUp`: answers every request with `answer` at once and then hangs up, with a FIN or
-  (`reset=True`) a TCP reset: a body shorter than its `Content-Length`, a reset mid-body.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Literal
 
 from tests.support.httpserver import Closing
 
@@ -71,14 +72,21 @@ class _Listener(Closing):
 
 class Trickle(_Listener):
     """Reads a request, then sends its status line and headers a byte every `interval` s
-    (or: sends `at_once` at once, then `trickled` a byte every `interval` s)."""
+    (or: sends `at_once` at once, then `trickled` a byte every `interval` s); then, with
+    `hang_up` "fin" or "reset", closes the connection that way (else keeps it open)."""
 
     def __init__(
-        self, interval: float = 0.3, *, at_once: bytes = b"", trickled: bytes = HEAD
+        self,
+        interval: float = 0.3,
+        *,
+        at_once: bytes = b"",
+        trickled: bytes = HEAD,
+        hang_up: Literal["fin", "reset"] | None = None,
     ) -> None:
         self.interval = interval
         self.at_once = at_once
         self.trickled = trickled
+        self.hang_up = hang_up
         super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -91,6 +99,10 @@ class Trickle(_Listener):
                     return
                 conn.sendall(self.trickled[i : i + 1])
                 time.sleep(self.interval)
+            if self.hang_up == "reset":  # SO_LINGER with a zero timeout: close() sends RST
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if self.hang_up is not None:
+                conn.close()
         except OSError:
             return  # the client hung up: what the test wants
 
@@ -100,23 +112,3 @@ class Counting(_Listener):
 
     def _serve(self, conn: socket.socket) -> None:
         return
-
-
-class HangUp(_Listener):
-    """Reads a request, sends `answer`, then closes the connection (a reset if `reset`)."""
-
-    def __init__(self, answer: bytes, *, reset: bool = False) -> None:
-        self.answer = answer
-        self.reset = reset
-        super().__init__()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            conn.sendall(self.answer)
-            if self.reset:  # SO_LINGER with a zero timeout: close() sends RST, not FIN
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        finally:
-            conn.close()
