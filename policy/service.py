@@ -66,10 +66,10 @@ class Service:
     """Judges images with a rule set and a resolver.
 
     Its memos (`memo_bytes`: batches 1/2, decisions and plans 1/4 each), by what they save:
-    `_batches`, each list of items with its plans, facts and decisions: ~11% of a warm review
+    `_batches`, each list of items with its plans, facts and decisions: ~14% of a warm review
     (1b); `_decisions`, a decision per item for the very same facts object: when a batch
-    misses, 1b without it costs 4.4× (3.68 M instructions instead of 0.83 M); `_plans`, the
-    rules and needs per reference, namespace and day: when a batch misses, 3.3× (2.78 M), and
+    misses, 1b without it costs 4.5× (3.68 M instructions instead of 0.83 M); `_plans`, the
+    rules and needs per reference, namespace and day: when a batch misses, 3.4× (2.78 M), and
     the pinning service plans every tag-only image of every review with it.
     """
 

@@ -138,7 +138,7 @@ def judge_review(
 
 class JudgedMemo:
     """Judged reviews by (endpoint, apiVersion, namespace, image sites), in half the memo
-    budget (`cache.memoBytes`); saves ~17% of a warm review (1b).
+    budget (`cache.memoBytes`); saves ~20% of a warm review (1b).
 
     A review is answered from the memo when the same service hands back the very same
     decision objects for the same items — which it does only while the facts are unchanged
